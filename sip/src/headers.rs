@@ -1,0 +1,312 @@
+//! The header section: an ordered index of raw header fields, with typed access on demand.
+
+use std::fmt;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::header::TypedHeader;
+use crate::text::{ascii, split_list, trim_lws};
+use crate::{Error, HeaderName};
+
+/// Where a name or value lives: a span of the parsed message, or bytes of its own.
+#[derive(Clone)]
+pub(crate) enum Text {
+    Span(u32, u32),
+    Owned(Bytes),
+}
+
+#[derive(Clone)]
+pub(crate) struct Entry {
+    pub(crate) name: HeaderName,
+    pub(crate) line: u32,
+    pub(crate) raw_name: Text,
+    pub(crate) value: Text,
+}
+
+/// The header fields of a message, in the order they arrived.
+///
+/// A parsed message indexes its header fields without copying them: each field is a span of
+/// the received bytes. Nothing is interpreted until asked for: [`Headers::typed`] and
+/// [`Headers::typed_all`] parse values into the types of [`crate::header`], borrowing from the
+/// message. Extension headers and unknown values are kept byte for byte.
+#[derive(Clone, Default)]
+pub struct Headers {
+    buf: Bytes,
+    entries: Vec<Entry>,
+}
+
+/// One header field: its name as classified, its name as written, and its value (leading and
+/// trailing white space removed; folded lines are kept as they came).
+#[derive(Debug, Clone, Copy)]
+pub struct Field<'a> {
+    /// The classified name.
+    pub name: HeaderName,
+    /// The name as written in the message (for example `v` or `VIA` for Via).
+    pub raw_name: &'a [u8],
+    /// The value.
+    pub value: &'a [u8],
+    /// The line of the message where the field starts (1 is the start line), 0 if the field
+    /// was added rather than parsed.
+    pub line: u32,
+}
+
+impl Headers {
+    /// An empty header section.
+    pub fn new() -> Headers {
+        Headers::default()
+    }
+
+    pub(crate) fn from_parts(buf: Bytes, entries: Vec<Entry>) -> Headers {
+        Headers { buf, entries }
+    }
+
+    /// Number of header fields (lines, not comma-separated values).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// `true` if there are no header fields.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// All fields, in order.
+    pub fn iter(&self) -> impl Iterator<Item = Field<'_>> {
+        self.entries.iter().map(|e| self.field(e))
+    }
+
+    /// The value of the first field called `name`.
+    pub fn get(&self, name: HeaderName) -> Option<&[u8]> {
+        self.entries
+            .iter()
+            .find(|e| e.name == name)
+            .map(|e| self.text(&e.value))
+    }
+
+    /// The value of the first field with this name, compared without case; works for
+    /// extension headers too (compact forms are not expanded: use [`Headers::get`]).
+    pub fn get_by_name(&self, name: &str) -> Option<&[u8]> {
+        self.entries
+            .iter()
+            .find(|e| self.text(&e.raw_name).eq_ignore_ascii_case(name.as_bytes()))
+            .map(|e| self.text(&e.value))
+    }
+
+    /// Every field called `name`, in order.
+    pub fn get_all(&self, name: HeaderName) -> impl Iterator<Item = Field<'_>> {
+        self.entries
+            .iter()
+            .filter(move |e| e.name == name)
+            .map(|e| self.field(e))
+    }
+
+    /// How many fields are called `name`.
+    pub fn count(&self, name: HeaderName) -> usize {
+        self.entries.iter().filter(|e| e.name == name).count()
+    }
+
+    /// Whether a field called `name` is present.
+    pub fn contains(&self, name: HeaderName) -> bool {
+        self.entries.iter().any(|e| e.name == name)
+    }
+
+    /// The first value of header `H`, parsed: for a list header, the first element of the
+    /// first field. `None` if the header is absent.
+    pub fn typed<'a, H: TypedHeader<'a>>(&'a self) -> Option<Result<H, Error>> {
+        self.typed_all::<H>().next()
+    }
+
+    /// Every value of header `H`, across fields and, for list headers, across commas.
+    pub fn typed_all<'a, H: TypedHeader<'a>>(&'a self) -> TypedIter<'a, H> {
+        TypedIter {
+            headers: self,
+            index: 0,
+            list: None,
+            _marker: std::marker::PhantomData,
+        }
+    }
+
+    /// Appends a field.
+    pub fn push(&mut self, name: HeaderName, value: impl Into<Bytes>) {
+        self.insert_at(self.entries.len(), name, value.into());
+    }
+
+    /// Appends an extension field by name (the name is classified, so `"Via"` becomes
+    /// [`HeaderName::Via`]).
+    pub fn push_named(&mut self, name: &str, value: impl Into<Bytes>) {
+        let kind = HeaderName::from_bytes(name.as_bytes());
+        self.entries.push(Entry {
+            name: kind,
+            line: 0,
+            raw_name: Text::Owned(Bytes::copy_from_slice(name.as_bytes())),
+            value: Text::Owned(value.into()),
+        });
+    }
+
+    /// Inserts a field before the first field of the same name (or at the top if there is
+    /// none): where a new Via or Record-Route goes.
+    pub fn push_front(&mut self, name: HeaderName, value: impl Into<Bytes>) {
+        let at = self
+            .entries
+            .iter()
+            .position(|e| e.name == name)
+            .unwrap_or(0);
+        self.insert_at(at, name, value.into());
+    }
+
+    /// Replaces every field called `name` with one field holding `value`, in the place of the
+    /// first one (or at the end).
+    pub fn set(&mut self, name: HeaderName, value: impl Into<Bytes>) {
+        let at = self.entries.iter().position(|e| e.name == name);
+        self.remove(name);
+        self.insert_at(at.unwrap_or(self.entries.len()), name, value.into());
+    }
+
+    /// Removes every field called `name`; returns how many there were.
+    pub fn remove(&mut self, name: HeaderName) -> usize {
+        let before = self.entries.len();
+        self.entries.retain(|e| e.name != name);
+        before - self.entries.len()
+    }
+
+    /// Removes the first field called `name`; returns whether there was one.
+    pub fn remove_first(&mut self, name: HeaderName) -> bool {
+        match self.entries.iter().position(|e| e.name == name) {
+            Some(i) => {
+                self.entries.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Bytes this header section takes on the wire, the blank line after it excluded.
+    pub fn encoded_len(&self) -> usize {
+        self.entries
+            .iter()
+            .map(|e| self.text(&e.raw_name).len() + 2 + self.text(&e.value).len() + 2)
+            .sum()
+    }
+
+    /// Writes `Name: value CRLF` for every field.
+    pub fn encode(&self, out: &mut BytesMut) {
+        for e in &self.entries {
+            out.put_slice(self.text(&e.raw_name));
+            out.put_slice(b": ");
+            out.put_slice(self.text(&e.value));
+            out.put_slice(b"\r\n");
+        }
+    }
+
+    fn insert_at(&mut self, at: usize, name: HeaderName, value: Bytes) {
+        let raw = match name {
+            HeaderName::Other => Bytes::new(),
+            known => Bytes::from_static(known.as_str().as_bytes()),
+        };
+        self.entries.insert(
+            at,
+            Entry {
+                name,
+                line: 0,
+                raw_name: Text::Owned(raw),
+                value: Text::Owned(value),
+            },
+        );
+    }
+
+    fn field<'a>(&'a self, e: &'a Entry) -> Field<'a> {
+        Field {
+            name: e.name,
+            raw_name: self.text(&e.raw_name),
+            value: self.text(&e.value),
+            line: e.line,
+        }
+    }
+
+    fn text<'a>(&'a self, t: &'a Text) -> &'a [u8] {
+        match t {
+            Text::Span(start, end) => &self.buf[*start as usize..*end as usize],
+            Text::Owned(b) => b,
+        }
+    }
+}
+
+impl fmt::Debug for Headers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.iter().map(|h| {
+                format!(
+                    "{}: {}",
+                    String::from_utf8_lossy(h.raw_name),
+                    String::from_utf8_lossy(h.value)
+                )
+            }))
+            .finish()
+    }
+}
+
+impl PartialEq for Headers {
+    fn eq(&self, other: &Headers) -> bool {
+        self.len() == other.len()
+            && self
+                .iter()
+                .zip(other.iter())
+                .all(|(a, b)| a.name == b.name && a.raw_name == b.raw_name && a.value == b.value)
+    }
+}
+
+impl Eq for Headers {}
+
+impl Field<'_> {
+    /// The value as text, if it is UTF-8.
+    pub fn value_str(&self) -> Option<&str> {
+        std::str::from_utf8(self.value).ok()
+    }
+
+    /// The name as written, as text (header names are tokens, so ASCII).
+    pub fn name_str(&self) -> &str {
+        ascii(self.raw_name)
+    }
+}
+
+/// Iterator behind [`Headers::typed_all`]: yields each value parsed, or the error that names
+/// the line and what was expected.
+pub struct TypedIter<'a, H> {
+    headers: &'a Headers,
+    index: usize,
+    list: Option<(u32, crate::text::ListIter<'a>)>,
+    _marker: std::marker::PhantomData<fn() -> H>,
+}
+
+impl<'a, H: TypedHeader<'a>> Iterator for TypedIter<'a, H> {
+    type Item = Result<H, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some((line, items)) = &mut self.list {
+                if let Some(item) = items.next() {
+                    let line = *line;
+                    return Some(H::parse(item).map_err(|e| e.at_line(line)));
+                }
+                self.list = None;
+            }
+            let headers = self.headers;
+            let e = loop {
+                let e = headers.entries.get(self.index)?;
+                self.index += 1;
+                if e.name == H::NAME {
+                    break e;
+                }
+            };
+            let value = trim_lws(headers.text(&e.value));
+            if H::NAME.is_list() {
+                if value.is_empty() && H::MAY_BE_EMPTY {
+                    continue;
+                }
+                self.list = Some((e.line, split_list(value)));
+                continue;
+            }
+            return Some(H::parse(value).map_err(|err| err.at_line(e.line)));
+        }
+    }
+}
