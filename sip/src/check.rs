@@ -12,20 +12,30 @@ use crate::header::{
 use crate::message::Version;
 use crate::{Error, HeaderName, Headers, Method, Request, Response, StatusCode};
 
+/// Which part of RFC 3261 an element plays for a request, for [`check_request`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A UAS or registrar (§8.2): checks Require (420), the body type (415) and Accept (406).
+    Uas,
+    /// A proxy (§16.3): checks Max-Forwards (483) and Proxy-Require (420); the body is not its
+    /// business.
+    Proxy,
+}
+
 /// What this element serves, for [`check_request`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
+    /// The part the element plays. Default: [`Role::Proxy`] (a p2psip node proxies for its
+    /// users; its built-in user agent checks as a [`Role::Uas`]).
+    pub role: Role,
     /// Request-URI schemes served; others get 416. Default: `sip`, `sips`.
     pub schemes: Vec<String>,
-    /// Option tags supported; a Require (or, for a proxy, Proxy-Require) naming another gets
+    /// Option tags supported; a Require (UAS) or Proxy-Require (proxy) naming another gets
     /// 420. Default: none.
     pub supported: Vec<String>,
-    /// Body types understood, `type/subtype`; a request body of another type gets 415.
+    /// Body types a UAS understands, `type/subtype`; a request body of another type gets 415.
     /// Default: `application/sdp`, `text/plain`.
     pub accept: Vec<String>,
-    /// Whether the element forwards requests: then Max-Forwards 0 gets 483 and Proxy-Require
-    /// is checked. Default: true (a p2psip node proxies for its users).
-    pub proxy: bool,
     /// The warn-agent of the Warning header that carries the detail of a refusal.
     /// Default: `p2psip`.
     pub agent: String,
@@ -34,11 +44,21 @@ pub struct Policy {
 impl Default for Policy {
     fn default() -> Policy {
         Policy {
+            role: Role::Proxy,
             schemes: vec!["sip".into(), "sips".into()],
             supported: Vec::new(),
             accept: vec!["application/sdp".into(), "text/plain".into()],
-            proxy: true,
             agent: "p2psip".into(),
+        }
+    }
+}
+
+impl Policy {
+    /// The default policy in the given role.
+    pub fn with_role(role: Role) -> Policy {
+        Policy {
+            role,
+            ..Policy::default()
         }
     }
 }
@@ -61,8 +81,9 @@ pub struct Rejection {
 
 /// Checks a request as a UAS or proxy must before acting on it: protocol version (505),
 /// mandatory and single-valued headers and the grammar of every typed header (400), CSeq
-/// method (400), Request-URI grammar (400) and scheme (416), Max-Forwards (483), Require and
-/// Proxy-Require (420), body type (415), and Accept for an INVITE (406).
+/// method (400), Request-URI grammar (400) and scheme (416); then, by [`Role`], for a proxy
+/// Max-Forwards (483) and Proxy-Require (420), for a UAS Require (420), the body type (415)
+/// and Accept for an INVITE (406).
 pub fn check_request(req: &Request, policy: &Policy) -> Result<(), Rejection> {
     if req.version() != Version::SIP_2_0 {
         return Err(
@@ -102,36 +123,31 @@ pub fn check_request(req: &Request, policy: &Policy) -> Result<(), Rejection> {
                 )),
         );
     }
-    if policy.proxy && first::<MaxForwards>(h).map_err(reject)? == Some(MaxForwards(0)) {
+    match policy.role {
+        Role::Proxy => check_as_proxy(req, policy),
+        Role::Uas => check_as_uas(req, policy),
+    }
+}
+
+/// §16.3 steps 3 and 5.
+fn check_as_proxy(req: &Request, policy: &Policy) -> Result<(), Rejection> {
+    let h = req.headers();
+    if first::<MaxForwards>(h).map_err(|e| Rejection::from_error(&e))? == Some(MaxForwards(0)) {
         return Err(Rejection::new(StatusCode::TOO_MANY_HOPS, "Too Many Hops"));
     }
+    let tags = h.typed_all::<ProxyRequire>().flatten().map(|r| r.0);
+    unsupported(tags, policy)
+}
+
+/// §8.2.2.3, §8.2.3 and the Accept rule of §8.2.3 / RFC 4475 §3.3.15.
+fn check_as_uas(req: &Request, policy: &Policy) -> Result<(), Rejection> {
+    let h = req.headers();
     if !matches!(req.method(), Method::Ack | Method::Cancel) {
-        let supported = |t: &str| policy.supported.iter().any(|s| s.eq_ignore_ascii_case(t));
-        let mut unsupported: Vec<String> = h
-            .typed_all::<Require>()
-            .flatten()
-            .map(|r| r.0)
-            .filter(|t| !supported(t))
-            .map(Into::into)
-            .collect();
-        if policy.proxy {
-            unsupported.extend(
-                h.typed_all::<ProxyRequire>()
-                    .flatten()
-                    .map(|r| r.0)
-                    .filter(|t| !supported(t))
-                    .map(Into::into),
-            );
-        }
-        if !unsupported.is_empty() {
-            return Err(Rejection {
-                unsupported,
-                ..Rejection::new(StatusCode::BAD_EXTENSION, "Bad Extension")
-            });
-        }
+        unsupported(h.typed_all::<Require>().flatten().map(|r| r.0), policy)?;
     }
     if !req.body().is_empty() {
-        let Some(ct) = first::<ContentType>(h).map_err(reject)? else {
+        let ct = first::<ContentType>(h).map_err(|e| Rejection::from_error(&e))?;
+        let Some(ct) = ct else {
             return Err(Rejection::new(
                 StatusCode::BAD_REQUEST,
                 "Missing Content-Type header for the body",
@@ -169,6 +185,20 @@ pub fn check_request(req: &Request, policy: &Policy) -> Result<(), Rejection> {
     Ok(())
 }
 
+/// 420 Bad Extension listing the option tags in `tags` that the policy does not support.
+fn unsupported<'a>(tags: impl Iterator<Item = &'a str>, policy: &Policy) -> Result<(), Rejection> {
+    let unsupported: Vec<String> = tags
+        .filter(|t| !policy.supported.iter().any(|s| s.eq_ignore_ascii_case(t)))
+        .map(Into::into)
+        .collect();
+    if unsupported.is_empty() {
+        return Ok(());
+    }
+    Err(Rejection {
+        unsupported,
+        ..Rejection::new(StatusCode::BAD_EXTENSION, "Bad Extension")
+    })
+}
 /// Checks a response before a transaction sees it: the mandatory headers and the grammar of
 /// the typed ones. A response that fails is dropped, never answered (RFC 4475 §3.1.2).
 pub fn check_response(resp: &Response) -> Result<(), Error> {

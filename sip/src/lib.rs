@@ -36,7 +36,7 @@ mod stream;
 mod text;
 mod uri;
 
-pub use check::{Policy, Rejection, check_request, check_response};
+pub use check::{Policy, Rejection, Role, check_request, check_response};
 pub use error::Error;
 pub use header_name::HeaderName;
 pub use headers::{Field, Headers, TypedIter};

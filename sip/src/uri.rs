@@ -263,13 +263,13 @@ fn sip(s: &str, secure: bool, start: usize) -> Lex<SipUri<'_>> {
                 at: pos,
             });
         }
-        if let Some(p) = p {
-            if !is_escaped_run(p, is_password) {
-                return Err(Expected {
-                    what: "a password of allowed characters",
-                    at: pos + u.len() + 1,
-                });
-            }
+        if let Some(p) = p
+            && !is_escaped_run(p, is_password)
+        {
+            return Err(Expected {
+                what: "a password of allowed characters",
+                at: pos + u.len() + 1,
+            });
         }
         user = Some(ascii(u));
         password = p.map(ascii);

@@ -178,13 +178,13 @@ pub(crate) fn address(s: &[u8], addr_spec_allowed: bool) -> Lex<Address<'_>> {
             .take_while(|&&b| b != b';' && b != b',' && !is_lws(b))
             .count();
         let uri = parse_uri(&rest[..len], from)?;
-        if let Uri::Sip(u) = &uri {
-            if u.has_headers() {
-                return Err(Expected {
-                    what: "angle brackets around a URI with headers (RFC 3261 §20)",
-                    at: from,
-                });
-            }
+        if let Uri::Sip(u) = &uri
+            && u.has_headers()
+        {
+            return Err(Expected {
+                what: "angle brackets around a URI with headers (RFC 3261 §20)",
+                at: from,
+            });
         }
         for _ in 0..len {
             sc.bump();
@@ -217,13 +217,13 @@ fn contact(s: &[u8]) -> Lex<Contact<'_>> {
         return Ok(Contact::Star);
     }
     let a = address(s, true)?;
-    if let Some(q) = a.params.get("q") {
-        if q.and_then(qvalue).is_none() {
-            return Err(Expected {
-                what: "a q value from 0 to 1 with at most 3 decimals",
-                at: 0,
-            });
-        }
+    if let Some(q) = a.params.get("q")
+        && q.and_then(qvalue).is_none()
+    {
+        return Err(Expected {
+            what: "a q value from 0 to 1 with at most 3 decimals",
+            at: 0,
+        });
     }
     Ok(Contact::Address(a))
 }
