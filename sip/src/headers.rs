@@ -8,19 +8,35 @@ use crate::header::TypedHeader;
 use crate::text::{ascii, split_list, trim_lws};
 use crate::{Error, HeaderName};
 
-/// Where a name or value lives: a span of the parsed message, or bytes of its own.
-#[derive(Clone)]
-pub(crate) enum Text {
-    Span(u32, u32),
-    Owned(Bytes),
+/// Where a name or value lives: a span of the received message, or (with the top bit of
+/// `start` set) of the text added since. Spans keep a parse free of reference counting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Span {
+    start: u32,
+    end: u32,
 }
 
-#[derive(Clone)]
+impl Span {
+    const ADDED: u32 = 1 << 31;
+    /// The largest offset a span can hold: messages larger than this cannot be indexed.
+    pub(crate) const MAX: usize = (Self::ADDED - 1) as usize;
+
+    pub(crate) fn received(start: usize, end: usize) -> Span {
+        debug_assert!(end <= Self::MAX);
+        Span {
+            start: start as u32,
+            end: end as u32,
+        }
+    }
+}
+
+/// One indexed header field (24 bytes).
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct Entry {
     pub(crate) name: HeaderName,
     pub(crate) line: u32,
-    pub(crate) raw_name: Text,
-    pub(crate) value: Text,
+    pub(crate) raw_name: Span,
+    pub(crate) value: Span,
 }
 
 /// The header fields of a message, in the order they arrived.
@@ -31,7 +47,10 @@ pub(crate) struct Entry {
 /// message. Extension headers and unknown values are kept byte for byte.
 #[derive(Clone, Default)]
 pub struct Headers {
+    /// The received message.
     buf: Bytes,
+    /// Text added since (names and values of new fields, a new Request-URI...).
+    added: Vec<u8>,
     entries: Vec<Entry>,
 }
 
@@ -57,7 +76,33 @@ impl Headers {
     }
 
     pub(crate) fn from_parts(buf: Bytes, entries: Vec<Entry>) -> Headers {
-        Headers { buf, entries }
+        Headers {
+            buf,
+            added: Vec::new(),
+            entries,
+        }
+    }
+
+    /// Stores text that was not received, for a field or a start line element.
+    pub(crate) fn add_text(&mut self, text: &[u8]) -> Span {
+        let start = self.added.len();
+        self.added.extend_from_slice(text);
+        let end = self.added.len().min(Span::MAX);
+        Span {
+            start: start.min(Span::MAX) as u32 | Span::ADDED,
+            end: end as u32 | Span::ADDED,
+        }
+    }
+
+    /// The text of a span; empty if the span is not of this message (never panics).
+    pub(crate) fn text(&self, span: Span) -> &[u8] {
+        let range = (span.start & !Span::ADDED) as usize..(span.end & !Span::ADDED) as usize;
+        let store: &[u8] = if span.start & Span::ADDED == 0 {
+            &self.buf
+        } else {
+            &self.added
+        };
+        store.get(range).unwrap_or_default()
     }
 
     /// Number of header fields (lines, not comma-separated values).
@@ -80,7 +125,7 @@ impl Headers {
         self.entries
             .iter()
             .find(|e| e.name == name)
-            .map(|e| self.text(&e.value))
+            .map(|e| self.text(e.value))
     }
 
     /// The value of the first field with this name, compared without case; works for
@@ -88,8 +133,8 @@ impl Headers {
     pub fn get_by_name(&self, name: &str) -> Option<&[u8]> {
         self.entries
             .iter()
-            .find(|e| self.text(&e.raw_name).eq_ignore_ascii_case(name.as_bytes()))
-            .map(|e| self.text(&e.value))
+            .find(|e| self.text(e.raw_name).eq_ignore_ascii_case(name.as_bytes()))
+            .map(|e| self.text(e.value))
     }
 
     /// Every field called `name`, in order.
@@ -126,40 +171,43 @@ impl Headers {
         }
     }
 
-    /// Appends a field.
-    pub fn push(&mut self, name: HeaderName, value: impl Into<Bytes>) {
-        self.insert_at(self.entries.len(), name, value.into());
+    /// Appends a field of a known name. An extension header has no name to print here: use
+    /// [`Headers::push_named`]; `HeaderName::Other` is ignored.
+    pub fn push(&mut self, name: HeaderName, value: impl AsRef<[u8]>) {
+        self.insert_at(self.entries.len(), name, value.as_ref());
     }
 
-    /// Appends an extension field by name (the name is classified, so `"Via"` becomes
-    /// [`HeaderName::Via`]).
-    pub fn push_named(&mut self, name: &str, value: impl Into<Bytes>) {
+    /// Appends a field by name, spelled as given: how extension headers are added (the name
+    /// is classified, so `"Via"` still counts as [`HeaderName::Via`]).
+    pub fn push_named(&mut self, name: &str, value: impl AsRef<[u8]>) {
         let kind = HeaderName::from_bytes(name.as_bytes());
+        let raw_name = self.add_text(name.as_bytes());
+        let value = self.add_text(value.as_ref());
         self.entries.push(Entry {
             name: kind,
             line: 0,
-            raw_name: Text::Owned(Bytes::copy_from_slice(name.as_bytes())),
-            value: Text::Owned(value.into()),
+            raw_name,
+            value,
         });
     }
 
-    /// Inserts a field before the first field of the same name (or at the top if there is
-    /// none): where a new Via or Record-Route goes.
-    pub fn push_front(&mut self, name: HeaderName, value: impl Into<Bytes>) {
+    /// Inserts a field of a known name before the first field of the same name (or at the
+    /// top if there is none): where a new Via or Record-Route goes.
+    pub fn push_front(&mut self, name: HeaderName, value: impl AsRef<[u8]>) {
         let at = self
             .entries
             .iter()
             .position(|e| e.name == name)
             .unwrap_or(0);
-        self.insert_at(at, name, value.into());
+        self.insert_at(at, name, value.as_ref());
     }
 
-    /// Replaces every field called `name` with one field holding `value`, in the place of the
-    /// first one (or at the end).
-    pub fn set(&mut self, name: HeaderName, value: impl Into<Bytes>) {
+    /// Replaces every field of a known name with one field holding `value`, in the place of
+    /// the first one (or at the end).
+    pub fn set(&mut self, name: HeaderName, value: impl AsRef<[u8]>) {
         let at = self.entries.iter().position(|e| e.name == name);
         self.remove(name);
-        self.insert_at(at.unwrap_or(self.entries.len()), name, value.into());
+        self.insert_at(at.unwrap_or(self.entries.len()), name, value.as_ref());
     }
 
     /// Removes every field called `name`; returns how many there were.
@@ -184,49 +232,47 @@ impl Headers {
     pub fn encoded_len(&self) -> usize {
         self.entries
             .iter()
-            .map(|e| self.text(&e.raw_name).len() + 2 + self.text(&e.value).len() + 2)
+            .map(|e| self.text(e.raw_name).len() + 2 + self.text(e.value).len() + 2)
             .sum()
     }
 
     /// Writes `Name: value CRLF` for every field.
     pub fn encode(&self, out: &mut BytesMut) {
         for e in &self.entries {
-            out.put_slice(self.text(&e.raw_name));
+            out.put_slice(self.text(e.raw_name));
             out.put_slice(b": ");
-            out.put_slice(self.text(&e.value));
+            out.put_slice(self.text(e.value));
             out.put_slice(b"\r\n");
         }
     }
 
-    fn insert_at(&mut self, at: usize, name: HeaderName, value: Bytes) {
-        let raw = match name {
-            HeaderName::Other => Bytes::new(),
-            known => Bytes::from_static(known.as_str().as_bytes()),
-        };
+    fn insert_at(&mut self, at: usize, name: HeaderName, value: &[u8]) {
+        debug_assert!(
+            name != HeaderName::Other,
+            "extension headers need push_named"
+        );
+        if name == HeaderName::Other {
+            return;
+        }
+        let raw_name = self.add_text(name.as_str().as_bytes());
+        let value = self.add_text(value);
         self.entries.insert(
             at,
             Entry {
                 name,
                 line: 0,
-                raw_name: Text::Owned(raw),
-                value: Text::Owned(value),
+                raw_name,
+                value,
             },
         );
     }
 
-    fn field<'a>(&'a self, e: &'a Entry) -> Field<'a> {
+    fn field(&self, e: &Entry) -> Field<'_> {
         Field {
             name: e.name,
-            raw_name: self.text(&e.raw_name),
-            value: self.text(&e.value),
+            raw_name: self.text(e.raw_name),
+            value: self.text(e.value),
             line: e.line,
-        }
-    }
-
-    fn text<'a>(&'a self, t: &'a Text) -> &'a [u8] {
-        match t {
-            Text::Span(start, end) => &self.buf[*start as usize..*end as usize],
-            Text::Owned(b) => b,
         }
     }
 }
@@ -298,7 +344,7 @@ impl<'a, H: TypedHeader<'a>> Iterator for TypedIter<'a, H> {
                     break e;
                 }
             };
-            let value = trim_lws(headers.text(&e.value));
+            let value = trim_lws(headers.text(e.value));
             if H::NAME.is_list() {
                 if value.is_empty() && H::MAY_BE_EMPTY {
                     continue;

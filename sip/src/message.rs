@@ -4,6 +4,7 @@ use std::fmt;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::headers::Span;
 use crate::parse::{self, Limits};
 use crate::uri::Uri;
 use crate::{Error, HeaderName, Headers, Method, StatusCode};
@@ -30,21 +31,23 @@ impl fmt::Display for Version {
 }
 
 /// A SIP request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Request {
     pub(crate) method: Method,
-    pub(crate) uri: Bytes,
+    /// The Request-URI, in `headers`' text.
+    pub(crate) uri: Span,
     pub(crate) version: Version,
     pub(crate) headers: Headers,
     pub(crate) body: Bytes,
 }
 
 /// A SIP response.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Response {
     pub(crate) version: Version,
     pub(crate) status: StatusCode,
-    pub(crate) reason: Bytes,
+    /// The reason phrase, in `headers`' text.
+    pub(crate) reason: Span,
     pub(crate) headers: Headers,
     pub(crate) body: Bytes,
 }
@@ -140,11 +143,13 @@ impl Request {
     /// against the URI grammar.
     pub fn new(method: Method, uri: &str) -> Result<Request, Error> {
         Uri::parse(uri)?;
+        let mut headers = Headers::new();
+        let uri = headers.add_text(uri.as_bytes());
         Ok(Request {
             method,
-            uri: Bytes::copy_from_slice(uri.as_bytes()),
+            uri,
             version: Version::SIP_2_0,
-            headers: Headers::new(),
+            headers,
             body: Bytes::new(),
         })
     }
@@ -156,7 +161,11 @@ impl Request {
 
     /// The Request-URI as written.
     pub fn uri_str(&self) -> &str {
-        crate::text::ascii(&self.uri)
+        crate::text::ascii(self.uri_bytes())
+    }
+
+    fn uri_bytes(&self) -> &[u8] {
+        self.headers.text(self.uri)
     }
 
     /// The Request-URI, parsed.
@@ -175,7 +184,7 @@ impl Request {
     /// Replaces the Request-URI (a proxy retargeting the request), checking its grammar.
     pub fn set_uri(&mut self, uri: &str) -> Result<(), Error> {
         Uri::parse(uri)?;
-        self.uri = Bytes::copy_from_slice(uri.as_bytes());
+        self.uri = self.headers.add_text(uri.as_bytes());
         Ok(())
     }
 
@@ -209,7 +218,7 @@ impl Request {
     pub fn encoded_len(&self) -> usize {
         let m = self.method.as_str().len();
         m + 1
-            + self.uri.len()
+            + self.uri_bytes().len()
             + 1
             + version_len(self.version)
             + 2
@@ -223,7 +232,7 @@ impl Request {
         out.reserve(self.encoded_len());
         out.put_slice(self.method.as_str().as_bytes());
         out.put_u8(b' ');
-        out.put_slice(&self.uri);
+        out.put_slice(self.uri_bytes());
         out.put_u8(b' ');
         put_version(out, self.version);
         out.put_slice(b"\r\n");
@@ -244,16 +253,17 @@ impl Response {
     /// A new SIP/2.0 response with no header fields and no body. `reason` may be empty; CR
     /// and LF in it are replaced by spaces.
     pub fn new(status: StatusCode, reason: &str) -> Response {
+        let mut headers = Headers::new();
         let reason = if reason.contains(['\r', '\n']) {
-            Bytes::from(reason.replace(['\r', '\n'], " "))
+            headers.add_text(reason.replace(['\r', '\n'], " ").as_bytes())
         } else {
-            Bytes::copy_from_slice(reason.as_bytes())
+            headers.add_text(reason.as_bytes())
         };
         Response {
             version: Version::SIP_2_0,
             status,
             reason,
-            headers: Headers::new(),
+            headers,
             body: Bytes::new(),
         }
     }
@@ -265,7 +275,7 @@ impl Response {
 
     /// The reason phrase (UTF-8, checked when parsed).
     pub fn reason(&self) -> &str {
-        std::str::from_utf8(&self.reason).unwrap_or_default()
+        std::str::from_utf8(self.headers.text(self.reason)).unwrap_or_default()
     }
 
     /// The protocol version.
@@ -298,7 +308,7 @@ impl Response {
     pub fn encoded_len(&self) -> usize {
         version_len(self.version)
             + 5
-            + self.reason.len()
+            + self.reason().len()
             + 2
             + self.headers.encoded_len()
             + 2
@@ -317,7 +327,7 @@ impl Response {
             b'0' + (code % 10) as u8,
             b' ',
         ]);
-        out.put_slice(&self.reason);
+        out.put_slice(self.reason().as_bytes());
         out.put_slice(b"\r\n");
         self.headers.encode(out);
         out.put_slice(b"\r\n");
@@ -362,6 +372,54 @@ fn put_version(out: &mut BytesMut, v: Version) {
         out.put_slice(b"SIP/2.0");
     } else {
         out.put_slice(format!("SIP/{}.{}", v.major, v.minor).as_bytes());
+    }
+}
+
+impl PartialEq for Request {
+    fn eq(&self, other: &Request) -> bool {
+        self.method == other.method
+            && self.uri_bytes() == other.uri_bytes()
+            && self.version == other.version
+            && self.headers == other.headers
+            && self.body == other.body
+    }
+}
+
+impl Eq for Request {}
+
+impl PartialEq for Response {
+    fn eq(&self, other: &Response) -> bool {
+        self.status == other.status
+            && self.reason() == other.reason()
+            && self.version == other.version
+            && self.headers == other.headers
+            && self.body == other.body
+    }
+}
+
+impl Eq for Response {}
+
+impl fmt::Debug for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Request")
+            .field("method", &self.method)
+            .field("uri", &self.uri_str())
+            .field("version", &self.version)
+            .field("headers", &self.headers)
+            .field("body", &self.body)
+            .finish()
+    }
+}
+
+impl fmt::Debug for Response {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Response")
+            .field("status", &self.status)
+            .field("reason", &self.reason())
+            .field("version", &self.version)
+            .field("headers", &self.headers)
+            .field("body", &self.body)
+            .finish()
     }
 }
 

@@ -7,9 +7,9 @@
 use bytes::Bytes;
 use memchr::memchr;
 
-use crate::headers::{Entry, Text};
+use crate::headers::{Entry, Span};
 use crate::message::{Request, Response, Version};
-use crate::text::{is_token, trim_lws};
+use crate::text::{is_lws, is_token};
 use crate::{Error, HeaderName, Headers, Message, Method, StatusCode};
 
 /// Bounds on what the parser accepts, so that no peer can make it allocate without limit.
@@ -58,13 +58,13 @@ impl Limits {
 enum StartLine {
     Request {
         method: Method,
-        uri: (usize, usize),
+        uri: Span,
         version: Version,
     },
     Response {
         version: Version,
         status: StatusCode,
-        reason: (usize, usize),
+        reason: Span,
     },
 }
 
@@ -104,42 +104,42 @@ pub(crate) fn datagram(buf: Bytes, limits: &Limits) -> Result<Message, Error> {
 impl Head {
     pub(crate) fn into_message(self, buf: Bytes, body_len: usize) -> Message {
         let body = buf.slice(self.body_start..self.body_start + body_len);
-        let (start, entries) = (self.start, self.entries);
-        match start {
+        let headers = Headers::from_parts(buf, self.entries);
+        match self.start {
             StartLine::Request {
                 method,
                 uri,
                 version,
-            } => {
-                let uri = buf.slice(uri.0..uri.1);
-                Message::Request(Request {
-                    method,
-                    uri,
-                    version,
-                    headers: Headers::from_parts(buf, entries),
-                    body,
-                })
-            }
+            } => Message::Request(Request {
+                method,
+                uri,
+                version,
+                headers,
+                body,
+            }),
             StartLine::Response {
                 version,
                 status,
                 reason,
-            } => {
-                let reason = buf.slice(reason.0..reason.1);
-                Message::Response(Response {
-                    version,
-                    status,
-                    reason,
-                    headers: Headers::from_parts(buf, entries),
-                    body,
-                })
-            }
+            } => Message::Response(Response {
+                version,
+                status,
+                reason,
+                headers,
+                body,
+            }),
         }
     }
 }
 
 /// Parses the start line and indexes the header section of `buf`.
 pub(crate) fn head(buf: &[u8], limits: &Limits) -> Result<Head, Error> {
+    if buf.len() > Span::MAX {
+        return Err(Error::TooLarge {
+            size: buf.len(),
+            limit: Span::MAX,
+        });
+    }
     // RFC 3261 §7.5: CRLFs before the start line are ignored.
     let mut pos = 0;
     while pos < buf.len() && (buf[pos] == b'\r' || buf[pos] == b'\n') {
@@ -183,27 +183,24 @@ pub(crate) fn head(buf: &[u8], limits: &Limits) -> Result<Head, Error> {
         }
         line += 1;
         let first_line = line;
+        // The name: token characters, then optional white space and the colon, in one pass.
+        let name_end = pos + buf[pos..].iter().take_while(|&&b| is_token(b)).count();
+        let mut colon = name_end;
+        while matches!(buf.get(colon), Some(b' ' | b'\t')) {
+            colon += 1;
+        }
+        if name_end == pos || buf.get(colon) != Some(&b':') {
+            return Err(header_line_error(buf, pos, first_line));
+        }
+        let name = HeaderName::from_bytes(&buf[pos..name_end]);
+        // The value: from after the colon to the end of the last folded line.
         let mut end = line_end(buf, pos, line, limits)?;
-        // Folded continuation lines (RFC 3261 §7.3.1) belong to this field.
         while matches!(buf.get(end + 1), Some(b' ' | b'\t')) {
             line += 1;
             end = line_end(buf, end + 1, line, limits)?;
         }
         let stop = strip_cr(buf, pos, end);
-        let field = &buf[pos..stop];
-        let colon = memchr(b':', field).ok_or(Error::HeaderLine {
-            line: first_line,
-            expected: "a ':' after the header name",
-        })?;
-        let raw_name = trim_lws(&field[..colon]);
-        if raw_name.is_empty() || !raw_name.iter().all(|&b| is_token(b)) {
-            return Err(Error::HeaderLine {
-                line: first_line,
-                expected: "a header name made of token characters before the ':'",
-            });
-        }
-        let name = HeaderName::from_bytes(raw_name);
-        let value = trim_lws(&field[colon + 1..]);
+        let (value_start, value_end) = trim_lws_range(buf, colon + 1, stop);
         if entries.len() == limits.max_headers {
             return Err(Error::TooManyHeaders {
                 limit: limits.max_headers,
@@ -216,15 +213,16 @@ pub(crate) fn head(buf: &[u8], limits: &Limits) -> Result<Head, Error> {
                     problem: "more than one Content-Length header",
                 });
             }
-            content_length = Some(content_length_value(value, first_line)?);
+            content_length = Some(content_length_value(
+                &buf[value_start..value_end],
+                first_line,
+            )?);
         }
-        let name_start = offset(buf, raw_name);
-        let value_start = offset(buf, value);
         entries.push(Entry {
             name,
             line: first_line,
-            raw_name: Text::Span(name_start as u32, (name_start + raw_name.len()) as u32),
-            value: Text::Span(value_start as u32, (value_start + value.len()) as u32),
+            raw_name: Span::received(pos, name_end),
+            value: Span::received(value_start, value_end),
         });
         pos = end + 1;
     }
@@ -252,6 +250,29 @@ fn line_end(buf: &[u8], from: usize, line: u32, limits: &Limits) -> Result<usize
     }
 }
 
+/// Why a header line has no proper `name:` start.
+fn header_line_error(buf: &[u8], pos: usize, line: u32) -> Error {
+    let rest = &buf[pos..];
+    let line_len = memchr(b'\n', rest).unwrap_or(rest.len());
+    let expected = if memchr(b':', &rest[..line_len]).is_some() {
+        "a header name made of token characters before the ':'"
+    } else {
+        "a ':' after the header name"
+    };
+    Error::HeaderLine { line, expected }
+}
+
+/// `start..end` without leading and trailing LWS.
+fn trim_lws_range(buf: &[u8], mut start: usize, mut end: usize) -> (usize, usize) {
+    while start < end && is_lws(buf[start]) {
+        start += 1;
+    }
+    while end > start && is_lws(buf[end - 1]) {
+        end -= 1;
+    }
+    (start, end)
+}
+
 /// The end of the line content, without the CR of a CRLF.
 fn strip_cr(buf: &[u8], start: usize, nl: usize) -> usize {
     if nl > start && buf[nl - 1] == b'\r' {
@@ -259,11 +280,6 @@ fn strip_cr(buf: &[u8], start: usize, nl: usize) -> usize {
     } else {
         nl
     }
-}
-
-/// Offset of a subslice within `buf`.
-fn offset(buf: &[u8], part: &[u8]) -> usize {
-    part.as_ptr() as usize - buf.as_ptr() as usize
 }
 
 fn content_length_value(value: &[u8], line: u32) -> Result<usize, Error> {
@@ -310,7 +326,7 @@ fn start_line(buf: &[u8], start: usize, end: usize) -> Result<StartLine, Error> 
     let uri_start = start + sp1 + 1;
     Ok(StartLine::Request {
         method,
-        uri: (uri_start, uri_start + uri.len()),
+        uri: Span::received(uri_start, uri_start + uri.len()),
         version,
     })
 }
@@ -340,7 +356,7 @@ fn status_line(line: &[u8], start: usize) -> Result<StartLine, Error> {
     Ok(StartLine::Response {
         version,
         status,
-        reason: (reason_start, reason_start + reason.len()),
+        reason: Span::received(reason_start, reason_start + reason.len()),
     })
 }
 

@@ -12,6 +12,7 @@ const USER: u8 = 8; // user-unreserved: & = + $ , ; ? /
 const PARAM: u8 = 16; // param-unreserved: [ ] / : & + $
 const HNV: u8 = 32; // hnv-unreserved: [ ] / ? : + $
 const PASSWORD: u8 = 64; // & = + $ ,
+const HOST: u8 = 128; // alphanum - . _ (hostname characters, leniently with '_')
 
 static CLASS: [u8; 256] = build_classes();
 
@@ -32,6 +33,14 @@ const fn build_classes() -> [u8; 256] {
     t = mark(t, b"[]/:&+$", PARAM);
     t = mark(t, b"[]/?:+$", HNV);
     t = mark(t, b"&=+$,", PASSWORD);
+    t = mark(t, b"-._", HOST);
+    let mut c = 0;
+    while c < 256 {
+        if (c as u8).is_ascii_alphanumeric() {
+            t[c] |= HOST;
+        }
+        c += 1;
+    }
     t
 }
 
@@ -47,6 +56,18 @@ const fn mark(mut t: [u8; 256], chars: &[u8], class: u8) -> [u8; 256] {
 #[inline]
 pub(crate) fn is_token(b: u8) -> bool {
     CLASS[b as usize] & TOKEN != 0
+}
+
+/// `gen-value` characters outside quotes: token characters, `:` and IPv6 brackets.
+#[inline]
+pub(crate) fn is_gen_value(b: u8) -> bool {
+    CLASS[b as usize] & TOKEN != 0 || matches!(b, b':' | b'[' | b']')
+}
+
+/// Host name characters: alphanumerics, `-`, `.` and (leniently) `_`.
+#[inline]
+pub(crate) fn is_host(b: u8) -> bool {
+    CLASS[b as usize] & HOST != 0
 }
 
 #[inline]
@@ -163,15 +184,26 @@ pub(crate) struct Expected {
 
 pub(crate) type Lex<T> = Result<T, Expected>;
 
-/// A cursor over one header value (or URI), with the RFC 3261 separators built in.
+/// Checks once that a header value is UTF-8, so that the scanner can hand out `&str` slices
+/// without checking each again.
+pub(crate) fn utf8(s: &[u8]) -> Lex<&str> {
+    std::str::from_utf8(s).map_err(|e| Expected {
+        what: "UTF-8 text",
+        at: e.valid_up_to(),
+    })
+}
+
+/// A cursor over one header value (or URI), with the RFC 3261 separators built in. Every
+/// position it stops at is before an ASCII byte or at the end, so its slices are always on
+/// character boundaries (and `slice` would return "" rather than panic if one were not).
 #[derive(Debug, Clone)]
 pub(crate) struct Scanner<'a> {
-    s: &'a [u8],
+    s: &'a str,
     pos: usize,
 }
 
 impl<'a> Scanner<'a> {
-    pub(crate) fn new(s: &'a [u8]) -> Self {
+    pub(crate) fn new(s: &'a str) -> Self {
         Scanner { s, pos: 0 }
     }
 
@@ -179,12 +211,17 @@ impl<'a> Scanner<'a> {
         self.pos
     }
 
-    pub(crate) fn rest(&self) -> &'a [u8] {
-        &self.s[self.pos..]
+    /// Moves to `pos` (a position this scanner or a sub-parser of the same text reported).
+    pub(crate) fn set_pos(&mut self, pos: usize) {
+        self.pos = pos.min(self.s.len());
     }
 
-    pub(crate) fn slice(&self, from: usize, to: usize) -> &'a [u8] {
-        &self.s[from..to]
+    pub(crate) fn rest(&self) -> &'a str {
+        self.slice(self.pos, self.s.len())
+    }
+
+    pub(crate) fn slice(&self, from: usize, to: usize) -> &'a str {
+        self.s.get(from..to).unwrap_or_default()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -192,11 +229,7 @@ impl<'a> Scanner<'a> {
     }
 
     pub(crate) fn peek(&self) -> Option<u8> {
-        self.s.get(self.pos).copied()
-    }
-
-    pub(crate) fn bump(&mut self) {
-        self.pos += 1;
+        self.s.as_bytes().get(self.pos).copied()
     }
 
     pub(crate) fn fail<T>(&self, what: &'static str) -> Lex<T> {
@@ -243,35 +276,32 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// Takes bytes while `f` holds (possibly none).
-    pub(crate) fn take_while(&mut self, f: impl Fn(u8) -> bool) -> &'a [u8] {
+    /// Takes ASCII bytes while `f` holds (possibly none).
+    pub(crate) fn take_while(&mut self, f: impl Fn(u8) -> bool) -> &'a str {
         let start = self.pos;
-        while self.peek().is_some_and(&f) {
+        while self.peek().is_some_and(|b| b.is_ascii() && f(b)) {
             self.pos += 1;
         }
-        &self.s[start..self.pos]
+        self.slice(start, self.pos)
     }
 
     pub(crate) fn token(&mut self, what: &'static str) -> Lex<&'a str> {
         let t = self.take_while(is_token);
-        if t.is_empty() {
-            self.fail(what)
-        } else {
-            Ok(ascii(t))
-        }
+        if t.is_empty() { self.fail(what) } else { Ok(t) }
     }
 
-    pub(crate) fn digits(&mut self, what: &'static str) -> Lex<&'a [u8]> {
+    pub(crate) fn digits(&mut self, what: &'static str) -> Lex<&'a str> {
         let t = self.take_while(|b| b.is_ascii_digit());
         if t.is_empty() { self.fail(what) } else { Ok(t) }
     }
 
-    /// A quoted string, quotes included; checks quoted-pairs and UTF-8.
+    /// A quoted string, quotes included; checks the quoted-pairs.
     pub(crate) fn quoted(&mut self) -> Lex<&'a str> {
         let start = self.pos;
         if !self.eat(b'"') {
             return self.fail("a quoted string");
         }
+        let b = self.s.as_bytes();
         loop {
             match self.peek() {
                 None => return self.fail("a closing quote"),
@@ -281,7 +311,7 @@ impl<'a> Scanner<'a> {
                 }
                 Some(b'\\') => {
                     // quoted-pair = "\" (%x00-09 / %x0B-0C / %x0E-7F)
-                    match self.s.get(self.pos + 1) {
+                    match b.get(self.pos + 1) {
                         Some(&c) if c <= 0x7f && c != b'\n' && c != b'\r' => self.pos += 2,
                         _ => return self.fail("a valid escape after '\\'"),
                     }
@@ -292,14 +322,7 @@ impl<'a> Scanner<'a> {
                 Some(_) => self.pos += 1,
             }
         }
-        let q = &self.s[start..self.pos];
-        match std::str::from_utf8(q) {
-            Ok(q) => Ok(q),
-            Err(_) => Err(Expected {
-                what: "UTF-8 text in the quoted string",
-                at: start,
-            }),
-        }
+        Ok(self.slice(start, self.pos))
     }
 
     /// `gen-value = token / host / quoted-string` (a host here is token chars, `:` and the
@@ -308,34 +331,40 @@ impl<'a> Scanner<'a> {
         if self.peek() == Some(b'"') {
             return self.quoted();
         }
-        let t = self.take_while(|b| is_token(b) || b == b':' || b == b'[' || b == b']');
+        let t = self.take_while(is_gen_value);
         if t.is_empty() {
             self.fail("a parameter value")
         } else {
-            Ok(ascii(t))
+            Ok(t)
         }
     }
 
-    /// `*( SEMI generic-param )` after the main part of a header value, up to the end, a
-    /// top-level comma or `stop`. Returns the raw parameter text (from the first `;`).
-    pub(crate) fn header_params(&mut self) -> Lex<&'a str> {
-        let start = {
-            let save = self.pos;
-            self.skip_lws();
-            let p = self.pos;
-            self.pos = save;
-            p
-        };
+    /// `*( SEMI generic-param )` after the main part of a header value, up to the end or a
+    /// byte that cannot continue it. Calls `each(name, value)` for every parameter, and
+    /// returns the raw parameter text (from the first `;`).
+    pub(crate) fn header_params(
+        &mut self,
+        mut each: impl FnMut(&'a str, Option<&'a str>) -> Lex<()>,
+    ) -> Lex<&'a str> {
         let mut end = self.pos;
+        let mut start = None;
         while self.eat_sep(b';') {
-            self.token("a parameter name after ';'")?;
-            if self.eat_sep(b'=') {
-                self.gen_value()?;
-            }
+            start.get_or_insert(end);
+            let at = self.pos;
+            let name = self.token("a parameter name after ';'")?;
+            let value = if self.eat_sep(b'=') {
+                Some(self.gen_value()?)
+            } else {
+                None
+            };
+            each(name, value).map_err(|e| Expected { at, ..e })?;
             end = self.pos;
         }
         self.pos = end;
-        Ok(ascii(&self.s[start.min(end)..end]))
+        Ok(start.map_or("", |start| {
+            self.slice(start, end)
+                .trim_start_matches([' ', '\t', '\r', '\n'])
+        }))
     }
 
     /// After a value: only LWS may remain.
@@ -353,10 +382,13 @@ impl<'a> Scanner<'a> {
 /// `<...>`), trimming LWS from each element. Empty elements are kept so that the typed
 /// parser can refuse them.
 pub(crate) fn split_list(s: &[u8]) -> ListIter<'_> {
+    // Most list values hold one element: no comma at all means no splitting to do.
+    let single = memchr::memchr(b',', s).is_none();
     ListIter {
         s,
         pos: 0,
         done: false,
+        single,
     }
 }
 
@@ -366,6 +398,7 @@ pub(crate) struct ListIter<'a> {
     s: &'a [u8],
     pos: usize,
     done: bool,
+    single: bool,
 }
 
 impl<'a> Iterator for ListIter<'a> {
@@ -374,6 +407,10 @@ impl<'a> Iterator for ListIter<'a> {
     fn next(&mut self) -> Option<&'a [u8]> {
         if self.done {
             return None;
+        }
+        if self.single {
+            self.done = true;
+            return Some(trim_lws(self.s));
         }
         let s = self.s;
         let start = self.pos;

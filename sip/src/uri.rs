@@ -8,10 +8,8 @@
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use memchr::memchr;
-
 use crate::text::{
-    Expected, Lex, ascii, is_escaped_run, is_header_char, is_param_char, is_password, is_user,
+    Expected, Lex, is_escaped_run, is_header_char, is_host, is_param_char, is_password, is_user,
 };
 use crate::{Error, Params};
 
@@ -31,12 +29,14 @@ pub enum Uri<'a> {
 pub struct SipUri<'a> {
     raw: &'a str,
     secure: bool,
-    user: Option<&'a str>,
-    password: Option<&'a str>,
+    /// `user[:password]`, without the `@`; empty when there is none.
+    userinfo: &'a str,
     host: Host<'a>,
     port: Option<u16>,
-    params: &'a str,
-    headers: &'a str,
+    /// `;params?headers` after the host and port.
+    tail: &'a str,
+    /// Where `?headers` starts in `tail` (its length if there are none).
+    headers_at: u32,
 }
 
 /// A `tel:` URI: the number and its parameters.
@@ -107,12 +107,16 @@ impl<'a> SipUri<'a> {
 
     /// The user part, escapes kept.
     pub fn user(&self) -> Option<&'a str> {
-        self.user
+        let user = self
+            .userinfo
+            .split_once(':')
+            .map_or(self.userinfo, |(u, _)| u);
+        (!user.is_empty()).then_some(user)
     }
 
     /// The password, if the URI (unwisely) carries one.
     pub fn password(&self) -> Option<&'a str> {
-        self.password
+        self.userinfo.split_once(':').map(|(_, p)| p)
     }
 
     /// The host.
@@ -127,12 +131,12 @@ impl<'a> SipUri<'a> {
 
     /// The URI parameters (`;transport=tcp;lr`).
     pub fn params(&self) -> Params<'a> {
-        Params::new(self.params)
+        Params::new(sub(self.tail, 0, self.headers_at as usize))
     }
 
     /// The URI headers (`?Route=...&Subject=...`), escapes kept.
     pub fn headers(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
-        let raw = self.headers;
+        let raw = self.headers_raw();
         raw.split('&')
             .filter(|h| !h.is_empty())
             .map(|h| h.split_once('=').unwrap_or((h, "")))
@@ -140,7 +144,11 @@ impl<'a> SipUri<'a> {
 
     /// Whether the URI carries headers (not allowed in a Request-URI, §19.1.1).
     pub fn has_headers(&self) -> bool {
-        !self.headers.is_empty()
+        !self.headers_raw().is_empty()
+    }
+
+    fn headers_raw(&self) -> &'a str {
+        sub(self.tail, self.headers_at as usize + 1, self.tail.len())
     }
 
     /// The URI as written.
@@ -192,7 +200,7 @@ impl fmt::Display for Host<'_> {
 /// Parses a URI that is the whole of `s`.
 pub(crate) fn parse(s: &str) -> Lex<Uri<'_>> {
     let b = s.as_bytes();
-    let Some(colon) = memchr(b':', b) else {
+    let Some(colon) = find(b, b':') else {
         return Err(Expected {
             what: "a URI scheme followed by ':'",
             at: 0,
@@ -232,7 +240,7 @@ pub(crate) fn parse(s: &str) -> Lex<Uri<'_>> {
         }
         Ok(Uri::Other(OtherUri {
             raw: s,
-            scheme: ascii(scheme),
+            scheme: sub(s, 0, colon),
         }))
     }
 }
@@ -250,10 +258,10 @@ fn is_uric(c: u8) -> bool {
 fn sip(s: &str, secure: bool, start: usize) -> Lex<SipUri<'_>> {
     let b = s.as_bytes();
     let mut pos = start;
-    let (mut user, mut password) = (None, None);
-    if let Some(at) = memchr(b'@', &b[pos..]).map(|i| i + pos) {
+    let mut userinfo = "";
+    if let Some(at) = find(&b[pos..], b'@').map(|i| i + pos) {
         let info = &b[pos..at];
-        let (u, p) = match memchr(b':', info) {
+        let (u, p) = match find(info, b':') {
             Some(c) => (&info[..c], Some(&info[c + 1..])),
             None => (info, None),
         };
@@ -271,11 +279,10 @@ fn sip(s: &str, secure: bool, start: usize) -> Lex<SipUri<'_>> {
                 at: pos + u.len() + 1,
             });
         }
-        user = Some(ascii(u));
-        password = p.map(ascii);
+        userinfo = sub(s, pos, at);
         pos = at + 1;
     }
-    let (host, after) = host(b, pos)?;
+    let (host, after) = host(s, pos)?;
     pos = after;
     let mut port = None;
     if b.get(pos) == Some(&b':') {
@@ -312,8 +319,7 @@ fn sip(s: &str, secure: bool, start: usize) -> Lex<SipUri<'_>> {
             pos += value;
         }
     }
-    let params = &s[params_start..pos];
-    let mut headers = "";
+    let mut headers_at = pos;
     if b.get(pos) == Some(&b'?') {
         let h_start = pos + 1;
         loop {
@@ -345,7 +351,7 @@ fn sip(s: &str, secure: bool, start: usize) -> Lex<SipUri<'_>> {
                 break;
             }
         }
-        headers = &s[h_start..pos];
+        headers_at = h_start - 1;
     }
     if pos != b.len() {
         return Err(Expected {
@@ -356,12 +362,11 @@ fn sip(s: &str, secure: bool, start: usize) -> Lex<SipUri<'_>> {
     Ok(SipUri {
         raw: s,
         secure,
-        user,
-        password,
+        userinfo,
         host,
         port,
-        params,
-        headers,
+        tail: sub(s, params_start, s.len()),
+        headers_at: u32::try_from(headers_at - params_start).unwrap_or(u32::MAX),
     })
 }
 
@@ -371,23 +376,28 @@ fn run(b: &[u8], pos: usize, f: fn(u8) -> bool) -> usize {
     b[pos..].iter().take_while(|&&c| c == b'%' || f(c)).count()
 }
 
-fn port_number(d: &[u8]) -> Option<u16> {
-    if d.is_empty() || d.len() > 5 {
+/// `port = 1*DIGIT` that fits in 16 bits.
+pub(crate) fn port_number(d: &[u8]) -> Option<u16> {
+    if d.is_empty() || d.len() > 5 || !d.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    let n = d.iter().fold(0u32, |n, c| n * 10 + u32::from(c - b'0'));
-    u16::try_from(n).ok()
+    u16::try_from(d.iter().fold(0u32, |n, c| n * 10 + u32::from(c - b'0'))).ok()
 }
 
 /// `host = hostname / IPv4address / IPv6reference`, starting at `pos`. Returns the host and
 /// the position after it.
-pub(crate) fn host(b: &[u8], pos: usize) -> Lex<(Host<'_>, usize)> {
+pub(crate) fn host(s: &str, pos: usize) -> Lex<(Host<'_>, usize)> {
+    let b = s.as_bytes();
+    let bad = Expected {
+        what: "a host name or IP address",
+        at: pos,
+    };
     if b.get(pos) == Some(&b'[') {
-        let end = memchr(b']', &b[pos..]).map(|i| i + pos).ok_or(Expected {
+        let end = find(&b[pos..], b']').map(|i| i + pos).ok_or(Expected {
             what: "']' closing the IPv6 reference",
             at: pos,
         })?;
-        let addr = ascii(&b[pos + 1..end])
+        let addr = sub(s, pos + 1, end)
             .parse::<Ipv6Addr>()
             .map_err(|_| Expected {
                 what: "an IPv6 address in brackets",
@@ -395,33 +405,66 @@ pub(crate) fn host(b: &[u8], pos: usize) -> Lex<(Host<'_>, usize)> {
             })?;
         return Ok((Host::Ipv6(addr), end + 1));
     }
-    let len = b[pos..]
-        .iter()
-        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_'))
-        .count();
-    let text = &b[pos..pos + len];
-    let bad = Err(Expected {
-        what: "a host name or IP address",
-        at: pos,
-    });
-    if text.is_empty() {
-        return bad;
+    let end = pos + b[pos..].iter().take_while(|&&c| is_host(c)).count();
+    let text = &b[pos..end];
+    if text.iter().all(|&c| c.is_ascii_digit() || c == b'.') {
+        return ipv4(sub(s, pos, end))
+            .map(|a| (Host::Ipv4(a), end))
+            .ok_or(bad);
     }
-    if text.iter().all(|c| c.is_ascii_digit() || *c == b'.') {
-        return match ascii(text).parse::<Ipv4Addr>() {
-            Ok(a) => Ok((Host::Ipv4(a), pos + len)),
-            Err(_) => bad,
-        };
-    }
-    // hostname = *( domainlabel "." ) toplabel [ "." ]; labels may not start or end with '-'.
+    // hostname = *( domainlabel "." ) toplabel [ "." ]; no label is empty or starts or ends
+    // with '-'.
     let labels = text.strip_suffix(b".").unwrap_or(text);
     if labels
         .split(|&c| c == b'.')
-        .any(|l| l.is_empty() || l[0] == b'-' || l[l.len() - 1] == b'-')
+        .any(|l| l.first().is_none_or(|&c| c == b'-') || l.last() == Some(&b'-'))
     {
-        return bad;
+        return Err(bad);
     }
-    Ok((Host::Domain(ascii(text)), pos + len))
+    Ok((Host::Domain(sub(s, pos, end)), end))
+}
+
+/// `IPv4address = 1*3DIGIT "." 1*3DIGIT "." 1*3DIGIT "." 1*3DIGIT`, each at most 255.
+fn ipv4(s: &str) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let (mut n, mut value, mut digits) = (0, 0u16, 0);
+    for c in s.bytes() {
+        if c == b'.' {
+            if digits == 0 || n == 3 {
+                return None;
+            }
+            octets[n] = u8::try_from(value).ok()?;
+            (n, value, digits) = (n + 1, 0, 0);
+        } else if c.is_ascii_digit() && digits < 3 {
+            value = value * 10 + u16::from(c - b'0');
+            digits += 1;
+        } else {
+            return None;
+        }
+    }
+    if n != 3 || digits == 0 {
+        return None;
+    }
+    octets[3] = u8::try_from(value).ok()?;
+    Some(Ipv4Addr::from(octets))
+}
+
+/// An IPv4 or IPv6 address (the `received` of a Via).
+pub(crate) fn ip_address(s: &str) -> Option<std::net::IpAddr> {
+    match ipv4(s) {
+        Some(a) => Some(a.into()),
+        None => s.parse::<Ipv6Addr>().ok().map(Into::into),
+    }
+}
+
+/// The first `c` in `b`: URIs are short, and a plain loop beats a vectorised search there.
+fn find(b: &[u8], c: u8) -> Option<usize> {
+    b.iter().position(|&x| x == c)
+}
+
+/// `s[from..to]`, or "" where that would not fall on character boundaries (never panics).
+fn sub(s: &str, from: usize, to: usize) -> &str {
+    s.get(from..to).unwrap_or_default()
 }
 
 fn tel(s: &str, start: usize) -> Lex<TelUri<'_>> {
@@ -459,8 +502,8 @@ fn tel(s: &str, start: usize) -> Lex<TelUri<'_>> {
     }
     Ok(TelUri {
         raw: s,
-        number: &s[start..start + len],
-        params: &s[params_start..pos],
+        number: sub(s, start, start + len),
+        params: sub(s, params_start, pos),
     })
 }
 

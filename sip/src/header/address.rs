@@ -1,10 +1,8 @@
 //! name-addr / addr-spec headers: From, To, Contact, Route, Record-Route (RFC 3261 §20).
 
-use memchr::memchr;
-
 use super::typed_header;
 use crate::Params;
-use crate::text::{Expected, Lex, Scanner, ascii, is_lws, is_token};
+use crate::text::{Expected, Lex, Scanner, is_lws, is_token};
 use crate::uri::{self, Uri};
 
 /// An address with an optional display name and header parameters:
@@ -15,6 +13,8 @@ pub struct Address<'a> {
     uri: Uri<'a>,
     params: Params<'a>,
     bracketed: bool,
+    /// The `tag` parameter, found while the parameters were checked.
+    tag: Option<&'a str>,
 }
 
 impl<'a> Address<'a> {
@@ -41,7 +41,7 @@ impl<'a> Address<'a> {
 
     /// The `tag` parameter.
     pub fn tag(&self) -> Option<&'a str> {
-        self.params.get("tag").flatten()
+        self.tag
     }
 }
 
@@ -125,7 +125,7 @@ fn qvalue(s: &str) -> Option<u16> {
 }
 
 /// Parses `( name-addr / addr-spec ) *( SEMI generic-param )`.
-pub(crate) fn address(s: &[u8], addr_spec_allowed: bool) -> Lex<Address<'_>> {
+pub(crate) fn address(s: &str, addr_spec_allowed: bool) -> Lex<Address<'_>> {
     let mut sc = Scanner::new(s);
     sc.skip_lws();
     let mut display = None;
@@ -137,8 +137,7 @@ pub(crate) fn address(s: &[u8], addr_spec_allowed: bool) -> Lex<Address<'_>> {
         }
         true
     } else {
-        // display-name = *(token LWS): look for tokens followed by '<'.
-        let save = sc.clone();
+        // display-name = *(token LWS): tokens followed by '<', or else an addr-spec.
         let start = sc.pos();
         let mut end = start;
         while !sc.take_while(is_token).is_empty() {
@@ -147,37 +146,33 @@ pub(crate) fn address(s: &[u8], addr_spec_allowed: bool) -> Lex<Address<'_>> {
         }
         if sc.eat(b'<') {
             if end > start {
-                display = Some(ascii(sc.slice(start, end)));
+                display = Some(sc.slice(start, end));
             }
             true
         } else {
-            sc = save;
+            sc.set_pos(start);
             false
         }
     };
+    let from = sc.pos();
     let uri = if bracketed {
-        let from = sc.pos();
-        let rest = sc.rest();
-        let close = memchr(b'>', rest).ok_or(Expected {
+        let close = sc.rest().bytes().position(|b| b == b'>').ok_or(Expected {
             what: "'>' closing the URI",
             at: from,
-        })?;
-        let uri = parse_uri(&rest[..close], from)?;
-        for _ in 0..=close {
-            sc.bump();
-        }
+        })? + from;
+        let uri = parse_uri(sc.slice(from, close), from)?;
+        sc.set_pos(close + 1);
         uri
     } else {
         if !addr_spec_allowed {
             return sc.fail("a URI in angle brackets");
         }
-        let from = sc.pos();
-        let rest = sc.rest();
-        let len = rest
-            .iter()
-            .take_while(|&&b| b != b';' && b != b',' && !is_lws(b))
+        let len = sc
+            .rest()
+            .bytes()
+            .take_while(|&b| b != b';' && b != b',' && !is_lws(b))
             .count();
-        let uri = parse_uri(&rest[..len], from)?;
+        let uri = parse_uri(sc.slice(from, from + len), from)?;
         if let Uri::Sip(u) = &uri
             && u.has_headers()
         {
@@ -186,34 +181,35 @@ pub(crate) fn address(s: &[u8], addr_spec_allowed: bool) -> Lex<Address<'_>> {
                 at: from,
             });
         }
-        for _ in 0..len {
-            sc.bump();
-        }
+        sc.set_pos(from + len);
         uri
     };
-    let params = Params::new(sc.header_params()?);
+    let mut tag = None;
+    let params = Params::new(sc.header_params(|name, value| {
+        if tag.is_none() && name.eq_ignore_ascii_case("tag") {
+            tag = value;
+        }
+        Ok(())
+    })?);
     sc.finish("';' and a parameter, or the end of the value")?;
     Ok(Address {
         display,
         uri,
         params,
         bracketed,
+        tag,
     })
 }
 
-fn parse_uri(b: &[u8], offset: usize) -> Lex<Uri<'_>> {
-    let s = std::str::from_utf8(b).map_err(|_| Expected {
-        what: "a URI of ASCII characters",
-        at: offset,
-    })?;
+fn parse_uri(s: &str, offset: usize) -> Lex<Uri<'_>> {
     uri::parse(s).map_err(|e| Expected {
         what: e.what,
         at: e.at + offset,
     })
 }
 
-fn contact(s: &[u8]) -> Lex<Contact<'_>> {
-    if s == b"*" {
+fn contact(s: &str) -> Lex<Contact<'_>> {
+    if s == "*" {
         return Ok(Contact::Star);
     }
     let a = address(s, true)?;
@@ -243,18 +239,18 @@ mod tests {
     #[test]
     fn name_addr_and_addr_spec() {
         let a = address(
-            br#""J Rosenberg \\\""       <sip:jdrosen@example.com>  ;  tag = 98asjd8"#,
+            r#""J Rosenberg \\\""       <sip:jdrosen@example.com>  ;  tag = 98asjd8"#,
             true,
         )
         .unwrap();
         assert_eq!(a.display_name(), Some(r#""J Rosenberg \\\"""#));
         assert_eq!(a.tag(), Some("98asjd8"));
-        let a = address(b"caller<sip:caller@example.com>;tag=323", true).unwrap();
+        let a = address("caller<sip:caller@example.com>;tag=323", true).unwrap();
         assert_eq!(a.display_name(), Some("caller"));
-        let a = address(b"sip:+19725552222@gw1.example.net;unknownparam", true).unwrap();
+        let a = address("sip:+19725552222@gw1.example.net;unknownparam", true).unwrap();
         assert!(a.params().contains("unknownparam"));
         assert!(a.uri().as_sip().unwrap().params().is_empty());
-        let a = address(b"<sip:+19725552222@gw1.example.net;unknownparam>", true).unwrap();
+        let a = address("<sip:+19725552222@gw1.example.net;unknownparam>", true).unwrap();
         assert!(a.params().is_empty());
         assert!(a.uri().as_sip().unwrap().params().contains("unknownparam"));
     }
@@ -263,29 +259,29 @@ mod tests {
     fn rfc4475_address_faults() {
         for (s, what) in [
             (
-                &br#""Mr. J. User <sip:j.user@example.com>"#[..],
+                r#""Mr. J. User <sip:j.user@example.com>"#,
                 "a closing quote",
             ),
             (
-                b"Bell, Alexander <sip:a.g.bell@example.com>;tag=43",
+                "Bell, Alexander <sip:a.g.bell@example.com>;tag=43",
                 "a URI scheme followed by ':'",
             ),
             (
-                br#""Watson, Thomas" < sip:t.watson@example.org >"#,
+                r#""Watson, Thomas" < sip:t.watson@example.org >"#,
                 "a URI scheme (a letter, then letters, digits, + - .)",
             ),
             (
-                b"sip:user@example.com?Route=%3Csip:sip.example.com%3E",
+                "sip:user@example.com?Route=%3Csip:sip.example.com%3E",
                 "angle brackets around a URI with headers (RFC 3261 §20)",
             ),
             (
-                b"\"Joe\" <sip:joe@example.org>;;;;",
+                "\"Joe\" <sip:joe@example.org>;;;;",
                 "a parameter name after ';'",
             ),
         ] {
             match address(s, true) {
-                Err(e) => assert_eq!(e.what, what, "{}", String::from_utf8_lossy(s)),
-                Ok(a) => panic!("{} parsed: {a:?}", String::from_utf8_lossy(s)),
+                Err(e) => assert_eq!(e.what, what, "{s}"),
+                Ok(a) => panic!("{s} parsed: {a:?}"),
             }
         }
     }

@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 
 use super::typed_header;
-use crate::text::{Expected, Lex, Scanner, ascii, trim_lws, unquote};
+use crate::text::{Lex, Scanner, ascii, trim_lws, unquote};
 
 /// A challenge or credentials: a scheme and a comma-separated list of `name=value` pairs,
 /// `Digest realm="atlanta.com", nonce="84a4cc6f3082121f32b42a2187831a9e"`. Any scheme
@@ -58,7 +58,7 @@ pub struct Authorization<'a>(pub Auth<'a>);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProxyAuthorization<'a>(pub Auth<'a>);
 
-fn auth(s: &[u8]) -> Lex<Auth<'_>> {
+fn auth(s: &str) -> Lex<Auth<'_>> {
     let mut sc = Scanner::new(s);
     sc.skip_lws();
     let scheme = sc.token("an authentication scheme")?;
@@ -85,10 +85,7 @@ fn auth(s: &[u8]) -> Lex<Auth<'_>> {
     }
     let end = sc.pos();
     sc.finish("',' and another parameter, or the end of the value")?;
-    let params = std::str::from_utf8(sc.slice(start, end)).map_err(|_| Expected {
-        what: "UTF-8 text",
-        at: start,
-    })?;
+    let params = sc.slice(start, end);
     Ok(Auth { scheme, params })
 }
 

@@ -63,11 +63,11 @@ impl<'a> SubscriptionState<'a> {
     }
 }
 
-fn token_with_params<'a>(s: &'a [u8], what: &'static str) -> Lex<(&'a str, Params<'a>)> {
+fn token_with_params<'a>(s: &'a str, what: &'static str) -> Lex<(&'a str, Params<'a>)> {
     let mut sc = Scanner::new(s);
     sc.skip_lws();
     let t = sc.token(what)?;
-    let params = Params::new(sc.header_params()?);
+    let params = Params::new(sc.header_params(|_, _| Ok(()))?);
     sc.finish("';' and a parameter, or the end of the value")?;
     Ok((t, params))
 }

@@ -48,13 +48,13 @@ pub struct ContentType<'a>(pub MediaType<'a>);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Accept<'a>(pub MediaType<'a>);
 
-pub(crate) fn media_type(s: &[u8]) -> Lex<MediaType<'_>> {
+pub(crate) fn media_type(s: &str) -> Lex<MediaType<'_>> {
     let mut sc = Scanner::new(s);
     sc.skip_lws();
     let ty = sc.token("a media type")?;
     sc.expect_sep(b'/', "'/' between media type and subtype")?;
     let subtype = sc.token("a media subtype")?;
-    let params = Params::new(sc.header_params()?);
+    let params = Params::new(sc.header_params(|_, _| Ok(()))?);
     sc.finish("';' and a parameter, or the end of the media type")?;
     Ok(MediaType {
         ty,

@@ -52,14 +52,17 @@ pub trait TypedHeader<'a>: Sized {
     fn parse(value: &'a [u8]) -> Result<Self, Error>;
 }
 
-/// Implements [`TypedHeader`] from a lexer function `fn(&[u8]) -> Lex<T>`.
+/// Implements [`TypedHeader`] from a lexer function `fn(&str) -> Lex<T>`; the value is
+/// checked to be UTF-8 once, first.
 macro_rules! typed_header {
     ($ty:ident, $name:ident, $lexer:expr $(, may_be_empty = $empty:expr)?) => {
         impl<'a> $crate::header::TypedHeader<'a> for $ty<'a> {
             const NAME: $crate::HeaderName = $crate::HeaderName::$name;
             $(const MAY_BE_EMPTY: bool = $empty;)?
             fn parse(value: &'a [u8]) -> Result<Self, $crate::Error> {
-                ($lexer)(value).map_err(|e| $crate::Error::field(Self::NAME.as_str(), e))
+                $crate::text::utf8(value)
+                    .and_then($lexer)
+                    .map_err(|e| $crate::Error::field(Self::NAME.as_str(), e))
             }
         }
     };

@@ -1,7 +1,7 @@
 //! Single-valued headers: CSeq, Call-ID, Max-Forwards, Content-Length, Expires, Min-Expires.
 
 use super::typed_header;
-use crate::text::{Expected, Lex, Scanner, ascii, is_word};
+use crate::text::{Expected, Lex, Scanner, is_word};
 use crate::{HeaderName, Method};
 
 /// `CSeq`: a sequence number and the request method (RFC 3261 §20.16).
@@ -92,15 +92,13 @@ fn number<T: TryFrom<u64>>(s: &[u8], what: &'static str) -> Lex<T> {
     T::try_from(n).or(bad)
 }
 
-fn cseq(s: &[u8]) -> Lex<CSeq<'_>> {
+fn cseq(s: &str) -> Lex<CSeq<'_>> {
     let mut sc = Scanner::new(s);
     sc.skip_lws();
     let at = sc.pos();
-    let seq = number::<u32>(
-        sc.digits("a sequence number")?,
-        "a sequence number below 2^32",
-    )
-    .map_err(|e| Expected { at, ..e })?;
+    let digits = sc.digits("a sequence number")?;
+    let seq = number::<u32>(digits.as_bytes(), "a sequence number below 2^32")
+        .map_err(|e| Expected { at, ..e })?;
     if !sc.skip_lws() {
         return sc.fail("white space after the sequence number");
     }
@@ -109,14 +107,14 @@ fn cseq(s: &[u8]) -> Lex<CSeq<'_>> {
     Ok(CSeq { seq, method })
 }
 
-fn call_id(s: &[u8]) -> Lex<CallId<'_>> {
-    let words = |w: &[u8]| !w.is_empty() && w.iter().all(|&b| is_word(b));
-    let ok = match memchr::memchr(b'@', s) {
+fn call_id(s: &str) -> Lex<CallId<'_>> {
+    let words = |w: &str| !w.is_empty() && w.bytes().all(is_word);
+    let ok = match s.bytes().position(|b| b == b'@') {
         Some(at) => words(&s[..at]) && words(&s[at + 1..]),
         None => words(s),
     };
     if ok {
-        Ok(CallId(ascii(s)))
+        Ok(CallId(s))
     } else {
         Err(Expected {
             what: "word [\"@\" word] with no white space",

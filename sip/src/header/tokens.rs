@@ -1,7 +1,7 @@
 //! Lists of tokens: Allow, Supported, Require, Proxy-Require, Unsupported.
 
 use super::typed_header;
-use crate::text::{Lex, Scanner};
+use crate::text::{Lex, Scanner, utf8};
 use crate::{HeaderName, Method};
 
 /// Implements a list header whose elements are tokens (option tags, RFC 3261 §19.2).
@@ -39,13 +39,14 @@ impl<'a> super::TypedHeader<'a> for Allow {
     const NAME: HeaderName = HeaderName::Allow;
     const MAY_BE_EMPTY: bool = true;
     fn parse(value: &'a [u8]) -> Result<Self, crate::Error> {
-        one_token(value, "a method")
+        utf8(value)
+            .and_then(|s| one_token(s, "a method"))
             .map(|m| Allow(Method::from_token(m.as_bytes()).unwrap_or(Method::Extension(m.into()))))
             .map_err(|e| crate::Error::field(Self::NAME.as_str(), e))
     }
 }
 
-fn one_token<'a>(s: &'a [u8], what: &'static str) -> Lex<&'a str> {
+fn one_token<'a>(s: &'a str, what: &'static str) -> Lex<&'a str> {
     let mut sc = Scanner::new(s);
     sc.skip_lws();
     let t = sc.token(what)?;

@@ -2,7 +2,7 @@
 
 use super::typed_header;
 use crate::Params;
-use crate::text::{Expected, Lex, Scanner, ascii};
+use crate::text::{Expected, Lex, Scanner};
 use crate::uri::{self, Host};
 
 /// The RFC 3261 magic cookie that starts every branch of an RFC 3261 element (§8.1.1.7).
@@ -17,6 +17,8 @@ pub struct Via<'a> {
     host: Host<'a>,
     port: Option<u16>,
     params: Params<'a>,
+    /// The `branch` parameter, found while the parameters were checked.
+    branch: Option<&'a str>,
 }
 
 impl<'a> Via<'a> {
@@ -52,7 +54,7 @@ impl<'a> Via<'a> {
 
     /// The `branch` parameter.
     pub fn branch(&self) -> Option<&'a str> {
-        self.params.get("branch").flatten()
+        self.branch
     }
 
     /// Whether the branch starts with the magic cookie and has more after it, so that
@@ -89,7 +91,7 @@ impl<'a> Via<'a> {
     }
 }
 
-fn via(s: &[u8]) -> Lex<Via<'_>> {
+fn via(s: &str) -> Lex<Via<'_>> {
     let mut sc = Scanner::new(s);
     sc.skip_lws();
     let protocol = sc.token("a protocol name (SIP)")?;
@@ -101,40 +103,30 @@ fn via(s: &[u8]) -> Lex<Via<'_>> {
         return sc.fail("white space after the transport");
     }
     let (host, after) = uri::host(s, sc.pos())?;
-    while sc.pos() < after {
-        sc.bump();
-    }
+    sc.set_pos(after);
     let mut port = None;
     if sc.eat_sep(b':') {
         let at = sc.pos();
         let d = sc.digits("a port number")?;
-        port = Some(ascii(d).parse::<u16>().map_err(|_| Expected {
+        port = Some(uri::port_number(d.as_bytes()).ok_or(Expected {
             what: "a port number from 0 to 65535",
             at,
         })?);
     }
-    let params_at = sc.pos();
-    let params = Params::new(sc.header_params()?);
-    sc.finish("';' and a parameter, or the end of the Via value")?;
-    for (name, value) in params.iter() {
-        let ok = match (name.to_ascii_lowercase().as_str(), value) {
-            ("branch", v) => v.is_some_and(|v| !v.starts_with('"')),
-            ("received", Some(v)) => v.parse::<std::net::IpAddr>().is_ok(),
-            ("received", None) => false,
-            ("rport", v) => v.is_none_or(|p| p.parse::<u16>().is_ok()),
-            ("ttl", v) => v.is_some_and(|t| t.len() <= 3 && t.parse::<u8>().is_ok()),
-            ("maddr", v) => {
-                v.is_some_and(|h| uri::host(h.as_bytes(), 0).is_ok_and(|(_, n)| n == h.len()))
-            }
-            _ => true,
-        };
-        if !ok {
+    let mut branch = None;
+    let params = Params::new(sc.header_params(|name, value| {
+        if !via_param_ok(name, value) {
             return Err(Expected {
                 what: VIA_PARAM_RULES,
-                at: params_at,
+                at: 0,
             });
         }
-    }
+        if branch.is_none() && name.eq_ignore_ascii_case("branch") {
+            branch = value;
+        }
+        Ok(())
+    })?);
+    sc.finish("';' and a parameter, or the end of the Via value")?;
     Ok(Via {
         protocol,
         version,
@@ -142,7 +134,21 @@ fn via(s: &[u8]) -> Lex<Via<'_>> {
         host,
         port,
         params,
+        branch,
     })
+}
+
+/// The grammar of the Via parameters RFC 3261 and RFC 3581 define (§20.42, §25.1).
+fn via_param_ok(name: &str, value: Option<&str>) -> bool {
+    let is = |n: &str| name.eq_ignore_ascii_case(n);
+    match name.len() {
+        6 if is("branch") => value.is_some_and(|v| !v.starts_with('"')),
+        8 if is("received") => value.is_some_and(|v| uri::ip_address(v).is_some()),
+        5 if is("rport") => value.is_none_or(|p| uri::port_number(p.as_bytes()).is_some()),
+        5 if is("maddr") => value.is_some_and(|h| uri::host(h, 0).is_ok_and(|(_, n)| n == h.len())),
+        3 if is("ttl") => value.is_some_and(|t| t.len() <= 3 && t.parse::<u8>().is_ok()),
+        _ => true,
+    }
 }
 
 const VIA_PARAM_RULES: &str =
