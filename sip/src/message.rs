@@ -4,7 +4,6 @@ use std::fmt;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::headers::Span;
 use crate::parse::{self, Limits};
 use crate::uri::Uri;
 use crate::{Error, HeaderName, Headers, Method, StatusCode};
@@ -34,8 +33,7 @@ impl fmt::Display for Version {
 #[derive(Clone)]
 pub struct Request {
     pub(crate) method: Method,
-    /// The Request-URI, in `headers`' text.
-    pub(crate) uri: Span,
+    pub(crate) uri: Bytes,
     pub(crate) version: Version,
     pub(crate) headers: Headers,
     pub(crate) body: Bytes,
@@ -46,8 +44,7 @@ pub struct Request {
 pub struct Response {
     pub(crate) version: Version,
     pub(crate) status: StatusCode,
-    /// The reason phrase, in `headers`' text.
-    pub(crate) reason: Span,
+    pub(crate) reason: Bytes,
     pub(crate) headers: Headers,
     pub(crate) body: Bytes,
 }
@@ -143,13 +140,11 @@ impl Request {
     /// against the URI grammar.
     pub fn new(method: Method, uri: &str) -> Result<Request, Error> {
         Uri::parse(uri)?;
-        let mut headers = Headers::new();
-        let uri = headers.add_text(uri.as_bytes());
         Ok(Request {
             method,
-            uri,
+            uri: Bytes::copy_from_slice(uri.as_bytes()),
             version: Version::SIP_2_0,
-            headers,
+            headers: Headers::new(),
             body: Bytes::new(),
         })
     }
@@ -165,7 +160,7 @@ impl Request {
     }
 
     fn uri_bytes(&self) -> &[u8] {
-        self.headers.text(self.uri)
+        &self.uri
     }
 
     /// The Request-URI, parsed.
@@ -184,7 +179,7 @@ impl Request {
     /// Replaces the Request-URI (a proxy retargeting the request), checking its grammar.
     pub fn set_uri(&mut self, uri: &str) -> Result<(), Error> {
         Uri::parse(uri)?;
-        self.uri = self.headers.add_text(uri.as_bytes());
+        self.uri = Bytes::copy_from_slice(uri.as_bytes());
         Ok(())
     }
 
@@ -250,20 +245,20 @@ impl Request {
 }
 
 impl Response {
-    /// A new SIP/2.0 response with no header fields and no body. `reason` may be empty; CR
-    /// and LF in it are replaced by spaces.
+    /// A new SIP/2.0 response with no header fields and no body. `reason` may be empty;
+    /// control characters in it (CR, LF...) are replaced by spaces.
     pub fn new(status: StatusCode, reason: &str) -> Response {
-        let mut headers = Headers::new();
-        let reason = if reason.contains(['\r', '\n']) {
-            headers.add_text(reason.replace(['\r', '\n'], " ").as_bytes())
+        let printable = |c: char| !c.is_control() || c == '\t';
+        let reason = if reason.chars().all(printable) {
+            Bytes::copy_from_slice(reason.as_bytes())
         } else {
-            headers.add_text(reason.as_bytes())
+            Bytes::from(reason.replace(|c| !printable(c), " "))
         };
         Response {
             version: Version::SIP_2_0,
             status,
             reason,
-            headers,
+            headers: Headers::new(),
             body: Bytes::new(),
         }
     }
@@ -275,7 +270,7 @@ impl Response {
 
     /// The reason phrase (UTF-8, checked when parsed).
     pub fn reason(&self) -> &str {
-        std::str::from_utf8(self.headers.text(self.reason)).unwrap_or_default()
+        std::str::from_utf8(&self.reason).unwrap_or_default()
     }
 
     /// The protocol version.

@@ -58,13 +58,13 @@ impl Limits {
 enum StartLine {
     Request {
         method: Method,
-        uri: Span,
+        uri: (usize, usize),
         version: Version,
     },
     Response {
         version: Version,
         status: StatusCode,
-        reason: Span,
+        reason: (usize, usize),
     },
 }
 
@@ -104,30 +104,37 @@ pub(crate) fn datagram(buf: Bytes, limits: &Limits) -> Result<Message, Error> {
 impl Head {
     pub(crate) fn into_message(self, buf: Bytes, body_len: usize) -> Message {
         let body = buf.slice(self.body_start..self.body_start + body_len);
-        let headers = Headers::from_parts(buf, self.entries);
         match self.start {
             StartLine::Request {
                 method,
                 uri,
                 version,
-            } => Message::Request(Request {
-                method,
-                uri,
-                version,
-                headers,
-                body,
-            }),
+            } => {
+                let uri = buf.slice(uri.0..uri.1);
+                let headers = Headers::from_parts(buf, self.entries);
+                Message::Request(Request {
+                    method,
+                    uri,
+                    version,
+                    headers,
+                    body,
+                })
+            }
             StartLine::Response {
                 version,
                 status,
                 reason,
-            } => Message::Response(Response {
-                version,
-                status,
-                reason,
-                headers,
-                body,
-            }),
+            } => {
+                let reason = buf.slice(reason.0..reason.1);
+                let headers = Headers::from_parts(buf, self.entries);
+                Message::Response(Response {
+                    version,
+                    status,
+                    reason,
+                    headers,
+                    body,
+                })
+            }
         }
     }
 }
@@ -326,7 +333,7 @@ fn start_line(buf: &[u8], start: usize, end: usize) -> Result<StartLine, Error> 
     let uri_start = start + sp1 + 1;
     Ok(StartLine::Request {
         method,
-        uri: Span::received(uri_start, uri_start + uri.len()),
+        uri: (uri_start, uri_start + uri.len()),
         version,
     })
 }
@@ -356,7 +363,7 @@ fn status_line(line: &[u8], start: usize) -> Result<StartLine, Error> {
     Ok(StartLine::Response {
         version,
         status,
-        reason: Span::received(reason_start, reason_start + reason.len()),
+        reason: (reason_start, reason_start + reason.len()),
     })
 }
 

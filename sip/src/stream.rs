@@ -120,9 +120,15 @@ impl StreamDecoder {
         }
     }
 
-    /// A keepalive at the front of the buffer, consumed. Stray LFs are dropped.
+    /// A keepalive at the front of the buffer, consumed.
     fn keepalive(&mut self) -> Option<Frame> {
-        while self.buf.first() == Some(&b'\n') {
+        // Stray CRs and LFs that make no keepalive are dropped (RFC 3261 §7.5 ignores CRLFs
+        // before a start line).
+        while match self.buf.first() {
+            Some(b'\n') => true,
+            Some(b'\r') => self.buf.get(1).is_some_and(|&b| b != b'\n'),
+            _ => false,
+        } {
             self.consume(1);
         }
         if self.buf.starts_with(Frame::PING) {

@@ -187,7 +187,7 @@ pub(crate) fn address(s: &str, addr_spec_allowed: bool) -> Lex<Address<'_>> {
     let mut tag = None;
     let params = Params::new(sc.header_params(|name, value| {
         if tag.is_none() && name.eq_ignore_ascii_case("tag") {
-            tag = value;
+            tag = Some(value);
         }
         Ok(())
     })?);
@@ -197,7 +197,7 @@ pub(crate) fn address(s: &str, addr_spec_allowed: bool) -> Lex<Address<'_>> {
         uri,
         params,
         bracketed,
-        tag,
+        tag: tag.flatten(),
     })
 }
 

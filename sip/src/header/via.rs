@@ -122,7 +122,7 @@ fn via(s: &str) -> Lex<Via<'_>> {
             });
         }
         if branch.is_none() && name.eq_ignore_ascii_case("branch") {
-            branch = value;
+            branch = Some(value);
         }
         Ok(())
     })?);
@@ -134,7 +134,7 @@ fn via(s: &str) -> Lex<Via<'_>> {
         host,
         port,
         params,
-        branch,
+        branch: branch.flatten(),
     })
 }
 
