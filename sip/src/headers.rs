@@ -158,7 +158,17 @@ impl Headers {
     /// The first value of header `H`, parsed: for a list header, the first element of the
     /// first field. `None` if the header is absent.
     pub fn typed<'a, H: TypedHeader<'a>>(&'a self) -> Option<Result<H, Error>> {
-        self.typed_all::<H>().next()
+        let e = self.entries.iter().find(|e| e.name == H::NAME)?;
+        let value = self.text(e.value);
+        let first = if !H::NAME.is_list() {
+            value
+        } else if value.is_empty() && H::MAY_BE_EMPTY {
+            // An empty field holds no element: the first one is on a later line.
+            return self.typed_all::<H>().next();
+        } else {
+            split_list(value).next().unwrap_or_default()
+        };
+        Some(H::parse(first).map_err(|err| err.at_line(e.line)))
     }
 
     /// Every value of header `H`, across fields and, for list headers, across commas.
@@ -182,7 +192,7 @@ impl Headers {
     pub fn push_named(&mut self, name: &str, value: impl AsRef<[u8]>) {
         let kind = HeaderName::from_bytes(name.as_bytes());
         let raw_name = self.add_text(name.as_bytes());
-        let value = self.add_text(value.as_ref());
+        let value = self.add_text(trim_lws(value.as_ref()));
         self.entries.push(Entry {
             name: kind,
             line: 0,
@@ -255,7 +265,7 @@ impl Headers {
             return;
         }
         let raw_name = self.add_text(name.as_str().as_bytes());
-        let value = self.add_text(value);
+        let value = self.add_text(trim_lws(value));
         self.entries.insert(
             at,
             Entry {
@@ -344,7 +354,8 @@ impl<'a, H: TypedHeader<'a>> Iterator for TypedIter<'a, H> {
                     break e;
                 }
             };
-            let value = trim_lws(headers.text(e.value));
+            // Parsed values were trimmed by the parser, added ones by `add_value`.
+            let value = headers.text(e.value);
             if H::NAME.is_list() {
                 if value.is_empty() && H::MAY_BE_EMPTY {
                     continue;

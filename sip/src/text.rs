@@ -185,8 +185,15 @@ pub(crate) struct Expected {
 pub(crate) type Lex<T> = Result<T, Expected>;
 
 /// Checks once that a header value is UTF-8, so that the scanner can hand out `&str` slices
-/// without checking each again.
+/// without checking each again. Header values are nearly always ASCII: that case skips
+/// `from_utf8`, whose fixed cost is most of the price of reading a short value.
+#[inline]
 pub(crate) fn utf8(s: &[u8]) -> Lex<&str> {
+    if s.is_ascii() {
+        #[allow(unsafe_code)]
+        // SAFETY: every ASCII byte sequence is valid UTF-8.
+        return Ok(unsafe { std::str::from_utf8_unchecked(s) });
+    }
     std::str::from_utf8(s).map_err(|e| Expected {
         what: "UTF-8 text",
         at: e.valid_up_to(),
@@ -238,11 +245,22 @@ impl<'a> Scanner<'a> {
 
     /// Skips LWS; returns whether there was any.
     pub(crate) fn skip_lws(&mut self) -> bool {
-        let start = self.pos;
-        while self.peek().is_some_and(is_lws) {
-            self.pos += 1;
-        }
-        self.pos > start
+        let n = self.count(is_lws);
+        self.pos += n;
+        n > 0
+    }
+
+    /// How many bytes from here satisfy `f`. Every predicate used here is false for bytes
+    /// of 0x80 and above, so a run always ends on a character boundary.
+    #[inline]
+    fn count(&self, f: impl Fn(u8) -> bool) -> usize {
+        self.s
+            .as_bytes()
+            .get(self.pos..)
+            .unwrap_or_default()
+            .iter()
+            .take_while(|&&b| f(b))
+            .count()
     }
 
     /// Eats `c` with optional LWS on either side (the grammar's SEMI, EQUAL, COMMA, SLASH...).
@@ -276,12 +294,10 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// Takes ASCII bytes while `f` holds (possibly none).
+    /// Takes bytes while `f` holds (possibly none); `f` must be false for non-ASCII bytes.
     pub(crate) fn take_while(&mut self, f: impl Fn(u8) -> bool) -> &'a str {
         let start = self.pos;
-        while self.peek().is_some_and(|b| b.is_ascii() && f(b)) {
-            self.pos += 1;
-        }
+        self.pos += self.count(f);
         self.slice(start, self.pos)
     }
 

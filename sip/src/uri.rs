@@ -405,20 +405,31 @@ pub(crate) fn host(s: &str, pos: usize) -> Lex<(Host<'_>, usize)> {
             })?;
         return Ok((Host::Ipv6(addr), end + 1));
     }
-    let end = pos + b[pos..].iter().take_while(|&&c| is_host(c)).count();
-    let text = &b[pos..end];
-    if text.iter().all(|&c| c.is_ascii_digit() || c == b'.') {
+    // One pass: the extent, whether it is all digits and dots, and the label rules
+    // (hostname = *( domainlabel "." ) toplabel [ "." ]; no label is empty or starts or
+    // ends with '-').
+    let mut end = pos;
+    let mut numeric = true;
+    let mut bad_label = false;
+    let mut prev = b'.';
+    while let Some(&c) = b.get(end) {
+        if !is_host(c) {
+            break;
+        }
+        numeric &= c.is_ascii_digit() || c == b'.';
+        bad_label |= (c == b'.' && (prev == b'.' || prev == b'-')) || (c == b'-' && prev == b'.');
+        prev = c;
+        end += 1;
+    }
+    if end == pos {
+        return Err(bad);
+    }
+    if numeric {
         return ipv4(sub(s, pos, end))
             .map(|a| (Host::Ipv4(a), end))
             .ok_or(bad);
     }
-    // hostname = *( domainlabel "." ) toplabel [ "." ]; no label is empty or starts or ends
-    // with '-'.
-    let labels = text.strip_suffix(b".").unwrap_or(text);
-    if labels
-        .split(|&c| c == b'.')
-        .any(|l| l.first().is_none_or(|&c| c == b'-') || l.last() == Some(&b'-'))
-    {
+    if bad_label || prev == b'-' {
         return Err(bad);
     }
     Ok((Host::Domain(sub(s, pos, end)), end))

@@ -74,7 +74,8 @@ fn auth(s: &str) -> Lex<Auth<'_>> {
         } else {
             // Digest values such as uri may hold more than token chars when unquoted by
             // lenient peers; accept anything up to the next comma or white space.
-            let v = sc.take_while(|b| b != b',' && !crate::text::is_lws(b) && b != b'"');
+            let v = sc
+                .take_while(|b| b.is_ascii() && b != b',' && !crate::text::is_lws(b) && b != b'"');
             if v.is_empty() {
                 return sc.fail("a parameter value");
             }
