@@ -183,32 +183,6 @@ impl Request {
         Ok(())
     }
 
-    /// The protocol version.
-    pub fn version(&self) -> Version {
-        self.version
-    }
-
-    /// The header fields.
-    pub fn headers(&self) -> &Headers {
-        &self.headers
-    }
-
-    /// The header fields, to change.
-    pub fn headers_mut(&mut self) -> &mut Headers {
-        &mut self.headers
-    }
-
-    /// The body.
-    pub fn body(&self) -> &Bytes {
-        &self.body
-    }
-
-    /// Sets the body, its Content-Type, and a Content-Length to match.
-    pub fn set_body(&mut self, content_type: &str, body: impl Into<Bytes>) {
-        self.body = body.into();
-        set_body_headers(&mut self.headers, content_type, self.body.len());
-    }
-
     /// The exact number of bytes [`Request::encode`] writes.
     pub fn encoded_len(&self) -> usize {
         let m = self.method.as_str().len();
@@ -217,9 +191,7 @@ impl Request {
             + 1
             + version_len(self.version)
             + 2
-            + self.headers.encoded_len()
-            + 2
-            + self.body.len()
+            + rest_len(&self.headers, &self.body)
     }
 
     /// Prints the request: start line, header fields in order, blank line, body.
@@ -231,16 +203,7 @@ impl Request {
         out.put_u8(b' ');
         put_version(out, self.version);
         out.put_slice(b"\r\n");
-        self.headers.encode(out);
-        out.put_slice(b"\r\n");
-        out.put_slice(&self.body);
-    }
-
-    /// Prints the request into new bytes.
-    pub fn to_bytes(&self) -> Bytes {
-        let mut out = BytesMut::with_capacity(self.encoded_len());
-        self.encode(&mut out);
-        out.freeze()
+        encode_rest(out, &self.headers, &self.body);
     }
 }
 
@@ -273,41 +236,13 @@ impl Response {
         std::str::from_utf8(&self.reason).unwrap_or_default()
     }
 
-    /// The protocol version.
-    pub fn version(&self) -> Version {
-        self.version
-    }
-
-    /// The header fields.
-    pub fn headers(&self) -> &Headers {
-        &self.headers
-    }
-
-    /// The header fields, to change.
-    pub fn headers_mut(&mut self) -> &mut Headers {
-        &mut self.headers
-    }
-
-    /// The body.
-    pub fn body(&self) -> &Bytes {
-        &self.body
-    }
-
-    /// Sets the body, its Content-Type, and a Content-Length to match.
-    pub fn set_body(&mut self, content_type: &str, body: impl Into<Bytes>) {
-        self.body = body.into();
-        set_body_headers(&mut self.headers, content_type, self.body.len());
-    }
-
     /// The exact number of bytes [`Response::encode`] writes.
     pub fn encoded_len(&self) -> usize {
         version_len(self.version)
             + 5
             + self.reason().len()
             + 2
-            + self.headers.encoded_len()
-            + 2
-            + self.body.len()
+            + rest_len(&self.headers, &self.body)
     }
 
     /// Prints the response: status line, header fields in order, blank line, body.
@@ -324,16 +259,7 @@ impl Response {
         ]);
         out.put_slice(self.reason().as_bytes());
         out.put_slice(b"\r\n");
-        self.headers.encode(out);
-        out.put_slice(b"\r\n");
-        out.put_slice(&self.body);
-    }
-
-    /// Prints the response into new bytes.
-    pub fn to_bytes(&self) -> Bytes {
-        let mut out = BytesMut::with_capacity(self.encoded_len());
-        self.encode(&mut out);
-        out.freeze()
+        encode_rest(out, &self.headers, &self.body);
     }
 }
 
@@ -418,8 +344,55 @@ impl fmt::Debug for Response {
     }
 }
 
-macro_rules! display_via_bytes {
+/// The header section, the blank line and the body, as printed after the start line.
+fn encode_rest(out: &mut BytesMut, headers: &Headers, body: &Bytes) {
+    headers.encode(out);
+    out.put_slice(b"\r\n");
+    out.put_slice(body);
+}
+
+fn rest_len(headers: &Headers, body: &Bytes) -> usize {
+    headers.encoded_len() + 2 + body.len()
+}
+
+/// What requests and responses share: version, header fields, body, and printing to bytes.
+macro_rules! message_parts {
     ($($t:ty),*) => {$(
+        impl $t {
+            /// The protocol version.
+            pub fn version(&self) -> Version {
+                self.version
+            }
+
+            /// The header fields.
+            pub fn headers(&self) -> &Headers {
+                &self.headers
+            }
+
+            /// The header fields, to change.
+            pub fn headers_mut(&mut self) -> &mut Headers {
+                &mut self.headers
+            }
+
+            /// The body.
+            pub fn body(&self) -> &Bytes {
+                &self.body
+            }
+
+            /// Sets the body, its Content-Type, and a Content-Length to match.
+            pub fn set_body(&mut self, content_type: &str, body: impl Into<Bytes>) {
+                self.body = body.into();
+                set_body_headers(&mut self.headers, content_type, self.body.len());
+            }
+
+            /// Prints the message into new bytes.
+            pub fn to_bytes(&self) -> Bytes {
+                let mut out = BytesMut::with_capacity(self.encoded_len());
+                self.encode(&mut out);
+                out.freeze()
+            }
+        }
+
         impl fmt::Display for $t {
             /// The message as printed on the wire (invalid UTF-8 shown lossily).
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -429,4 +402,11 @@ macro_rules! display_via_bytes {
     )*};
 }
 
-display_via_bytes!(Request, Response, Message);
+message_parts!(Request, Response);
+
+impl fmt::Display for Message {
+    /// The message as printed on the wire (invalid UTF-8 shown lossily).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&String::from_utf8_lossy(&self.to_bytes()))
+    }
+}
