@@ -456,16 +456,18 @@ impl<'a> Iterator for ListIter<'a> {
 /// names and values with LWS removed (values keep their quotes).
 #[derive(Debug, Clone)]
 pub(crate) struct ParamIter<'a> {
-    s: &'a [u8],
+    s: &'a str,
     pos: usize,
 }
 
 impl<'a> ParamIter<'a> {
     pub(crate) fn new(s: &'a str) -> Self {
-        ParamIter {
-            s: s.as_bytes(),
-            pos: 0,
-        }
+        ParamIter { s, pos: 0 }
+    }
+
+    /// `s[from..to]` without LWS; every cut is at an ASCII byte, so on a char boundary.
+    fn part(&self, from: usize, to: usize) -> &'a str {
+        self.s.get(from..to).unwrap_or_default().trim_matches([' ', '\t', '\r', '\n'])
     }
 }
 
@@ -473,7 +475,7 @@ impl<'a> Iterator for ParamIter<'a> {
     type Item = (&'a str, Option<&'a str>);
 
     fn next(&mut self) -> Option<Self::Item> {
-        let s = self.s;
+        let s = self.s.as_bytes();
         // Find the next ';' outside quotes.
         while self.pos < s.len() && s[self.pos] != b';' {
             self.pos += 1;
@@ -497,11 +499,8 @@ impl<'a> Iterator for ParamIter<'a> {
         }
         let end = self.pos.min(s.len());
         Some(match eq {
-            Some(e) => (
-                ascii(trim_lws(&s[start..e])),
-                Some(ascii(trim_lws(&s[e + 1..end]))),
-            ),
-            None => (ascii(trim_lws(&s[start..end])), None),
+            Some(e) => (self.part(start, e), Some(self.part(e + 1, end))),
+            None => (self.part(start, end), None),
         })
     }
 }
