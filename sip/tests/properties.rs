@@ -26,6 +26,9 @@
 //!
 //! Bugs these properties found in the library are kept at the end of the file as plain tests
 //! named `regression_*`, each with its minimal input.
+//!
+//! The checks that read a parsed message (and the round trip) are in [`support`], shared with
+//! the fuzz targets of `sip/fuzz`; the generators, the stream runs and the regressions are here.
 
 #![allow(clippy::unwrap_used)]
 
@@ -34,17 +37,25 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::ops::Range;
 use std::sync::OnceLock;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use p2psip_sip::header::{self as h, TypedHeader};
 use p2psip_sip::{
-    Error, Frame, HeaderName, Headers, Host, Limits, Message, Method, Params, Policy, Rejection,
-    Request, Response, Role, StatusCode, StreamDecoder, Uri, check_request, check_response,
-    unescape, unquote,
+    Error, Frame, HeaderName, Headers, Limits, Message, Method, Policy, Rejection, Request,
+    Response, Role, StatusCode, StreamDecoder, check_request, check_response,
 };
 use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
 use proptest::sample::{Index, select};
+
+// Shared with the fuzz targets (sip/fuzz/src/lib.rs), which re-export its `pub` items; `pub`
+// here too, as a private module would make them unreachable `pub` items.
+pub mod support;
+
+use support::{
+    assert_round_trip, check_frame, exercise_datagram, exercise_message, exercise_uri, show,
+    typed_direct, visit_error,
+};
 
 /// The RFC 4475 torture messages.
 const CORPUS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/rfc4475");
@@ -81,368 +92,13 @@ fn config(cases: u32) -> ProptestConfig {
     }
 }
 
-fn show(b: &[u8]) -> String {
-    b.escape_ascii().to_string()
-}
-
-// ------------------------------------------------------------------------------------------
-// Exercising everything that reads a parsed message.
-// ------------------------------------------------------------------------------------------
-
-/// Calls every accessor of a typed header value.
-trait Visit {
-    fn visit(&self);
-}
-
-fn visit_params(p: Params<'_>) {
-    let _ = (p.as_str(), p.is_empty(), format!("{p:?}"));
-    for (name, value) in p.iter() {
-        assert!(p.contains(name), "{name:?} listed but not found in {p:?}");
-        let _ = p.get(name);
-        let _ = p.value(name);
-        if let Some(v) = value {
-            let _ = unquote(v);
-            let _ = unescape(v);
-        }
-    }
-}
-
-fn visit_host(host: Host<'_>) {
-    let _ = host.to_string();
-}
-
-fn visit_uri(u: &Uri<'_>) {
-    let _ = (u.as_str(), u.scheme(), u.to_string(), format!("{u:?}"));
-    match u {
-        Uri::Sip(s) => {
-            assert_eq!(u.as_sip(), Some(s));
-            let _ = (s.is_secure(), s.password(), s.port(), s.as_str());
-            if let Some(user) = s.user() {
-                let _ = unescape(user);
-            }
-            visit_host(s.host());
-            visit_params(s.params());
-            let headers = s.headers().count();
-            assert_eq!(s.has_headers(), headers > 0);
-            for (n, v) in s.headers() {
-                let _ = (unescape(n), unescape(v));
-            }
-        }
-        Uri::Tel(t) => {
-            let _ = t.number();
-            visit_params(t.params());
-        }
-        Uri::Other(o) => {
-            let _ = (o.scheme(), o.as_str());
-        }
-    }
-}
-
-fn visit_address(a: &h::Address<'_>) {
-    let _ = (a.display_name().map(unquote), a.is_bracketed(), a.tag());
-    visit_uri(a.uri());
-    visit_params(a.params());
-}
-
-fn visit_auth(a: &h::Auth<'_>) {
-    let _ = (a.scheme(), a.is_digest());
-    for (n, v) in a.params() {
-        assert!(
-            a.param(n).is_some(),
-            "auth param {n:?} listed but not found"
-        );
-        let _ = unquote(v);
-    }
-    let _ = (a.param("realm"), a.param("nonce"), a.param("uri"));
-}
-
-fn visit_media(m: &h::MediaType<'_>) {
-    let _ = (m.ty(), m.subtype(), m.is("application", "sdp"));
-    let _ = (m.covers("application", "sdp"), m.covers("*", "*"));
-    visit_params(m.params());
-}
-
-macro_rules! visit_impls {
-    ($($ty:ty => |$v:ident| $body:block)*) => {$(
-        impl Visit for $ty {
-            fn visit(&self) {
-                let $v = self;
-                let _ = format!("{:?}", $v);
-                $body
-            }
-        }
-    )*};
-}
-
-visit_impls! {
-    h::Accept<'_> => |v| { visit_media(&v.0) }
-    h::Allow => |v| { let _ = v.0.as_str(); }
-    h::Authorization<'_> => |v| { visit_auth(&v.0) }
-    h::CSeq<'_> => |v| { let _ = (v.seq(), v.method_str(), v.method(), v.is(&Method::Invite)); }
-    h::CallId<'_> => |v| { let _ = v.0; }
-    h::Contact<'_> => |v| {
-        let _ = (v.expires(), v.q());
-        if let Some(a) = v.address() {
-            visit_address(a);
-        }
-    }
-    h::ContentLength => |v| { let _ = v.0; }
-    h::ContentType<'_> => |v| { visit_media(&v.0) }
-    h::Date => |v| { let _ = (v.year, v.month, v.day, v.hour, v.minute, v.second); }
-    h::Event<'_> => |v| {
-        let _ = (v.package(), v.id());
-        visit_params(v.params());
-    }
-    h::Expires => |v| { let _ = v.0; }
-    h::From<'_> => |v| {
-        assert_eq!(v.tag(), v.0.tag());
-        visit_address(&v.0);
-    }
-    h::MaxForwards => |v| { let _ = v.0; }
-    h::MinExpires => |v| { let _ = v.0; }
-    h::ProxyAuthenticate<'_> => |v| { visit_auth(&v.0) }
-    h::ProxyAuthorization<'_> => |v| { visit_auth(&v.0) }
-    h::ProxyRequire<'_> => |v| { let _ = v.0; }
-    h::RecordRoute<'_> => |v| { visit_address(&v.0) }
-    h::Require<'_> => |v| { let _ = v.0; }
-    h::Route<'_> => |v| { visit_address(&v.0) }
-    h::SubscriptionState<'_> => |v| {
-        let _ = (v.state(), v.expires(), v.reason(), v.retry_after());
-        visit_params(v.params());
-    }
-    h::Supported<'_> => |v| { let _ = v.0; }
-    h::To<'_> => |v| {
-        assert_eq!(v.tag(), v.0.tag());
-        visit_address(&v.0);
-    }
-    h::Unsupported<'_> => |v| { let _ = v.0; }
-    h::Via<'_> => |v| {
-        let _ = (v.protocol(), v.version(), v.transport(), v.port(), v.branch());
-        let _ = (v.has_rfc3261_branch(), v.received(), v.rport(), v.maddr(), v.ttl());
-        visit_host(v.host());
-        visit_params(v.params());
-    }
-    h::WwwAuthenticate<'_> => |v| { visit_auth(&v.0) }
-}
-
-/// Every typed header type of `p2psip_sip::header`, given to `$f::<Type>($arg)`.
-macro_rules! for_each_typed_header {
-    ($f:ident, $arg:expr) => {{
-        $f::<h::Accept<'_>>($arg);
-        $f::<h::Allow>($arg);
-        $f::<h::Authorization<'_>>($arg);
-        $f::<h::CSeq<'_>>($arg);
-        $f::<h::CallId<'_>>($arg);
-        $f::<h::Contact<'_>>($arg);
-        $f::<h::ContentLength>($arg);
-        $f::<h::ContentType<'_>>($arg);
-        $f::<h::Date>($arg);
-        $f::<h::Event<'_>>($arg);
-        $f::<h::Expires>($arg);
-        $f::<h::From<'_>>($arg);
-        $f::<h::MaxForwards>($arg);
-        $f::<h::MinExpires>($arg);
-        $f::<h::ProxyAuthenticate<'_>>($arg);
-        $f::<h::ProxyAuthorization<'_>>($arg);
-        $f::<h::ProxyRequire<'_>>($arg);
-        $f::<h::RecordRoute<'_>>($arg);
-        $f::<h::Require<'_>>($arg);
-        $f::<h::Route<'_>>($arg);
-        $f::<h::SubscriptionState<'_>>($arg);
-        $f::<h::Supported<'_>>($arg);
-        $f::<h::To<'_>>($arg);
-        $f::<h::Unsupported<'_>>($arg);
-        $f::<h::Via<'_>>($arg);
-        $f::<h::WwwAuthenticate<'_>>($arg);
-    }};
-}
-
-fn visit_error(e: &Error) {
-    let _ = (e.to_string(), format!("{e:?}"));
-    let rej = Rejection::from_error(e);
-    assert!(rej.status.as_u16() >= 400, "{e:?} -> {rej:?}");
-}
-
-/// Reads every value of header `H` from `headers`.
-fn typed_in_headers<'a, H: TypedHeader<'a> + Visit>(headers: &'a Headers) {
-    match headers.typed::<H>() {
-        None => assert_eq!(headers.typed_all::<H>().count(), 0),
-        Some(Ok(v)) => v.visit(),
-        Some(Err(e)) => visit_error(&e),
-    }
-    let mut n = 0;
-    for r in headers.typed_all::<H>() {
-        n += 1;
-        match r {
-            Ok(v) => v.visit(),
-            Err(e) => visit_error(&e),
-        }
-    }
-    let bound: usize = headers
-        .get_all(H::NAME)
-        .map(|f| f.value.iter().filter(|&&b| b == b',').count() + 1)
-        .sum();
-    assert!(
-        n <= bound,
-        "{n} values of {:?} from {bound} possible",
-        H::NAME
-    );
-}
-
-/// Parses `value` as one value of header `H`.
-fn typed_direct<'a, H: TypedHeader<'a> + Visit>(value: &'a [u8]) {
-    match H::parse(value) {
-        Ok(v) => v.visit(),
-        Err(e) => visit_error(&e),
-    }
-}
-
-fn policies() -> [Policy; 3] {
-    let strict = Policy {
-        role: Role::Uas,
-        schemes: vec!["sip".into(), "sips".into(), "tel".into()],
-        supported: vec!["100rel".into(), "timer".into()],
-        accept: vec!["application/sdp".into()],
-        agent: "test-agent".into(),
-    };
-    [Policy::default(), Policy::with_role(Role::Uas), strict]
-}
-
-/// Prints `m`, parses the print, prints again: the same bytes, an equal message, and
-/// `encoded_len` equal to the printed length.
-fn assert_round_trip(m: &Message) {
-    let p1 = m.to_bytes();
-    assert_eq!(
-        m.encoded_len(),
-        p1.len(),
-        "encoded_len differs from the printed length of {}",
-        show(&p1)
-    );
-    let mut out = BytesMut::new();
-    m.encode(&mut out);
-    assert_eq!(&out[..], &p1[..], "encode and to_bytes differ");
-    let m2 = Message::parse(p1.clone())
-        .unwrap_or_else(|e| panic!("the print of a message does not parse ({e}): {}", show(&p1)));
-    let p2 = m2.to_bytes();
-    assert_eq!(
-        show(&p2),
-        show(&p1),
-        "print -> parse -> print is not the identity"
-    );
-    assert_eq!(&m2, m, "parse(print(m)) != m for {}", show(&p1));
-}
-
-/// Everything a parsed message offers.
-fn exercise_message(m: &Message) {
-    let hs = m.headers();
-    assert_eq!(hs.iter().count(), hs.len());
-    assert_eq!(hs.is_empty(), hs.iter().next().is_none());
-    for f in hs.iter() {
-        let _ = (f.value_str(), f.line, format!("{f:?}"));
-        assert!(hs.contains(f.name));
-        assert!(hs.get(f.name).is_some());
-        assert!(hs.count(f.name) >= 1);
-        assert!(hs.get_by_name(f.name_str()).is_some());
-    }
-    for_each_typed_header!(typed_in_headers, hs);
-    let _ = (m.body().len(), m.to_string(), format!("{m:?}"));
-    match m {
-        Message::Request(r) => {
-            assert!(m.as_request().is_some() && m.as_response().is_none());
-            let _ = (r.method().to_string(), r.uri_str(), r.version().to_string());
-            match r.uri() {
-                Ok(u) => {
-                    visit_uri(&u);
-                    assert_eq!(u.as_str(), r.uri_str());
-                }
-                Err(e) => visit_error(&e),
-            }
-            for policy in policies() {
-                if let Err(rej) = check_request(r, &policy) {
-                    assert!(rej.status.as_u16() >= 400, "{rej:?}");
-                    let resp = rej.response(r, Some("t0"), &policy);
-                    assert_round_trip(&Message::Response(resp.clone()));
-                    let _ = check_response(&resp);
-                }
-            }
-            proxy_edits_round_trip(r);
-        }
-        Message::Response(r) => {
-            assert!(m.as_response().is_some() && m.as_request().is_none());
-            let _ = (r.status().as_u16(), r.reason(), r.version().to_string());
-            if let Err(e) = check_response(r) {
-                visit_error(&e);
-            }
-        }
-    }
-}
-
-/// What a proxy does to a request it forwards keeps the request printable and parseable.
-fn proxy_edits_round_trip(r: &Request) {
-    let mut fwd = r.clone();
-    let hs = fwd.headers_mut();
-    hs.push_front(
-        HeaderName::Via,
-        Bytes::from_static(b"SIP/2.0/TCP proxy.example.net;branch=z9hG4bKproxy1"),
-    );
-    hs.set(HeaderName::MaxForwards, Bytes::from_static(b"69"));
-    hs.remove_first(HeaderName::Route);
-    hs.push_named("X-Forwarded-By", Bytes::from_static(b"proptest"));
-    hs.push(
-        HeaderName::RecordRoute,
-        Bytes::from_static(b"<sip:p.example.net;lr>"),
-    );
-    assert_eq!(
-        fwd.headers().typed::<h::Via>().unwrap().unwrap().branch(),
-        Some("z9hG4bKproxy1")
-    );
-    assert_eq!(
-        fwd.headers().typed::<h::MaxForwards>(),
-        Some(Ok(h::MaxForwards(69)))
-    );
-    assert_round_trip(&Message::Request(fwd.clone()));
-    // Retargeting and replacing the body keep it printable too.
-    fwd.set_uri("sip:retarget@192.0.2.7:5070;transport=tcp")
-        .unwrap();
-    fwd.set_body("text/plain", Bytes::from_static(b"new body\r\n"));
-    assert_eq!(fwd.uri_str(), "sip:retarget@192.0.2.7:5070;transport=tcp");
-    assert_eq!(
-        fwd.headers().typed::<h::ContentLength>(),
-        Some(Ok(h::ContentLength(10)))
-    );
-    assert_round_trip(&Message::Request(fwd));
-}
-
-/// The no-panic checks of one input: datagram parse (then everything readable, and the
-/// round trip), the rejection of a failure, and the stream decoder in the given chunks.
+/// The no-panic checks of one input: the datagram checks of [`exercise_datagram`], and the
+/// stream decoder in the given chunks, which must frame the same as when fed all at once.
 fn exercise_bytes(input: &[u8], chunks: &[usize]) {
-    match Message::parse(input.to_vec()) {
-        Ok(m) => {
-            exercise_message(&m);
-            assert_round_trip(&m);
-            if let Some(Err(rej)) = m.as_request().map(|r| check_request(r, &Policy::default())) {
-                answer_raw(&rej, input);
-            }
-        }
-        Err(e) => {
-            visit_error(&e);
-            answer_raw(&Rejection::from_error(&e), input);
-        }
-    }
+    exercise_datagram(input);
     let chunked = run_stream(input, chunks, &Limits::default());
     let whole = run_stream(input, &[usize::MAX], &Limits::default());
     assert_same_stream(&chunked, &whole, input);
-}
-
-/// The answer to raw bytes, if there is one, is a response that prints and parses back.
-fn answer_raw(rej: &Rejection, input: &[u8]) {
-    for policy in policies() {
-        if let Some(resp) = rej.response_to_raw(input, Some("t1"), &policy) {
-            assert!(resp.headers().contains(HeaderName::Via));
-            assert_round_trip(&Message::Response(resp.clone()));
-            let _ = check_response(&resp);
-        }
-    }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -496,40 +152,6 @@ fn run_stream(input: &[u8], chunks: &[usize], limits: &Limits) -> StreamRun {
         }
     }
     run
-}
-
-fn check_frame(frame: &Frame, bytes: &[u8], limits: &Limits) {
-    // Stray LFs, and CRs not followed by LF, before a frame are dropped by the decoder, as
-    // the datagram parser skips them.
-    let mut start = 0;
-    while match bytes.get(start) {
-        Some(b'\n') => true,
-        Some(b'\r') => bytes.get(start + 1).is_some_and(|&b| b != b'\n'),
-        _ => false,
-    } {
-        start += 1;
-    }
-    let bytes = &bytes[start..];
-    match frame {
-        Frame::Ping => assert_eq!(bytes, Frame::PING),
-        Frame::Pong => assert_eq!(bytes, Frame::PONG),
-        Frame::Message(m) => {
-            let datagram = Message::parse_with(bytes.to_vec(), limits).unwrap_or_else(|e| {
-                panic!(
-                    "the stream framed {} but the datagram parser says {e}",
-                    show(bytes)
-                )
-            });
-            assert_eq!(
-                &datagram,
-                m,
-                "stream and datagram disagree on {}",
-                show(bytes)
-            );
-            exercise_message(m);
-            assert_round_trip(m);
-        }
-    }
 }
 
 fn assert_same_stream(a: &StreamRun, b: &StreamRun, input: &[u8]) {
@@ -1390,73 +1012,10 @@ fn check_generated(g: &GenMsg, m: &Message) {
     }
 }
 
-/// Every known header name.
-const KNOWN_NAMES: &[HeaderName] = &[
-    HeaderName::Accept,
-    HeaderName::AcceptContact,
-    HeaderName::AcceptEncoding,
-    HeaderName::AcceptLanguage,
-    HeaderName::AlertInfo,
-    HeaderName::Allow,
-    HeaderName::AllowEvents,
-    HeaderName::AuthenticationInfo,
-    HeaderName::Authorization,
-    HeaderName::CallId,
-    HeaderName::CallInfo,
-    HeaderName::Contact,
-    HeaderName::ContentDisposition,
-    HeaderName::ContentEncoding,
-    HeaderName::ContentLanguage,
-    HeaderName::ContentLength,
-    HeaderName::ContentType,
-    HeaderName::CSeq,
-    HeaderName::Date,
-    HeaderName::ErrorInfo,
-    HeaderName::Event,
-    HeaderName::Expires,
-    HeaderName::From,
-    HeaderName::InReplyTo,
-    HeaderName::MaxForwards,
-    HeaderName::MimeVersion,
-    HeaderName::MinExpires,
-    HeaderName::MinSe,
-    HeaderName::Organization,
-    HeaderName::Path,
-    HeaderName::Priority,
-    HeaderName::ProxyAuthenticate,
-    HeaderName::ProxyAuthorization,
-    HeaderName::ProxyRequire,
-    HeaderName::RAck,
-    HeaderName::Reason,
-    HeaderName::RecordRoute,
-    HeaderName::ReferTo,
-    HeaderName::ReferredBy,
-    HeaderName::RejectContact,
-    HeaderName::ReplyTo,
-    HeaderName::RequestDisposition,
-    HeaderName::Require,
-    HeaderName::RetryAfter,
-    HeaderName::Route,
-    HeaderName::RSeq,
-    HeaderName::Server,
-    HeaderName::ServiceRoute,
-    HeaderName::SessionExpires,
-    HeaderName::Subject,
-    HeaderName::SubscriptionState,
-    HeaderName::Supported,
-    HeaderName::Timestamp,
-    HeaderName::To,
-    HeaderName::Unsupported,
-    HeaderName::UserAgent,
-    HeaderName::Via,
-    HeaderName::Warning,
-    HeaderName::WwwAuthenticate,
-];
-
 /// What `HeaderName::from_bytes` should say: the known name or compact form equal to `name`
 /// without regard to case, or `Other`.
 fn classify_by_reference(name: &[u8]) -> HeaderName {
-    KNOWN_NAMES
+    HeaderName::ALL
         .iter()
         .copied()
         .find(|h| {
@@ -1472,8 +1031,12 @@ fn classify_by_reference(name: &[u8]) -> HeaderName {
 fn name_near_known() -> impl Strategy<Value = Vec<u8>> {
     const TOKEN_CHARS: &[u8] =
         b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~";
-    let spelled = (select(KNOWN_NAMES), any::<bool>(), vec(any::<bool>(), 20)).prop_map(
-        |(h, compact, upper)| {
+    let spelled = (
+        select(HeaderName::ALL),
+        any::<bool>(),
+        vec(any::<bool>(), 20),
+    )
+        .prop_map(|(h, compact, upper)| {
             let base = match h.compact() {
                 Some(c) if compact => c,
                 _ => h.as_str(),
@@ -1488,8 +1051,7 @@ fn name_near_known() -> impl Strategy<Value = Vec<u8>> {
                     }
                 })
                 .collect::<Vec<u8>>()
-        },
-    );
+        });
     let edit = (any::<Index>(), 0..4u8, select(TOKEN_CHARS));
     (spelled, vec(edit, 0..3)).prop_map(|(mut name, edits)| {
         for (at, kind, c) in edits {
@@ -1601,15 +1163,9 @@ proptest! {
     /// a. Every typed header parser, and the URI parser, on any value.
     #[test]
     fn typed_parsers_do_not_panic(value in header_value()) {
-        for_each_typed_header!(typed_direct, &value);
+        typed_direct(&value);
         if let Ok(s) = std::str::from_utf8(&value) {
-            match Uri::parse(s) {
-                Ok(u) => {
-                    visit_uri(&u);
-                    assert_eq!(u.as_str(), s);
-                }
-                Err(e) => visit_error(&e),
-            }
+            exercise_uri(s);
         }
     }
 
