@@ -467,7 +467,10 @@ impl<'a> ParamIter<'a> {
 
     /// `s[from..to]` without LWS; every cut is at an ASCII byte, so on a char boundary.
     fn part(&self, from: usize, to: usize) -> &'a str {
-        self.s.get(from..to).unwrap_or_default().trim_matches([' ', '\t', '\r', '\n'])
+        self.s
+            .get(from..to)
+            .unwrap_or_default()
+            .trim_matches([' ', '\t', '\r', '\n'])
     }
 }
 
