@@ -172,7 +172,17 @@ pub(crate) fn address(s: &str, addr_spec_allowed: bool) -> Lex<Address<'_>> {
             .bytes()
             .take_while(|&b| b != b';' && b != b',' && !is_lws(b))
             .count();
-        let uri = parse_uri(sc.slice(from, from + len), from)?;
+        let uri = parse_uri(sc.slice(from, from + len), from).map_err(|e| {
+            // Text that is no URI but comes before a '<' was meant as a display name.
+            if sc.rest().contains('<') {
+                Expected {
+                    what: "a display name of tokens, or quoted (\"Bell, Alexander\")",
+                    at: from,
+                }
+            } else {
+                e
+            }
+        })?;
         if let Uri::Sip(u) = &uri
             && u.has_headers()
         {
@@ -264,7 +274,7 @@ mod tests {
             ),
             (
                 "Bell, Alexander <sip:a.g.bell@example.com>;tag=43",
-                "a URI scheme followed by ':'",
+                "a display name of tokens, or quoted (\"Bell, Alexander\")",
             ),
             (
                 r#""Watson, Thomas" < sip:t.watson@example.org >"#,
