@@ -34,6 +34,7 @@ mod parse;
 mod status;
 mod stream;
 mod text;
+mod transport;
 mod uri;
 
 pub use check::{Policy, Rejection, Role, check_request, check_response};
@@ -47,4 +48,5 @@ pub use parse::Limits;
 pub use status::StatusCode;
 pub use stream::{Frame, StreamDecoder};
 pub use text::{unescape, unquote};
+pub use transport::{ConnectionId, Peer, Transport, UDP_REQUEST_LIMIT};
 pub use uri::{Host, OtherUri, SipUri, TelUri, Uri};
