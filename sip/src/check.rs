@@ -324,6 +324,8 @@ impl Rejection {
             Error::RepeatedHeader { name, .. } => format!("Multiple {name} headers"),
             Error::Field { field, .. } if field.contains("URI") => format!("Bad {field}"),
             Error::Field { field, .. } => format!("Bad {field} header"),
+            // Transaction-layer errors never come from a received message.
+            _ => "Bad Request".into(),
         };
         Rejection::new(StatusCode::BAD_REQUEST, &reason).with_detail(e.to_string())
     }

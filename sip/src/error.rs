@@ -94,6 +94,29 @@ pub enum Error {
         /// Byte offset within the value.
         at: usize,
     },
+    /// A request given to the transaction layer has no top Via with an RFC 3261 branch
+    /// (`z9hG4bK...`), so no transaction can be keyed on it.
+    #[error("the request has no top Via with an RFC 3261 branch (z9hG4bK...)")]
+    NoBranch,
+    /// A transaction with the same key already exists (a reused branch).
+    #[error("a transaction with branch {branch} already exists")]
+    DuplicateTransaction {
+        /// The branch.
+        branch: String,
+    },
+    /// The transaction layer holds as many transactions as allowed.
+    #[error("too many transactions (limit {limit}); try again later")]
+    TooManyTransactions {
+        /// [`crate::transaction::Config::max_transactions`].
+        limit: usize,
+    },
+    /// No transaction has this id (it ended, or never existed).
+    #[error("no such transaction")]
+    UnknownTransaction,
+    /// What was asked does not fit the transaction's kind or state (a response to a client
+    /// transaction, a provisional response after the final one, an ACK to start...).
+    #[error("not allowed here: {0}")]
+    NotAllowed(&'static str),
 }
 
 impl Error {

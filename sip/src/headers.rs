@@ -220,6 +220,19 @@ impl Headers {
         self.insert_at(at.unwrap_or(self.entries.len()), name, value.as_ref());
     }
 
+    /// Replaces the value of the first field called `name` (a known name), keeping its place
+    /// and spelling; appends a field if there is none. How the top Via gets `received`.
+    pub fn set_first(&mut self, name: HeaderName, value: impl AsRef<[u8]>) {
+        let value = trim_lws(value.as_ref());
+        match self.entries.iter().position(|e| e.name == name) {
+            Some(i) => {
+                let span = self.add_text(value);
+                self.entries[i].value = span;
+            }
+            None => self.push(name, value),
+        }
+    }
+
     /// Removes every field called `name`; returns how many there were.
     pub fn remove(&mut self, name: HeaderName) -> usize {
         let before = self.entries.len();

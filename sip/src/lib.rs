@@ -34,6 +34,7 @@ mod parse;
 mod status;
 mod stream;
 mod text;
+pub mod transaction;
 mod transport;
 mod uri;
 

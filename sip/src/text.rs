@@ -394,6 +394,31 @@ impl<'a> Scanner<'a> {
     }
 }
 
+/// The first element of a list value (up to the first top-level comma), trimmed.
+pub(crate) fn first_element(s: &[u8]) -> &[u8] {
+    split_list(s).next().unwrap_or_default()
+}
+
+/// What follows the first element of a list value: the first top-level comma and the rest,
+/// or nothing.
+pub(crate) fn after_first_element(s: &[u8]) -> &[u8] {
+    let mut in_quote = false;
+    let mut in_angle = false;
+    let mut i = 0;
+    while i < s.len() {
+        match s[i] {
+            b'\\' if in_quote => i += 1,
+            b'"' => in_quote = !in_quote,
+            b'<' if !in_quote => in_angle = true,
+            b'>' if !in_quote => in_angle = false,
+            b',' if !in_quote && !in_angle => return &s[i..],
+            _ => {}
+        }
+        i += 1;
+    }
+    &[]
+}
+
 /// Splits a comma-separated list value at the top-level commas (outside quoted strings and
 /// `<...>`), trimming LWS from each element. Empty elements are kept so that the typed
 /// parser can refuse them.
