@@ -140,13 +140,6 @@ fn request(text: &str) -> Request {
     }
 }
 
-fn response(text: &str) -> Response {
-    match Message::parse(text.as_bytes().to_vec()).unwrap() {
-        Message::Response(r) => r,
-        Message::Request(_) => panic!("not a response"),
-    }
-}
-
 /// A request from the client with the given method, branch and transport.
 fn req(method: &str, branch: &str, transport: &str) -> String {
     format!(
