@@ -23,10 +23,12 @@
 //! - Errors name the line, the header and what the grammar expected ([`Error`]).
 
 mod check;
+pub mod dialog;
 mod error;
 pub mod header;
 mod header_name;
 mod headers;
+mod ids;
 mod message;
 mod method;
 mod params;
@@ -39,9 +41,11 @@ mod transport;
 mod uri;
 
 pub use check::{Policy, Rejection, Role, check_request, check_response};
+pub use dialog::{Dialog, DialogId, DialogState};
 pub use error::Error;
 pub use header_name::HeaderName;
 pub use headers::{Field, Headers, TypedIter};
+pub use ids::Ids;
 pub use message::{Message, Request, Response, Version};
 pub use method::Method;
 pub use params::Params;

@@ -4,6 +4,7 @@
 // Test helpers panic to fail the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod s12_dialogs;
 mod s17_1_1_invite_client;
 mod s17_1_2_non_invite_client;
 mod s17_1_3_response_matching;
@@ -195,4 +196,12 @@ fn first_request(run: &Run) -> (TransactionId, Request) {
 
 fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s)
+}
+
+/// A 200 to [`req`]'s INVITE with no To tag.
+fn response_no_tag() -> Response {
+    match Message::parse(resp(200, "z9hG4bKnashds8", "INVITE", None).into_bytes()).unwrap() {
+        Message::Response(r) => r,
+        Message::Request(_) => panic!("not a response"),
+    }
 }
