@@ -376,26 +376,7 @@ impl Rejection {
     ) -> Response {
         let mut resp = Response::new(self.status, &self.reason);
         let out = resp.headers_mut();
-        for (name, value) in fields {
-            match name {
-                HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
-                    out.push(name, Bytes::copy_from_slice(value));
-                }
-                HeaderName::To => {
-                    let has_tag = To::parse(value).is_ok_and(|t| t.tag().is_some());
-                    match to_tag {
-                        Some(tag) if !has_tag && self.status != StatusCode::TRYING => {
-                            let mut v = value.to_vec();
-                            v.extend_from_slice(b";tag=");
-                            v.extend_from_slice(tag.as_bytes());
-                            out.push(name, v);
-                        }
-                        _ => out.push(name, Bytes::copy_from_slice(value)),
-                    }
-                }
-                _ => {}
-            }
-        }
+        crate::message::copy_for_response(fields, out, to_tag, self.status);
         if let Some(detail) = &self.detail {
             let text = detail.replace('\\', "\\\\").replace('"', "\\\"");
             out.push(

@@ -226,6 +226,21 @@ impl Response {
         }
     }
 
+    /// A response to `request` (RFC 3261 §8.2.6): Via, From, To, Call-ID and CSeq copied,
+    /// `to_tag` added to To if it has no tag (and the status is not 100). No body, no
+    /// Content-Length: add them.
+    pub fn for_request(
+        request: &Request,
+        status: StatusCode,
+        reason: &str,
+        to_tag: Option<&str>,
+    ) -> Response {
+        let mut resp = Response::new(status, reason);
+        let fields = request.headers().iter().map(|f| (f.name, f.value));
+        copy_for_response(fields, resp.headers_mut(), to_tag, status);
+        resp
+    }
+
     /// The status code.
     pub fn status(&self) -> StatusCode {
         self.status
@@ -341,6 +356,34 @@ impl fmt::Debug for Response {
             .field("headers", &self.headers)
             .field("body", &self.body)
             .finish()
+    }
+}
+
+/// Copies the fields a response repeats from its request (§8.2.6.2), adding `to_tag`.
+pub(crate) fn copy_for_response<'a>(
+    fields: impl Iterator<Item = (HeaderName, &'a [u8])>,
+    out: &mut Headers,
+    to_tag: Option<&str>,
+    status: StatusCode,
+) {
+    for (name, value) in fields {
+        match name {
+            HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
+                out.push(name, value);
+            }
+            HeaderName::To => {
+                let has_tag =
+                    <crate::header::To<'_> as crate::header::TypedHeader<'_>>::parse(value)
+                        .is_ok_and(|t| t.tag().is_some());
+                match to_tag {
+                    Some(tag) if !has_tag && status != StatusCode::TRYING => {
+                        out.push(name, [value, b";tag=", tag.as_bytes()].concat());
+                    }
+                    _ => out.push(name, value),
+                }
+            }
+            _ => {}
+        }
     }
 }
 
