@@ -38,6 +38,7 @@ mod stream;
 mod text;
 pub mod transaction;
 mod transport;
+pub mod ua;
 mod uri;
 
 pub use check::{Policy, Rejection, Role, check_request, check_response};

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod s12_dialogs;
+mod s13_ua_core;
 mod s17_1_1_invite_client;
 mod s17_1_2_non_invite_client;
 mod s17_1_3_response_matching;

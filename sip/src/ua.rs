@@ -1,0 +1,966 @@
+//! The user agent core (RFC 3261 §8, §13 to §15): calls placed and received on top of the
+//! [`transaction`](crate::transaction) layer and [`Dialog`]s. Sans-IO, driven like
+//! [`Transactions`]: input through [`UserAgent::handle`], [`UserAgent::handle_timeout`] and
+//! the call methods, output through [`UserAgent::poll_transmit`], [`UserAgent::poll_event`]
+//! and [`UserAgent::poll_timeout`].
+//!
+//! What it does by itself: answers OPTIONS (200 with Allow, Accept, Supported), refuses
+//! unknown methods (405 with Allow) and what [`check_request`] refuses for a UAS (400, 416,
+//! 420, 415, 406...), answers requests outside any known dialog 481, retransmits its 2xx to
+//! an INVITE until the ACK comes (§13.3.1.4) and ends the call with a BYE if it never does,
+//! ACKs every 2xx it receives (§13.2.2.4), and ends with a BYE the extra dialogs a forked
+//! INVITE answered twice.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::header::{CSeq, Via};
+use crate::transaction::{self, TransactionId, Transactions, Transmit};
+use crate::{
+    Dialog, DialogId, DialogState, Error, HeaderName, Host, Ids, Message, Method, Peer, Policy,
+    Request, Response, Role, StatusCode, Transport, UDP_REQUEST_LIMIT, Uri, check_request,
+};
+
+/// The methods this core answers, for Allow.
+const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, INFO, UPDATE";
+
+/// How the user agent presents itself.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The transaction layer's timers and limits.
+    pub transactions: transaction::Config,
+    /// Where this agent listens, as put in Via sent-by and Contact, per transport.
+    pub listen: Vec<Peer>,
+    /// The user part of the Contact and From URIs.
+    pub user: String,
+    /// Answer every incoming INVITE with 200 at once.
+    pub auto_answer: bool,
+    /// The SDP answered to an offer (and offered in INVITEs), if any.
+    pub sdp: Option<Bytes>,
+    /// What a UAS serves ([`Policy`] with [`Role::Uas`]).
+    pub policy: Policy,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            transactions: transaction::Config::default(),
+            listen: Vec::new(),
+            user: "p2psip".into(),
+            auto_answer: false,
+            sdp: None,
+            policy: Policy::with_role(Role::Uas),
+        }
+    }
+}
+
+/// A handle on a call (an INVITE and the dialog it makes), valid until [`Event::Ended`] or
+/// [`Event::Failed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Call(u64);
+
+/// What the application hears.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A new call. Answer with [`UserAgent::answer`], [`UserAgent::ring`] or
+    /// [`UserAgent::reject`] (with `auto_answer`, it is already answered).
+    Incoming {
+        /// The call.
+        call: Call,
+        /// The INVITE.
+        request: Request,
+    },
+    /// The callee is alerting (a 180 or 183 came).
+    Ringing {
+        /// The call.
+        call: Call,
+    },
+    /// The call is up: a 2xx came and was ACKed (UAC), or the ACK of our 2xx came (UAS).
+    Established {
+        /// The call.
+        call: Call,
+    },
+    /// The call never came up: the final response's status (408 on timeout, 503 on a
+    /// transport error, 487 when cancelled).
+    Failed {
+        /// The call.
+        call: Call,
+        /// Why.
+        status: StatusCode,
+    },
+    /// The call is over (BYE sent and answered, or received).
+    Ended {
+        /// The call.
+        call: Call,
+        /// Whether the peer hung up.
+        by_peer: bool,
+    },
+    /// A MESSAGE arrived (already answered 200).
+    Message {
+        /// The request, with its body.
+        request: Request,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// UAC: INVITE sent. UAS: INVITE received, not answered.
+    Setup,
+    /// 2xx sent (UAS) or received (UAC), waiting for the ACK (UAS).
+    Answered,
+    Established,
+    /// BYE sent.
+    Ending,
+}
+
+#[derive(Debug)]
+struct CallState {
+    uac: bool,
+    phase: Phase,
+    /// Our INVITE (UAC) or theirs (UAS).
+    invite: Request,
+    invite_txn: Option<TransactionId>,
+    /// Where in-dialog requests go.
+    peer: Peer,
+    dialog: Option<Dialog>,
+    local_tag: String,
+    /// UAS: the 2xx, retransmitted until the ACK. UAC: the ACK, resent for each 2xx.
+    repeat: Option<Bytes>,
+    interval: Duration,
+    give_up: Option<Instant>,
+    provisional_seen: bool,
+}
+
+/// The user agent core. See the module docs.
+#[derive(Debug)]
+pub struct UserAgent {
+    config: Config,
+    ids: Ids,
+    tx: Transactions,
+    calls: HashMap<Call, CallState>,
+    by_dialog: HashMap<DialogId, Call>,
+    by_txn: HashMap<TransactionId, Call>,
+    timers: BinaryHeap<Reverse<(Instant, Call)>>,
+    next_call: u64,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+}
+
+impl UserAgent {
+    /// A user agent; `seed` drives its tags, branches and Call-IDs.
+    pub fn new(config: Config, seed: u64) -> UserAgent {
+        UserAgent {
+            tx: Transactions::new(config.transactions.clone()),
+            config,
+            ids: Ids::new(seed),
+            calls: HashMap::new(),
+            by_dialog: HashMap::new(),
+            by_txn: HashMap::new(),
+            timers: BinaryHeap::new(),
+            next_call: 0,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// How many calls are alive.
+    pub fn calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Places a call to `target` (a `sip:` URI with an IP address; name resolution is the
+    /// node's), offering the configured SDP.
+    pub fn invite(&mut self, now: Instant, target: &str) -> Result<Call, Error> {
+        let mut peer = peer_for_uri(target)?;
+        let call_id = self.ids.call_id(&self.host(peer.transport)?);
+        let local_tag = self.ids.tag();
+        let mut request = self.out_of_dialog(Method::Invite, target, peer, &call_id, &local_tag)?;
+        if let Some(sdp) = self.config.sdp.clone() {
+            request.set_body("application/sdp", sdp);
+        }
+        // §18.1.1: too large for UDP goes over TCP, with the Via saying so.
+        if peer.transport == Transport::Udp && request.encoded_len() > UDP_REQUEST_LIMIT {
+            peer.transport = Transport::Tcp;
+            let via = self.via(peer.transport)?;
+            request.headers_mut().set_first(HeaderName::Via, via);
+        }
+        let txn = self.tx.start_client(now, request.clone(), peer)?;
+        let call = self.new_call(CallState {
+            uac: true,
+            phase: Phase::Setup,
+            invite: request,
+            invite_txn: Some(txn),
+            peer,
+            dialog: None,
+            local_tag,
+            repeat: None,
+            interval: Duration::ZERO,
+            give_up: None,
+            provisional_seen: false,
+        });
+        self.by_txn.insert(txn, call);
+        self.pump(now);
+        Ok(call)
+    }
+
+    /// Sends 180 Ringing for an incoming call (an early dialog).
+    pub fn ring(&mut self, now: Instant, call: Call) -> Result<(), Error> {
+        self.uas_respond(now, call, StatusCode::RINGING, None)
+    }
+
+    /// Answers an incoming call with 200 and the configured SDP; the 2xx is retransmitted
+    /// until the ACK comes.
+    pub fn answer(&mut self, now: Instant, call: Call) -> Result<(), Error> {
+        let sdp = self.config.sdp.clone();
+        self.uas_respond(now, call, StatusCode::OK, sdp)
+    }
+
+    /// Refuses an incoming call with `status` (a 3xx-6xx).
+    pub fn reject(&mut self, now: Instant, call: Call, status: StatusCode) -> Result<(), Error> {
+        self.uas_respond(now, call, status, None)
+    }
+
+    /// Hangs up: BYE once the call is answered, CANCEL while an outgoing one is ringing
+    /// (§9.1), 486 for an incoming one not answered yet.
+    pub fn hangup(&mut self, now: Instant, call: Call) -> Result<(), Error> {
+        let state = self.calls.get(&call).ok_or(Error::UnknownTransaction)?;
+        match (state.uac, state.phase) {
+            (_, Phase::Answered | Phase::Established) => self.bye(now, call),
+            (true, Phase::Setup) => self.cancel(now, call),
+            (false, Phase::Setup) => self.uas_respond(
+                now,
+                call,
+                StatusCode::new(486).unwrap_or(StatusCode::DECLINE),
+                None,
+            ),
+            (_, Phase::Ending) => Ok(()),
+        }
+    }
+
+    /// A received message.
+    pub fn handle(&mut self, now: Instant, message: Message, source: Peer) -> Result<(), Error> {
+        let result = self.tx.handle(now, message, source);
+        self.pump(now);
+        result
+    }
+
+    /// Runs the timers due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.tx.handle_timeout(now);
+        while let Some(Reverse((at, call))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            self.retransmit_ok(now, call, at);
+        }
+        self.pump(now);
+    }
+
+    /// A send failed.
+    pub fn transport_error(&mut self, now: Instant, transaction: TransactionId) {
+        self.tx.transport_error(now, transaction);
+        self.pump(now);
+    }
+
+    /// The next bytes to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`UserAgent::handle_timeout`] must run next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let ours = self.timers.peek().map(|Reverse((at, _))| *at);
+        match (self.tx.poll_timeout(), ours) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Moves the transaction layer's output and events through this core.
+    fn pump(&mut self, now: Instant) {
+        loop {
+            while let Some(t) = self.tx.poll_transmit() {
+                self.transmits.push_back(t);
+            }
+            let Some(event) = self.tx.poll_event() else {
+                break;
+            };
+            self.on_event(now, event);
+        }
+    }
+
+    fn on_event(&mut self, now: Instant, event: transaction::Event) {
+        use transaction::Event as T;
+        match event {
+            T::Request {
+                transaction,
+                request,
+                source,
+            } => self.on_request(now, transaction, request, source),
+            T::Ack { request, .. } => self.on_ack(&request),
+            T::Response {
+                transaction,
+                response,
+            } => self.on_response(now, transaction, response),
+            T::StrayResponse { response, .. } => self.on_stray(&response),
+            T::Timeout { transaction } => self.on_failure(transaction, StatusCode::REQUEST_TIMEOUT),
+            T::TransportError { transaction } => {
+                self.on_failure(transaction, StatusCode::SERVICE_UNAVAILABLE)
+            }
+            T::Terminated { transaction } => {
+                self.by_txn.remove(&transaction);
+            }
+        }
+    }
+
+    fn on_request(&mut self, now: Instant, txn: TransactionId, request: Request, source: Peer) {
+        let local_tag = self.ids.tag();
+        if let Err(rejection) = check_request(&request, &self.config.policy) {
+            let resp = rejection.response(&request, Some(&local_tag), &self.config.policy);
+            let _ = self.tx.respond(now, txn, resp);
+            return;
+        }
+        let method = request.method().clone();
+        if let Some(id) = DialogId::of_request(&request) {
+            self.in_dialog(now, txn, id, request);
+            return;
+        }
+        match method {
+            Method::Invite => self.incoming_call(now, txn, request, source, local_tag),
+            Method::Cancel => self.on_cancel(now, txn, &request),
+            Method::Options => {
+                let mut ok =
+                    Response::for_request(&request, StatusCode::OK, "OK", Some(&local_tag));
+                let h = ok.headers_mut();
+                h.push(HeaderName::Allow, ALLOW);
+                h.push(HeaderName::Accept, self.config.policy.accept.join(", "));
+                h.push(
+                    HeaderName::Supported,
+                    self.config.policy.supported.join(", "),
+                );
+                h.push(HeaderName::ContentLength, "0");
+                let _ = self.tx.respond(now, txn, ok);
+            }
+            Method::Message => {
+                self.respond_simple(now, txn, &request, StatusCode::OK, &local_tag);
+                self.events.push_back(Event::Message { request });
+            }
+            Method::Bye | Method::Info | Method::Update | Method::Prack => {
+                self.respond_simple(
+                    now,
+                    txn,
+                    &request,
+                    StatusCode::CALL_DOES_NOT_EXIST,
+                    &local_tag,
+                );
+            }
+            _ => {
+                let mut resp = Response::for_request(
+                    &request,
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "Method Not Allowed",
+                    Some(&local_tag),
+                );
+                resp.headers_mut().push(HeaderName::Allow, ALLOW);
+                resp.headers_mut().push(HeaderName::ContentLength, "0");
+                let _ = self.tx.respond(now, txn, resp);
+            }
+        }
+    }
+
+    fn incoming_call(
+        &mut self,
+        now: Instant,
+        txn: TransactionId,
+        request: Request,
+        source: Peer,
+        local_tag: String,
+    ) {
+        let call = self.new_call(CallState {
+            uac: false,
+            phase: Phase::Setup,
+            invite: request.clone(),
+            invite_txn: Some(txn),
+            peer: source,
+            dialog: None,
+            local_tag,
+            repeat: None,
+            interval: Duration::ZERO,
+            give_up: None,
+            provisional_seen: false,
+        });
+        self.by_txn.insert(txn, call);
+        self.events.push_back(Event::Incoming { call, request });
+        if self.config.auto_answer {
+            let _ = self.answer(now, call);
+        }
+    }
+
+    fn in_dialog(&mut self, now: Instant, txn: TransactionId, id: DialogId, request: Request) {
+        let local_tag = id.local_tag.clone();
+        let Some(&call) = self.by_dialog.get(&id) else {
+            self.respond_simple(
+                now,
+                txn,
+                &request,
+                StatusCode::CALL_DOES_NOT_EXIST,
+                &local_tag,
+            );
+            return;
+        };
+        let Some(state) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let Some(dialog) = state.dialog.as_mut() else {
+            return;
+        };
+        if let Err(rejection) = dialog.receive(&request) {
+            let resp = rejection.response(&request, None, &self.config.policy);
+            let _ = self.tx.respond(now, txn, resp);
+            return;
+        }
+        match request.method() {
+            Method::Bye => {
+                self.respond_simple(now, txn, &request, StatusCode::OK, &local_tag);
+                self.end_call(call, true);
+            }
+            Method::Invite => {
+                // A re-INVITE: accept the session as it was.
+                let mut ok = Response::for_request(&request, StatusCode::OK, "OK", None);
+                self.add_contact(&mut ok, state_transport(&request));
+                if let Some(sdp) = self.config.sdp.clone() {
+                    ok.set_body("application/sdp", sdp);
+                } else {
+                    ok.headers_mut().push(HeaderName::ContentLength, "0");
+                }
+                let _ = self.tx.respond(now, txn, ok);
+                if let Some(d) = self.calls.get_mut(&call).and_then(|s| s.dialog.as_mut()) {
+                    d.answered_invite();
+                }
+            }
+            _ => self.respond_simple(now, txn, &request, StatusCode::OK, &local_tag),
+        }
+    }
+
+    fn on_cancel(&mut self, now: Instant, txn: TransactionId, cancel: &Request) {
+        let local_tag = self.ids.tag();
+        let target = self
+            .tx
+            .cancel_target(cancel)
+            .and_then(|t| self.by_txn.get(&t).copied());
+        let Some(call) = target else {
+            self.respond_simple(
+                now,
+                txn,
+                cancel,
+                StatusCode::CALL_DOES_NOT_EXIST,
+                &local_tag,
+            );
+            return;
+        };
+        self.respond_simple(now, txn, cancel, StatusCode::OK, &local_tag);
+        if self
+            .calls
+            .get(&call)
+            .is_some_and(|s| s.phase == Phase::Setup)
+        {
+            let _ = self.uas_respond(now, call, StatusCode::REQUEST_TERMINATED, None);
+        }
+    }
+
+    fn on_ack(&mut self, ack: &Request) {
+        let Some(id) = DialogId::of_request(ack) else {
+            return;
+        };
+        let Some(&call) = self.by_dialog.get(&id) else {
+            return;
+        };
+        if let Some(state) = self.calls.get_mut(&call)
+            && state.phase == Phase::Answered
+            && !state.uac
+        {
+            state.phase = Phase::Established;
+            state.repeat = None;
+            state.give_up = None;
+            self.events.push_back(Event::Established { call });
+        }
+    }
+
+    fn on_response(&mut self, now: Instant, txn: TransactionId, response: Response) {
+        let Some(&call) = self.by_txn.get(&txn) else {
+            return;
+        };
+        let Some(state) = self.calls.get(&call) else {
+            return;
+        };
+        let is_invite = state.invite_txn == Some(txn);
+        let status = response.status();
+        if !is_invite {
+            // BYE, CANCEL: a final response to a BYE ends the call.
+            let bye = response
+                .headers()
+                .typed::<CSeq>()
+                .and_then(Result::ok)
+                .is_some_and(|c| c.is(&Method::Bye));
+            if bye && status.is_final() {
+                self.end_call(call, false);
+            }
+            return;
+        }
+        if status.is_provisional() {
+            if status.as_u16() > 100 {
+                if let Some(s) = self.calls.get_mut(&call) {
+                    s.provisional_seen = true;
+                    if s.dialog.is_none()
+                        && let Ok(d) = Dialog::from_response(&s.invite, &response)
+                    {
+                        s.dialog = Some(d);
+                    }
+                }
+                if matches!(status.as_u16(), 180 | 183) {
+                    self.events.push_back(Event::Ringing { call });
+                }
+            } else if let Some(s) = self.calls.get_mut(&call) {
+                s.provisional_seen = true;
+            }
+            return;
+        }
+        if status.is_success() {
+            self.uac_success(now, call, &response);
+        } else {
+            self.fail_call(call, status);
+        }
+    }
+
+    /// A 2xx to our INVITE (§13.2.2.4): the first one confirms the call; every one is ACKed;
+    /// one from another fork gets ACK then BYE.
+    fn uac_success(&mut self, now: Instant, call: Call, response: &Response) {
+        let Some(id) = DialogId::of_response(response) else {
+            return;
+        };
+        let Some(state) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let seq = state
+            .invite
+            .headers()
+            .typed::<CSeq>()
+            .and_then(Result::ok)
+            .map_or(1, |c| c.seq());
+        let same = state.dialog.as_ref().is_some_and(|d| *d.id() == id);
+        if same
+            || state.dialog.is_none()
+            || state.phase == Phase::Setup
+                && state
+                    .dialog
+                    .as_ref()
+                    .is_some_and(|d| d.state() == DialogState::Early)
+        {
+            if state.phase != Phase::Setup {
+                // A retransmitted 2xx: the same ACK again.
+                if let Some(ack) = state.repeat.clone() {
+                    self.transmits.push_back(Transmit {
+                        to: state.peer,
+                        bytes: ack,
+                        transaction: None,
+                    });
+                }
+                return;
+            }
+            let dialog = match state.dialog.take() {
+                Some(mut d) if *d.id() == id => d.confirm(response).map(|()| d),
+                _ => Dialog::from_response(&state.invite, response),
+            };
+            let Ok(dialog) = dialog else { return };
+            let transport = state.peer.transport;
+            let Ok(via) = self.via(transport) else { return };
+            let Some(state) = self.calls.get_mut(&call) else {
+                return;
+            };
+            let Ok(ack) = dialog.ack(seq, &via) else {
+                return;
+            };
+            let peer = peer_for_uri(&dialog.next_hop())
+                .map(|p| Peer { transport, ..p })
+                .unwrap_or(state.peer);
+            let bytes = ack.to_bytes();
+            self.transmits.push_back(Transmit {
+                to: peer,
+                bytes: bytes.clone(),
+                transaction: None,
+            });
+            state.peer = peer;
+            state.repeat = Some(bytes);
+            state.phase = Phase::Established;
+            self.by_dialog.insert(dialog.id().clone(), call);
+            state.dialog = Some(dialog);
+            self.events.push_back(Event::Established { call });
+        } else {
+            // Another fork answered: ACK it and end it (§13.2.2.4).
+            let Ok(mut extra) = Dialog::from_response(&state.invite, response) else {
+                return;
+            };
+            let transport = state.peer.transport;
+            let (Ok(via_ack), Ok(via_bye)) = (self.via(transport), self.via(transport)) else {
+                return;
+            };
+            let peer = peer_for_uri(&extra.next_hop()).map(|p| Peer { transport, ..p });
+            let Ok(peer) = peer else { return };
+            if let Ok(ack) = extra.ack(seq, &via_ack) {
+                self.transmits.push_back(Transmit {
+                    to: peer,
+                    bytes: ack.to_bytes(),
+                    transaction: None,
+                });
+            }
+            if let Ok(bye) = extra.request(Method::Bye, &via_bye) {
+                let _ = self.tx.start_client(now, bye, peer);
+            }
+        }
+    }
+
+    fn on_stray(&mut self, response: &Response) {
+        // A 2xx retransmitted after the INVITE transaction ended: ACK it again.
+        if !response.status().is_success() {
+            return;
+        }
+        let Some(id) = DialogId::of_response(response) else {
+            return;
+        };
+        if let Some(state) = self.by_dialog.get(&id).and_then(|c| self.calls.get(c))
+            && state.uac
+            && let Some(ack) = state.repeat.clone()
+        {
+            self.transmits.push_back(Transmit {
+                to: state.peer,
+                bytes: ack,
+                transaction: None,
+            });
+        }
+    }
+
+    fn on_failure(&mut self, txn: TransactionId, status: StatusCode) {
+        let Some(&call) = self.by_txn.get(&txn) else {
+            return;
+        };
+        let Some(state) = self.calls.get(&call) else {
+            return;
+        };
+        if state.invite_txn == Some(txn) && state.uac && state.phase == Phase::Setup {
+            self.fail_call(call, status);
+        } else if state.phase == Phase::Ending {
+            self.end_call(call, false);
+        }
+    }
+
+    fn uas_respond(
+        &mut self,
+        now: Instant,
+        call: Call,
+        status: StatusCode,
+        body: Option<Bytes>,
+    ) -> Result<(), Error> {
+        let state = self.calls.get(&call).ok_or(Error::UnknownTransaction)?;
+        if state.uac || state.phase != Phase::Setup {
+            return Err(Error::NotAllowed(
+                "only an incoming call not yet answered takes a response",
+            ));
+        }
+        let txn = state.invite_txn.ok_or(Error::UnknownTransaction)?;
+        let mut resp = Response::for_request(
+            &state.invite,
+            status,
+            status.canonical_reason(),
+            Some(&state.local_tag),
+        );
+        let transport = state.peer.transport;
+        if status.as_u16() > 100 && status.as_u16() < 300 {
+            self.add_contact(&mut resp, transport);
+        }
+        match body {
+            Some(sdp) => resp.set_body("application/sdp", sdp),
+            None => resp.headers_mut().push(HeaderName::ContentLength, "0"),
+        }
+        let state = self.calls.get_mut(&call).ok_or(Error::UnknownTransaction)?;
+        if status.as_u16() > 100 && status.as_u16() < 300 && state.dialog.is_none() {
+            let dstate = if status.is_success() {
+                DialogState::Confirmed
+            } else {
+                DialogState::Early
+            };
+            let dialog = Dialog::from_request(&state.invite, &state.local_tag, dstate)?;
+            self.by_dialog.insert(dialog.id().clone(), call);
+            state.dialog = Some(dialog);
+        }
+        if status.is_success() {
+            state.phase = Phase::Answered;
+            if !transport.is_reliable() {
+                // §13.3.1.4: retransmit the 2xx from T1, doubling to T2, until the ACK.
+                let t1 = self.config.transactions.t1;
+                state.repeat = Some(resp.to_bytes());
+                state.interval = t1;
+                state.give_up = Some(now + self.config.transactions.timeout());
+                self.timers.push(Reverse((now + t1, call)));
+            }
+        }
+        self.tx.respond(now, txn, resp)?;
+        if !status.is_provisional() && !status.is_success() {
+            self.fail_call(call, status);
+        }
+        self.pump(now);
+        Ok(())
+    }
+
+    fn retransmit_ok(&mut self, now: Instant, call: Call, at: Instant) {
+        let t2 = self.config.transactions.t2;
+        let Some(state) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let (Some(ok), Some(give_up)) = (state.repeat.clone(), state.give_up) else {
+            return;
+        };
+        if state.phase != Phase::Answered || state.uac {
+            return;
+        }
+        if at >= give_up {
+            // §13.3.1.4: no ACK in 64*T1: the session ends with a BYE.
+            state.repeat = None;
+            let _ = self.bye(now, call);
+            return;
+        }
+        self.transmits.push_back(Transmit {
+            to: state.peer,
+            bytes: ok,
+            transaction: None,
+        });
+        state.interval = (state.interval * 2).min(t2);
+        // The last wait ends exactly at 64*T1, where the BYE goes.
+        self.timers
+            .push(Reverse(((now + state.interval).min(give_up), call)));
+    }
+
+    fn bye(&mut self, now: Instant, call: Call) -> Result<(), Error> {
+        let state = self.calls.get(&call).ok_or(Error::UnknownTransaction)?;
+        let transport = state.peer.transport;
+        let via = self.via(transport)?;
+        let state = self.calls.get_mut(&call).ok_or(Error::UnknownTransaction)?;
+        let dialog = state
+            .dialog
+            .as_mut()
+            .ok_or(Error::NotAllowed("no dialog to end"))?;
+        let bye = dialog.request(Method::Bye, &via)?;
+        let peer = peer_for_uri(&dialog.next_hop())
+            .map(|p| Peer { transport, ..p })
+            .unwrap_or(state.peer);
+        state.phase = Phase::Ending;
+        state.repeat = None;
+        let txn = self.tx.start_client(now, bye, peer)?;
+        self.by_txn.insert(txn, call);
+        self.pump(now);
+        Ok(())
+    }
+
+    fn cancel(&mut self, now: Instant, call: Call) -> Result<(), Error> {
+        let state = self.calls.get(&call).ok_or(Error::UnknownTransaction)?;
+        if !state.provisional_seen {
+            return Err(Error::NotAllowed(
+                "a CANCEL waits for a provisional response (§9.1)",
+            ));
+        }
+        // §9.1: Request-URI, Call-ID, To, From, CSeq number, top Via and Route of the INVITE.
+        let invite = &state.invite;
+        let mut cancel = Request::new(Method::Cancel, invite.uri_str())?;
+        let h = cancel.headers_mut();
+        for name in [
+            HeaderName::Via,
+            HeaderName::MaxForwards,
+            HeaderName::From,
+            HeaderName::To,
+            HeaderName::CallId,
+        ] {
+            if let Some(v) = invite.headers().get(name) {
+                h.push(name, crate::text::first_element(v));
+            }
+        }
+        for route in invite.headers().get_all(HeaderName::Route) {
+            h.push(HeaderName::Route, route.value);
+        }
+        let seq = invite
+            .headers()
+            .typed::<CSeq>()
+            .and_then(Result::ok)
+            .map_or(1, |c| c.seq());
+        h.push(HeaderName::CSeq, format!("{seq} CANCEL"));
+        h.push(HeaderName::ContentLength, "0");
+        let peer = state.peer;
+        let txn = self.tx.start_client(now, cancel, peer)?;
+        self.by_txn.insert(txn, call);
+        self.pump(now);
+        Ok(())
+    }
+
+    fn fail_call(&mut self, call: Call, status: StatusCode) {
+        if let Some(state) = self.calls.remove(&call) {
+            if let Some(d) = state.dialog {
+                self.by_dialog.remove(d.id());
+            }
+            self.events.push_back(Event::Failed { call, status });
+        }
+    }
+
+    fn end_call(&mut self, call: Call, by_peer: bool) {
+        if let Some(state) = self.calls.remove(&call) {
+            if let Some(d) = state.dialog {
+                self.by_dialog.remove(d.id());
+            }
+            self.events.push_back(Event::Ended { call, by_peer });
+        }
+    }
+
+    fn respond_simple(
+        &mut self,
+        now: Instant,
+        txn: TransactionId,
+        request: &Request,
+        status: StatusCode,
+        to_tag: &str,
+    ) {
+        let mut resp =
+            Response::for_request(request, status, status.canonical_reason(), Some(to_tag));
+        resp.headers_mut().push(HeaderName::ContentLength, "0");
+        let _ = self.tx.respond(now, txn, resp);
+    }
+
+    fn new_call(&mut self, state: CallState) -> Call {
+        let call = Call(self.next_call);
+        self.next_call += 1;
+        self.calls.insert(call, state);
+        call
+    }
+
+    /// The listening address for `transport`.
+    fn local(&self, transport: Transport) -> Result<SocketAddr, Error> {
+        self.config
+            .listen
+            .iter()
+            .find(|p| p.transport == transport)
+            .map(|p| p.addr)
+            .ok_or(Error::NotAllowed(
+                "the agent does not listen on that transport",
+            ))
+    }
+
+    fn host(&self, transport: Transport) -> Result<String, Error> {
+        Ok(host_port(self.local(transport)?))
+    }
+
+    /// A top Via for a new request over `transport`, with a fresh branch and rport.
+    fn via(&mut self, transport: Transport) -> Result<String, Error> {
+        let host = self.host(transport)?;
+        Ok(format!(
+            "SIP/2.0/{transport} {host};branch={};rport",
+            self.ids.branch()
+        ))
+    }
+
+    fn add_contact(&self, resp: &mut Response, transport: Transport) {
+        if let Ok(addr) = self.local(transport) {
+            let param = if transport == Transport::Udp {
+                String::new()
+            } else {
+                format!(";transport={}", transport.as_str().to_ascii_lowercase())
+            };
+            resp.headers_mut().push(
+                HeaderName::Contact,
+                format!("<sip:{}@{}{param}>", self.config.user, host_port(addr)),
+            );
+        }
+    }
+
+    /// An out-of-dialog request (§8.1.1).
+    fn out_of_dialog(
+        &mut self,
+        method: Method,
+        target: &str,
+        peer: Peer,
+        call_id: &str,
+        tag: &str,
+    ) -> Result<Request, Error> {
+        let via = self.via(peer.transport)?;
+        let local = self.host(peer.transport)?;
+        let mut req = Request::new(method.clone(), target)?;
+        let h = req.headers_mut();
+        h.push(HeaderName::Via, via);
+        h.push(HeaderName::MaxForwards, "70");
+        h.push(
+            HeaderName::From,
+            format!("<sip:{}@{local}>;tag={tag}", self.config.user),
+        );
+        h.push(HeaderName::To, format!("<{target}>"));
+        h.push(HeaderName::CallId, call_id);
+        h.push(HeaderName::CSeq, format!("1 {method}"));
+        let param = if peer.transport == Transport::Udp {
+            String::new()
+        } else {
+            format!(
+                ";transport={}",
+                peer.transport.as_str().to_ascii_lowercase()
+            )
+        };
+        h.push(
+            HeaderName::Contact,
+            format!("<sip:{}@{local}{param}>", self.config.user),
+        );
+        h.push(HeaderName::Allow, ALLOW);
+        h.push(HeaderName::ContentLength, "0");
+        Ok(req)
+    }
+}
+
+/// The transport a request came over, from its top Via.
+fn state_transport(request: &Request) -> Transport {
+    request
+        .headers()
+        .typed::<Via>()
+        .and_then(Result::ok)
+        .and_then(|v| Transport::from_token(v.transport()))
+        .unwrap_or(Transport::Udp)
+}
+
+fn host_port(addr: SocketAddr) -> String {
+    match addr.ip() {
+        IpAddr::V4(ip) => format!("{ip}:{}", addr.port()),
+        IpAddr::V6(ip) => format!("[{ip}]:{}", addr.port()),
+    }
+}
+
+/// Where a `sip:`/`sips:` URI with an IP host points (RFC 3263 without DNS): the address,
+/// the port or the transport's default, and the transport from `transport=` or the scheme.
+pub fn peer_for_uri(uri: &str) -> Result<Peer, Error> {
+    let parsed = Uri::parse(uri)?;
+    let sip = parsed
+        .as_sip()
+        .ok_or(Error::NotAllowed("only sip: and sips: URIs can be reached"))?;
+    let transport = match sip.params().get("transport").flatten() {
+        Some(t) => Transport::from_token(t).ok_or(Error::NotAllowed("unknown transport"))?,
+        None if sip.is_secure() => Transport::Tls,
+        None => Transport::Udp,
+    };
+    let ip = match sip.host() {
+        Host::Ipv4(a) => IpAddr::V4(a),
+        Host::Ipv6(a) => IpAddr::V6(a),
+        Host::Domain(_) => return Err(Error::NotAllowed("a host name needs resolving first")),
+    };
+    let port = sip.port().unwrap_or(transport.default_port());
+    Ok(Peer::new(transport, SocketAddr::new(ip, port)))
+}
