@@ -1,8 +1,20 @@
 //! # p2psip-node: the running peer
 //!
-//! This crate will hold what runs on every machine: the tokio runtime, the SIP transports
-//! (UDP, TCP, TLS), the drivers that feed the sans-IO state machines of `p2psip-sip` with
-//! bytes and time, the P2PSIP logic that joins them to the overlay of `p2psip-overlay`, the
-//! built-in user agent, the local control API, metrics and configuration.
+//! The async layer of p2psip, on tokio: it moves bytes between sockets and the sans-IO state
+//! machines of `p2psip-sip` (and, later, the overlay of `p2psip-overlay`), and wakes their
+//! timers. It holds no protocol decisions of its own.
 //!
-//! Nothing lives here yet: the transports arrive with issue 3 of milestone 1.
+//! ## Entry points
+//! - [`transport`]: the SIP transports (RFC 3261 §18) over UDP, TCP and TLS.
+//!   [`transport::Transports::bind`] opens the sockets of a [`transport::Config`] and returns
+//!   the send handle and [`transport::Incoming`], where every received message arrives as a
+//!   [`transport::Received`] with its exact source [`transport::Peer`].
+//!
+//! ## Invariants
+//! - Nothing a peer sends panics the node; every received message is bounded by
+//!   [`p2psip_sip::Limits`], every queue and the number of connections are bounded.
+//! - The transports never change a message: the layers above stamp `received`/`rport` from
+//!   the source they report.
+//! - Dropping the last [`transport::Transports`] handle closes every socket and connection.
+
+pub mod transport;
