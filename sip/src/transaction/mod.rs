@@ -212,7 +212,10 @@ impl Transactions {
         };
         let id = self.insert(Txn::new(kind, key, to, bytes.clone(), Some(request)));
         self.transmit(to, bytes, Some(id));
-        self.with(id, now, |txn, out| txn.start(out));
+        self.with(id, now, |txn, out| {
+            txn.start(out);
+            None
+        });
         Ok(id)
     }
 
@@ -240,7 +243,8 @@ impl Transactions {
         txn.check_response(response.status())?;
         let bytes = response.to_bytes();
         self.with(transaction, now, |txn, out| {
-            txn.respond(response.status(), bytes, out)
+            txn.respond(response.status(), bytes, out);
+            None
         });
         Ok(())
     }
@@ -266,7 +270,10 @@ impl Transactions {
     pub fn transport_error(&mut self, now: Instant, transaction: TransactionId) {
         if self.txns.contains_key(&transaction) {
             self.events.push_back(Event::TransportError { transaction });
-            self.with(transaction, now, |txn, _| txn.state = State::Terminated);
+            self.with(transaction, now, |txn, _| {
+                txn.state = State::Terminated;
+                None
+            });
         }
     }
 
@@ -306,7 +313,10 @@ impl Transactions {
                 .get(&id)
                 .is_some_and(|t| t.deadline(timer) == Some(at));
             if due {
-                self.with(id, now, |txn, out| txn.fire(timer, out));
+                self.with(id, now, |txn, out| {
+                    txn.fire(timer, out);
+                    None
+                });
             }
         }
     }
@@ -322,7 +332,10 @@ impl Transactions {
             let id = self.keys.get(&key).copied();
             let absorbed = id.is_some_and(|id| {
                 let mut absorbed = false;
-                self.with(id, now, |txn, out| absorbed = txn.ack(out));
+                self.with(id, now, |txn, out| {
+                    absorbed = txn.ack(out);
+                    None
+                });
                 absorbed
             });
             if !absorbed {
@@ -336,7 +349,10 @@ impl Transactions {
             return Ok(());
         }
         if let Some(&id) = self.keys.get(&key) {
-            self.with(id, now, |txn, out| txn.retransmitted_request(out));
+            self.with(id, now, |txn, out| {
+                txn.retransmitted_request(out);
+                None
+            });
             return Ok(());
         }
         if self.txns.len() >= self.config.max_transactions {
@@ -362,7 +378,8 @@ impl Transactions {
                 &crate::Policy::default(),
             );
             self.with(id, now, |txn, out| {
-                txn.respond(StatusCode::TRYING, trying.to_bytes(), out)
+                txn.respond(StatusCode::TRYING, trying.to_bytes(), out);
+                None
             });
         }
         self.events.push_back(Event::Request {
@@ -382,7 +399,6 @@ impl Transactions {
                 .push_back(Event::StrayResponse { response, source });
             return;
         };
-        let mut pass = false;
         let status = response.status();
         let mut ack = None;
         if let Some(txn) = self.txns.get(&id)
@@ -390,13 +406,12 @@ impl Transactions {
         {
             ack = txn.request().map(|req| build_ack(req, &response));
         }
-        self.with(id, now, |txn, out| pass = txn.response(status, ack, out));
-        if pass {
-            self.events.push_back(Event::Response {
+        self.with(id, now, |txn, out| {
+            txn.response(status, ack, out).then_some(Event::Response {
                 transaction: id,
                 response,
-            });
-        }
+            })
+        });
     }
 
     /// Refuses a new transaction when the key is taken or the layer is full.
@@ -431,13 +446,20 @@ impl Transactions {
     }
 
     /// Runs `f` on a transaction with an output collector, then applies what it asked for:
-    /// transmissions, events, timers, and removal once terminated.
-    fn with(&mut self, id: TransactionId, now: Instant, f: impl FnOnce(&mut Txn, &mut state::Out)) {
+    /// transmissions, timers, the event `f` returns (before any timeout or end, so that the
+    /// TU hears of a response before the transaction that got it is gone), and removal once
+    /// terminated.
+    fn with(
+        &mut self,
+        id: TransactionId,
+        now: Instant,
+        f: impl FnOnce(&mut Txn, &mut state::Out) -> Option<Event>,
+    ) {
         let Some(txn) = self.txns.get_mut(&id) else {
             return;
         };
         let mut out = state::Out::new(now, &self.config);
-        f(txn, &mut out);
+        let event = f(txn, &mut out);
         let peer = txn.peer;
         for bytes in out.transmits.drain(..) {
             self.transmits.push_back(Transmit {
@@ -450,6 +472,7 @@ impl Transactions {
             self.timer_seq += 1;
             self.timers.push(Reverse((at, self.timer_seq, id, timer)));
         }
+        self.events.extend(event);
         if out.timed_out {
             self.events.push_back(Event::Timeout { transaction: id });
         }
