@@ -17,4 +17,5 @@
 //!   the source they report.
 //! - Dropping the last [`transport::Transports`] handle closes every socket and connection.
 
+pub mod agent;
 pub mod transport;
