@@ -37,10 +37,14 @@ fn agent(at: &str, auto_answer: bool, seed: u64) -> UserAgent {
 
 impl Pair {
     fn new() -> Pair {
+        Pair::with_bob(agent(BOB, true, 2))
+    }
+
+    fn with_bob(bob: UserAgent) -> Pair {
         let now = Instant::now();
         Pair {
             alice: agent(ALICE, false, 1),
-            bob: agent(BOB, true, 2),
+            bob,
             now,
             start: now,
             wire: Vec::new(),
@@ -333,4 +337,119 @@ fn rfc4475_application_layer_answers_from_the_uas() {
             .find(|s| *s != StatusCode::TRYING);
         assert_eq!(answer.map(|s| s.as_u16()), Some(status), "{file}");
     }
+}
+
+/// §9.1, §9.2: hanging up a ringing call sends CANCEL; the UAS answers it 200 and the INVITE
+/// 487, which the UAC's transaction ACKs; the call fails with 487.
+#[test]
+fn s9_cancel_a_ringing_call() {
+    let mut p = Pair::with_bob(agent(BOB, false, 5));
+    let call = p.call();
+    let incoming = p.bob_events.iter().find_map(|e| match e {
+        Event::Incoming { call, .. } => Some(*call),
+        _ => None,
+    });
+    p.bob.ring(p.now, incoming.unwrap()).unwrap();
+    p.deliver();
+    assert!(p.alice_events.contains(&Event::Ringing { call }));
+    p.alice.hangup(p.now, call).unwrap();
+    p.deliver();
+    assert!(
+        p.alice_events.contains(&Event::Failed {
+            call,
+            status: StatusCode::REQUEST_TERMINATED
+        }),
+        "{:?}",
+        p.alice_events
+    );
+    let lines = p.lines();
+    for expected in [
+        "A> CANCEL sip:bob@127.0.0.1:5080 SIP/2.0",
+        "B> SIP/2.0 487 Request Terminated",
+        "A> ACK sip:bob@127.0.0.1:5080 SIP/2.0",
+    ] {
+        assert!(
+            lines.iter().any(|l| l == expected),
+            "{expected} in {lines:?}"
+        );
+    }
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.starts_with("B> SIP/2.0 200"))
+            .count(),
+        1,
+        "the CANCEL's 200"
+    );
+    p.run_to(Duration::from_secs(60));
+    assert_eq!(p.alice.calls() + p.bob.calls(), 0);
+}
+
+/// §13.2.2.4: a forked INVITE answered 2xx twice: both are ACKed, the second dialog is ended
+/// with a BYE, and the call is established once.
+#[test]
+fn s13_2_2_4_extra_2xx_are_acked_and_ended() {
+    let mut alice = agent(ALICE, false, 6);
+    let now = Instant::now();
+    let call = alice.invite(now, &format!("sip:bob@{BOB}")).unwrap();
+    let invite = alice.poll_transmit().unwrap();
+    let Message::Request(invite) = Message::parse(invite.bytes).unwrap() else {
+        panic!()
+    };
+    for (tag, contact) in [("fork-a", "127.0.0.1:5080"), ("fork-b", "127.0.0.1:5080")] {
+        let mut ok = p2psip_sip::Response::for_request(&invite, StatusCode::OK, "OK", Some(tag));
+        ok.headers_mut()
+            .push(HeaderName::Contact, format!("<sip:bob@{contact}>"));
+        ok.headers_mut().push(HeaderName::ContentLength, "0");
+        alice
+            .handle(
+                now,
+                Message::Response(ok),
+                Peer::new(Transport::Udp, addr(BOB)),
+            )
+            .unwrap();
+    }
+    let sent: Vec<String> = std::iter::from_fn(|| alice.poll_transmit())
+        .map(|t| {
+            let Message::Request(r) = Message::parse(t.bytes).unwrap() else {
+                panic!()
+            };
+            let to = String::from_utf8_lossy(r.headers().get(HeaderName::To).unwrap()).into_owned();
+            format!("{} {}", r.method(), to.rsplit("tag=").next().unwrap())
+        })
+        .collect();
+    assert_eq!(sent, ["ACK fork-a", "ACK fork-b", "BYE fork-b"]);
+    let established: Vec<_> = std::iter::from_fn(|| alice.poll_event())
+        .filter(|e| matches!(e, Event::Established { .. }))
+        .collect();
+    assert_eq!(established, [Event::Established { call }]);
+}
+
+/// §18.1.1: a request over 1300 bytes goes over TCP instead of UDP, and its Via says so.
+#[test]
+fn s18_1_1_large_requests_go_over_tcp() {
+    let mut config = Config {
+        listen: vec![
+            Peer::new(Transport::Udp, addr(ALICE)),
+            Peer::new(Transport::Tcp, addr(ALICE)),
+        ],
+        ..Config::default()
+    };
+    config.sdp = Some(format!("v=0\r\n{}", "a=x-padding:0123456789abcdef\r\n".repeat(50)).into());
+    let mut alice = UserAgent::new(config, 8);
+    alice
+        .invite(Instant::now(), &format!("sip:bob@{BOB}"))
+        .unwrap();
+    let t = alice.poll_transmit().unwrap();
+    assert!(t.bytes.len() > 1300);
+    assert_eq!(t.to.transport, Transport::Tcp);
+    let Message::Request(r) = Message::parse(t.bytes).unwrap() else {
+        panic!()
+    };
+    assert!(
+        r.headers()
+            .get(HeaderName::Via)
+            .unwrap()
+            .starts_with(b"SIP/2.0/TCP 127.0.0.1:5070;")
+    );
 }
