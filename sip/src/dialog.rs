@@ -137,7 +137,7 @@ impl Dialog {
 
     /// The UAS's dialog from a request it answers with a 1xx or 2xx carrying `local_tag`
     /// (§12.1.1): the route set is the request's Record-Route in order, the remote target
-    /// its Contact (which an INVITE must have).
+    /// its Contact (or, from an RFC 2543 peer that sent none, its From URI).
     pub fn from_request(
         request: &Request,
         local_tag: &str,
@@ -159,9 +159,19 @@ impl Dialog {
             .tag()
             .unwrap_or_default()
             .to_owned();
-        let remote_target = contact_uri(h)?.ok_or(Error::MissingHeaders {
-            names: vec!["Contact"],
-        })?;
+        // An RFC 2543 peer may send no Contact; its From is then the best target there is.
+        let remote_target = match contact_uri(h)? {
+            Some(target) => target,
+            None => h
+                .typed::<From>()
+                .ok_or(Error::MissingHeaders {
+                    names: vec!["Contact"],
+                })??
+                .0
+                .uri()
+                .as_str()
+                .to_owned(),
+        };
         let to = value(h, HeaderName::To)?;
         let local = if h
             .typed::<To>()

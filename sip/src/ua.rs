@@ -326,6 +326,13 @@ impl UserAgent {
     fn on_request(&mut self, now: Instant, txn: TransactionId, request: Request, source: Peer) {
         let local_tag = self.ids.tag();
         if let Err(rejection) = check_request(&request, &self.config.policy) {
+            tracing::debug!(
+                transaction = ?txn,
+                call_id = request.headers().get(HeaderName::CallId).map(String::from_utf8_lossy).unwrap_or_default().as_ref(),
+                status = %rejection.status,
+                reason = %rejection.reason,
+                "request refused"
+            );
             let resp = rejection.response(&request, Some(&local_tag), &self.config.policy);
             let _ = self.tx.respond(now, txn, resp);
             return;
@@ -401,14 +408,19 @@ impl UserAgent {
         });
         self.by_txn.insert(txn, call);
         self.events.push_back(Event::Incoming { call, request });
-        if self.config.auto_answer {
-            let _ = self.answer(now, call);
+        if self.config.auto_answer
+            && let Err(e) = self.answer(now, call)
+        {
+            // Never leave a call waiting: what cannot be answered is refused.
+            tracing::debug!(error = %e, "auto-answer failed: 500");
+            let _ = self.reject(now, call, StatusCode::SERVER_INTERNAL_ERROR);
         }
     }
 
     fn in_dialog(&mut self, now: Instant, txn: TransactionId, id: DialogId, request: Request) {
         let local_tag = id.local_tag.clone();
         let Some(&call) = self.by_dialog.get(&id) else {
+            tracing::debug!(dialog = %id, method = %request.method(), "request for no known dialog: 481");
             self.respond_simple(
                 now,
                 txn,
@@ -425,6 +437,7 @@ impl UserAgent {
             return;
         };
         if let Err(rejection) = dialog.receive(&request) {
+            tracing::debug!(dialog = %id, status = %rejection.status, reason = %rejection.reason, "in-dialog request refused");
             let resp = rejection.response(&request, None, &self.config.policy);
             let _ = self.tx.respond(now, txn, resp);
             return;
@@ -480,9 +493,11 @@ impl UserAgent {
 
     fn on_ack(&mut self, ack: &Request) {
         let Some(id) = DialogId::of_request(ack) else {
+            tracing::debug!("ACK without a To tag dropped");
             return;
         };
         let Some(&call) = self.by_dialog.get(&id) else {
+            tracing::debug!(dialog = %id, "ACK for no known dialog dropped");
             return;
         };
         if let Some(state) = self.calls.get_mut(&call)
@@ -733,9 +748,12 @@ impl UserAgent {
             return;
         }
         if at >= give_up {
-            // §13.3.1.4: no ACK in 64*T1: the session ends with a BYE.
+            // §13.3.1.4: no ACK in 64*T1: the session ends with a BYE (or at once, if no BYE
+            // can be sent).
             state.repeat = None;
-            let _ = self.bye(now, call);
+            if self.bye(now, call).is_err() {
+                self.end_call(call, false);
+            }
             return;
         }
         self.transmits.push_back(Transmit {

@@ -1303,6 +1303,53 @@ proptest! {
     }
 }
 
+/// Feeds `bytes`, if they parse, to an auto-answering user agent, then runs its clock out:
+/// nothing panics, and no call or transaction is left behind.
+fn user_agent_leaves_nothing_behind(bytes: &[u8]) {
+    let Ok(message) = Message::parse(bytes.to_vec()) else {
+        return;
+    };
+    let listen = |t| p2psip_sip::Peer::new(t, "127.0.0.1:5060".parse().unwrap());
+    let config = p2psip_sip::ua::Config {
+        listen: vec![
+            listen(p2psip_sip::Transport::Udp),
+            listen(p2psip_sip::Transport::Tcp),
+        ],
+        auto_answer: true,
+        ..p2psip_sip::ua::Config::default()
+    };
+    let mut ua = p2psip_sip::ua::UserAgent::new(config, 1);
+    let start = std::time::Instant::now();
+    let from = p2psip_sip::Peer::new(
+        p2psip_sip::Transport::Udp,
+        "127.0.0.1:5070".parse().unwrap(),
+    );
+    let _ = ua.handle(start, message, from);
+    let end = start + std::time::Duration::from_secs(200);
+    while let Some(at) = ua.poll_timeout().filter(|at| *at <= end) {
+        ua.handle_timeout(at);
+        while ua.poll_transmit().is_some() {}
+        while ua.poll_event().is_some() {}
+    }
+    assert_eq!(ua.calls(), 0, "a call is left behind");
+    assert_eq!(ua.poll_timeout().filter(|at| *at <= end), None);
+}
+
+proptest! {
+    #![proptest_config(config(250))]
+
+    /// RFC 4475 messages, edited at random, through the transaction layer and the UA core.
+    #[test]
+    fn user_agent_survives_mutated_corpus(pick in any::<Index>(), edits in vec(edit(), 0..6)) {
+        let corpus = corpus();
+        let mut bytes = corpus[pick.index(corpus.len())].1.clone();
+        for e in &edits {
+            apply(&mut bytes, e);
+        }
+        user_agent_leaves_nothing_behind(&bytes);
+    }
+}
+
 // ------------------------------------------------------------------------------------------
 // Regressions: bugs these properties found, fixed, and kept with their minimal inputs.
 // ------------------------------------------------------------------------------------------

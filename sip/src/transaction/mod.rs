@@ -66,7 +66,7 @@ impl Default for Config {
 impl Config {
     /// Timer B, F, H, J (unreliable), L and M: 64*T1.
     pub fn timeout(&self) -> Duration {
-        self.t1 * 64
+        self.t1.saturating_mul(64)
     }
 }
 
@@ -356,6 +356,7 @@ impl Transactions {
             return Ok(());
         }
         if self.txns.len() >= self.config.max_transactions {
+            tracing::warn!(%source, limit = self.config.max_transactions, call_id = call_id(request.headers()), "transaction limit reached: 503");
             let mut busy =
                 crate::Rejection::new(StatusCode::SERVICE_UNAVAILABLE, "Too Many Transactions")
                     .response(&request, None, &crate::Policy::default());
@@ -395,6 +396,12 @@ impl Transactions {
             .ok()
             .and_then(|k| self.keys.get(&k).copied());
         let Some(id) = id else {
+            tracing::debug!(
+                %source,
+                status = %response.status(),
+                call_id = call_id(response.headers()),
+                "response matches no transaction"
+            );
             self.events
                 .push_back(Event::StrayResponse { response, source });
             return;
@@ -474,6 +481,7 @@ impl Transactions {
         }
         self.events.extend(event);
         if out.timed_out {
+            tracing::debug!(transaction = ?id, branch = txn.key.branch(), "transaction timed out");
             self.events.push_back(Event::Timeout { transaction: id });
         }
         if txn.state == State::Terminated {
@@ -483,6 +491,11 @@ impl Transactions {
             self.events.push_back(Event::Terminated { transaction: id });
         }
     }
+}
+
+/// The Call-ID of a message, for logs.
+fn call_id(h: &crate::Headers) -> &str {
+    h.get(HeaderName::CallId).map_or("", crate::text::ascii)
 }
 
 /// Where the responses to `request` go (RFC 3261 §18.2.2, RFC 3581 §4): back over the

@@ -453,3 +453,28 @@ fn s18_1_1_large_requests_go_over_tcp() {
             .starts_with(b"SIP/2.0/TCP 127.0.0.1:5070;")
     );
 }
+
+/// RFC 4475 §3.4.1 (inv2543): an RFC 2543 INVITE without Contact, branch or From tag is
+/// answered normally; the dialog's target is its From.
+#[test]
+fn rfc4475_3_4_1_rfc2543_invite_is_answered() {
+    let mut bob = agent(BOB, true, 11);
+    let bytes = std::fs::read(format!(
+        "{}/tests/data/rfc4475/inv2543.dat",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    bob.handle(
+        Instant::now(),
+        Message::parse(bytes).unwrap(),
+        Peer::new(Transport::Udp, addr(ALICE)),
+    )
+    .unwrap();
+    let statuses: Vec<u16> = std::iter::from_fn(|| bob.poll_transmit())
+        .map(|t| match Message::parse(t.bytes).unwrap() {
+            Message::Response(r) => r.status().as_u16(),
+            Message::Request(_) => 0,
+        })
+        .collect();
+    assert_eq!(statuses, [100, 200]);
+}
