@@ -26,34 +26,25 @@ impl DialogId {
     /// The dialog a received request belongs to, as a UAS sees it: local tag from To,
     /// remote tag from From. `None` without a To tag (an out-of-dialog request).
     pub fn of_request(request: &Request) -> Option<DialogId> {
-        let h = request.headers();
-        let local_tag = h.typed::<To>()?.ok()?.tag()?.to_owned();
-        let remote_tag = h
-            .typed::<From>()?
-            .ok()?
-            .tag()
-            .unwrap_or_default()
-            .to_owned();
-        let call_id = h.typed::<CallId>()?.ok()?.0.to_owned();
-        Some(DialogId {
-            call_id,
-            local_tag,
-            remote_tag,
-        })
+        DialogId::from_headers(request.headers(), true)
     }
 
     /// The dialog a received response belongs to, as the UAC sees it: local tag from From,
     /// remote tag from To. `None` without a To tag.
     pub fn of_response(response: &Response) -> Option<DialogId> {
-        let h = response.headers();
-        let remote_tag = h.typed::<To>()?.ok()?.tag()?.to_owned();
-        let local_tag = h
+        DialogId::from_headers(response.headers(), false)
+    }
+
+    fn from_headers(h: &Headers, local_is_to: bool) -> Option<DialogId> {
+        let to = h.typed::<To>()?.ok()?.tag()?.to_owned();
+        let from = h
             .typed::<From>()?
             .ok()?
             .tag()
             .unwrap_or_default()
             .to_owned();
         let call_id = h.typed::<CallId>()?.ok()?.0.to_owned();
+        let (local_tag, remote_tag) = if local_is_to { (to, from) } else { (from, to) };
         Some(DialogId {
             call_id,
             local_tag,

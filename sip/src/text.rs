@@ -402,21 +402,26 @@ pub(crate) fn first_element(s: &[u8]) -> &[u8] {
 /// What follows the first element of a list value: the first top-level comma and the rest,
 /// or nothing.
 pub(crate) fn after_first_element(s: &[u8]) -> &[u8] {
+    top_level_comma(s, 0).map_or(&[], |i| &s[i..])
+}
+
+/// The first comma at or after `from` outside quoted strings and `<...>`.
+fn top_level_comma(s: &[u8], from: usize) -> Option<usize> {
     let mut in_quote = false;
     let mut in_angle = false;
-    let mut i = 0;
+    let mut i = from;
     while i < s.len() {
         match s[i] {
             b'\\' if in_quote => i += 1,
             b'"' => in_quote = !in_quote,
             b'<' if !in_quote => in_angle = true,
             b'>' if !in_quote => in_angle = false,
-            b',' if !in_quote && !in_angle => return &s[i..],
+            b',' if !in_quote && !in_angle => return Some(i),
             _ => {}
         }
         i += 1;
     }
-    &[]
+    None
 }
 
 /// Splits a comma-separated list value at the top-level commas (outside quoted strings and
@@ -455,22 +460,9 @@ impl<'a> Iterator for ListIter<'a> {
         }
         let s = self.s;
         let start = self.pos;
-        let mut i = start;
-        let mut in_quote = false;
-        let mut in_angle = false;
-        while i < s.len() {
-            match s[i] {
-                b'\\' if in_quote => i += 1,
-                b'"' => in_quote = !in_quote,
-                b'<' if !in_quote => in_angle = true,
-                b'>' if !in_quote => in_angle = false,
-                b',' if !in_quote && !in_angle => {
-                    self.pos = i + 1;
-                    return Some(trim_lws(&s[start..i]));
-                }
-                _ => {}
-            }
-            i += 1;
+        if let Some(comma) = top_level_comma(s, start) {
+            self.pos = comma + 1;
+            return Some(trim_lws(&s[start..comma]));
         }
         self.done = true;
         Some(trim_lws(&s[start..]))

@@ -135,6 +135,30 @@ struct CallState {
     provisional_seen: bool,
 }
 
+impl CallState {
+    fn new(
+        uac: bool,
+        invite: Request,
+        txn: TransactionId,
+        peer: Peer,
+        local_tag: String,
+    ) -> CallState {
+        CallState {
+            uac,
+            phase: Phase::Setup,
+            invite,
+            invite_txn: Some(txn),
+            peer,
+            dialog: None,
+            local_tag,
+            repeat: None,
+            interval: Duration::ZERO,
+            give_up: None,
+            provisional_seen: false,
+        }
+    }
+}
+
 /// The user agent core. See the module docs.
 #[derive(Debug)]
 pub struct UserAgent {
@@ -189,19 +213,7 @@ impl UserAgent {
             request.headers_mut().set_first(HeaderName::Via, via);
         }
         let txn = self.tx.start_client(now, request.clone(), peer)?;
-        let call = self.new_call(CallState {
-            uac: true,
-            phase: Phase::Setup,
-            invite: request,
-            invite_txn: Some(txn),
-            peer,
-            dialog: None,
-            local_tag,
-            repeat: None,
-            interval: Duration::ZERO,
-            give_up: None,
-            provisional_seen: false,
-        });
+        let call = self.new_call(CallState::new(true, request, txn, peer, local_tag));
         self.by_txn.insert(txn, call);
         self.pump(now);
         Ok(call)
@@ -393,19 +405,13 @@ impl UserAgent {
         source: Peer,
         local_tag: String,
     ) {
-        let call = self.new_call(CallState {
-            uac: false,
-            phase: Phase::Setup,
-            invite: request.clone(),
-            invite_txn: Some(txn),
-            peer: source,
-            dialog: None,
+        let call = self.new_call(CallState::new(
+            false,
+            request.clone(),
+            txn,
+            source,
             local_tag,
-            repeat: None,
-            interval: Duration::ZERO,
-            give_up: None,
-            provisional_seen: false,
-        });
+        ));
         self.by_txn.insert(txn, call);
         self.events.push_back(Event::Incoming { call, request });
         if self.config.auto_answer
