@@ -22,6 +22,7 @@
 //! - Header fields keep their order and, for extension headers, their bytes.
 //! - Errors name the line, the header and what the grammar expected ([`Error`]).
 
+pub mod auth;
 mod check;
 pub mod dialog;
 mod error;
@@ -33,6 +34,8 @@ mod message;
 mod method;
 mod params;
 mod parse;
+pub mod proxy;
+pub mod registrar;
 mod status;
 mod stream;
 mod text;

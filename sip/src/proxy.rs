@@ -1,0 +1,1 @@
+//! The proxy core (RFC 3261 §16): stateful forwarding with forking.
