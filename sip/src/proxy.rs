@@ -1,1 +1,1054 @@
-//! The proxy core (RFC 3261 §16): stateful forwarding with forking.
+//! The proxy core (RFC 3261 §16): a stateful proxy with parallel and sequential forking.
+//! Sans-IO, driven like [`Transactions`]: input through [`Proxy::handle`],
+//! [`Proxy::handle_timeout`] and the transaction user's answers to [`Event::Locate`]
+//! ([`Proxy::forward`], [`Proxy::respond`]); output through [`Proxy::poll_transmit`],
+//! [`Proxy::poll_event`] and [`Proxy::poll_timeout`].
+//!
+//! What the proxy decides by itself: request validation (§16.3: 400, 416, 420, 483 from
+//! [`check_request`]), loop detection (482), Route processing (§16.4, strict-router
+//! Request-URIs included), forwarding of requests that carry a Route or belong to a dialog
+//! straight to their next hop, the forwarded copy (§16.6: Request-URI, Max-Forwards,
+//! Record-Route, Via, next hop), the response context (§16.7: provisional and 2xx responses
+//! forwarded at once, the best final response chosen, 6xx ending the search, 401/407
+//! challenges merged, 503 turned into 500), CANCEL of pending branches (§16.10) on a 2xx, a
+//! 6xx or a CANCEL from upstream, Timer C (§16.8), and the stateless forwarding of the ACK of a
+//! 2xx and of 2xx retransmissions. What it asks the transaction user: where an out-of-dialog
+//! request goes ([`Event::Locate`]), which is where a location service, a redirect (302) or a
+//! refusal (404, 403, 401/407) come in.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::header::{CSeq, MaxForwards, Route, Via};
+use crate::transaction::{self, TransactionId, Transactions, Transmit};
+use crate::ua::peer_for_uri;
+use crate::{
+    DialogId, Error, HeaderName, Ids, Message, Method, Peer, Policy, Request, Response, Role,
+    StatusCode, Transport, Uri, check_request,
+};
+
+/// How the proxy behaves.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The transaction layer's timers and limits.
+    pub transactions: transaction::Config,
+    /// Where the proxy listens, per transport: its Via sent-by, its Record-Route URI, and the
+    /// addresses that mean "this proxy" in a Route or Request-URI.
+    pub listen: Vec<Peer>,
+    /// Other names of this proxy (domains it is responsible for), for Route processing.
+    pub aliases: Vec<String>,
+    /// Whether forwarded requests that can make a dialog get a Record-Route with this
+    /// proxy's URI, so that the dialog's requests come through it. Default true.
+    pub record_route: bool,
+    /// Timer C, how long an INVITE branch may stay without a final response after its last
+    /// provisional one (§16.6 step 11: more than 3 minutes). Default 180 s.
+    pub timer_c: Duration,
+    /// The proxy's checks (§16.3), [`Role::Proxy`].
+    pub policy: Policy,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            transactions: transaction::Config::default(),
+            listen: Vec::new(),
+            aliases: Vec::new(),
+            record_route: true,
+            timer_c: Duration::from_secs(180),
+            policy: Policy::with_role(Role::Proxy),
+        }
+    }
+}
+
+/// A handle on one proxied request and its branches, valid until it is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Context(u64);
+
+/// A destination for a request: its new Request-URI, its q-value (higher first; equal values
+/// are tried in parallel), and where to send it when the URI alone does not say (a resolved
+/// host name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The Request-URI of the forwarded copy.
+    pub uri: String,
+    /// The q-value in thousandths; none counts as 1000.
+    pub q: Option<u16>,
+    /// The next hop, if the transaction user resolved it.
+    pub peer: Option<Peer>,
+}
+
+impl Target {
+    /// A target at `uri`, q 1.0, next hop from the URI.
+    pub fn new(uri: impl Into<String>) -> Target {
+        Target {
+            uri: uri.into(),
+            q: None,
+            peer: None,
+        }
+    }
+}
+
+/// What the transaction user must act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// An out-of-dialog request: answer with [`Proxy::forward`] (targets from a location
+    /// service) or [`Proxy::respond`] (404, 302 with Contacts, 403, 401/407 challenges...).
+    Locate {
+        /// The request's context.
+        context: Context,
+        /// The request, after §16.3 and §16.4 (boxed: events stay small).
+        request: Box<Request>,
+        /// Where it came from.
+        source: Peer,
+    },
+    /// A request was answered (by a branch, by the proxy, or by the transaction user), with
+    /// this status: for statistics and logs.
+    Answered {
+        /// The context.
+        context: Context,
+        /// The final status sent upstream.
+        status: StatusCode,
+    },
+}
+
+#[derive(Debug)]
+struct Branch {
+    txn: TransactionId,
+    request: Request,
+    peer: Peer,
+    /// The best response so far (final ones only).
+    response: Option<Response>,
+    provisional: bool,
+    done: bool,
+    cancel_when_provisional: bool,
+}
+
+#[derive(Debug)]
+struct ContextState {
+    server: TransactionId,
+    request: Request,
+    /// Targets not yet tried, best q first.
+    pending_targets: Vec<Target>,
+    branches: Vec<Branch>,
+    /// A 2xx or 6xx has ended the search.
+    decided: bool,
+    /// The final response has gone upstream (for an INVITE, further 2xx still go).
+    answered: bool,
+    invite: bool,
+}
+
+/// The proxy core. See the module docs.
+#[derive(Debug)]
+pub struct Proxy {
+    config: Config,
+    ids: Ids,
+    tx: Transactions,
+    contexts: HashMap<Context, ContextState>,
+    by_server: HashMap<TransactionId, Context>,
+    by_client: HashMap<TransactionId, Context>,
+    /// Timer C deadlines: (when, context, branch transaction).
+    timers: BinaryHeap<Reverse<(Instant, Context, TransactionId)>>,
+    timer_c: HashMap<TransactionId, Instant>,
+    next: u64,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+}
+
+impl Proxy {
+    /// A proxy; `seed` drives its branches.
+    pub fn new(config: Config, seed: u64) -> Proxy {
+        Proxy {
+            tx: Transactions::new(config.transactions.clone()),
+            config,
+            ids: Ids::new(seed),
+            contexts: HashMap::new(),
+            by_server: HashMap::new(),
+            by_client: HashMap::new(),
+            timers: BinaryHeap::new(),
+            timer_c: HashMap::new(),
+            next: 0,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// How many requests are being proxied.
+    pub fn contexts(&self) -> usize {
+        self.contexts.len()
+    }
+
+    /// A received message.
+    pub fn handle(&mut self, now: Instant, message: Message, source: Peer) -> Result<(), Error> {
+        let result = self.tx.handle(now, message, source);
+        self.pump(now);
+        result
+    }
+
+    /// Runs the timers due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.tx.handle_timeout(now);
+        while let Some(Reverse((at, context, txn))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            if self.timer_c.get(&txn) == Some(&at) {
+                self.timer_c.remove(&txn);
+                self.on_timer_c(now, context, txn);
+            }
+        }
+        self.pump(now);
+    }
+
+    /// A send failed.
+    pub fn transport_error(&mut self, now: Instant, transaction: TransactionId) {
+        self.tx.transport_error(now, transaction);
+        self.pump(now);
+    }
+
+    /// The request of a context, while it is alive.
+    pub fn request(&self, context: Context) -> Option<&Request> {
+        self.contexts.get(&context).map(|c| &c.request)
+    }
+
+    /// Forwards the request of `context` to `targets` (§16.5, §16.6): targets of the highest
+    /// q-value in parallel, then the next q-value if none of them succeeds. No targets: 480.
+    pub fn forward(
+        &mut self,
+        now: Instant,
+        context: Context,
+        mut targets: Vec<Target>,
+    ) -> Result<(), Error> {
+        let state = self
+            .contexts
+            .get_mut(&context)
+            .ok_or(Error::UnknownTransaction)?;
+        if !state.branches.is_empty() || state.answered {
+            return Err(Error::NotAllowed(
+                "the request has already been forwarded or answered",
+            ));
+        }
+        if targets.is_empty() {
+            return self.respond(
+                now,
+                context,
+                StatusCode::TEMPORARILY_UNAVAILABLE,
+                "No Target Reachable",
+                &[],
+            );
+        }
+        // Stable sort: best q first, equal q keep the given order.
+        targets.sort_by_key(|t| Reverse(t.q.unwrap_or(1000)));
+        targets.reverse();
+        state.pending_targets = targets;
+        self.next_group(now, context);
+        self.pump(now);
+        Ok(())
+    }
+
+    /// Answers the request of `context` from the proxy itself (a 404, a 302 with `extra`
+    /// Contacts, a 401/407 with challenges...).
+    pub fn respond(
+        &mut self,
+        now: Instant,
+        context: Context,
+        status: StatusCode,
+        reason: &str,
+        extra: &[(HeaderName, String)],
+    ) -> Result<(), Error> {
+        let state = self
+            .contexts
+            .get(&context)
+            .ok_or(Error::UnknownTransaction)?;
+        let tag = self.ids.tag();
+        let mut resp = Response::for_request(&state.request, status, reason, Some(&tag));
+        for (name, value) in extra {
+            resp.headers_mut().push(*name, value);
+        }
+        resp.headers_mut().push(HeaderName::ContentLength, "0");
+        self.send_upstream(now, context, resp)
+    }
+
+    /// The next bytes to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Proxy::handle_timeout`] must run next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let ours = self.timers.peek().map(|Reverse((at, ..))| *at);
+        match (self.tx.poll_timeout(), ours) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn pump(&mut self, now: Instant) {
+        loop {
+            while let Some(t) = self.tx.poll_transmit() {
+                self.transmits.push_back(t);
+            }
+            let Some(event) = self.tx.poll_event() else {
+                break;
+            };
+            self.on_event(now, event);
+        }
+    }
+
+    fn on_event(&mut self, now: Instant, event: transaction::Event) {
+        use transaction::Event as T;
+        match event {
+            T::Request {
+                transaction,
+                request,
+                source,
+            } => self.on_request(now, transaction, request, source),
+            T::Ack { request, .. } => self.forward_stateless(request),
+            T::Response {
+                transaction,
+                response,
+            } => self.on_response(now, transaction, response),
+            T::StrayResponse { response, .. } => self.forward_response_stateless(response),
+            T::Timeout { transaction } => {
+                self.on_branch_failure(now, transaction, StatusCode::REQUEST_TIMEOUT)
+            }
+            T::TransportError { transaction } => {
+                self.on_branch_failure(now, transaction, StatusCode::SERVICE_UNAVAILABLE)
+            }
+            T::Terminated { transaction } => {
+                self.by_client.remove(&transaction);
+                if let Some(context) = self.by_server.remove(&transaction) {
+                    self.contexts.remove(&context);
+                }
+            }
+        }
+    }
+
+    fn on_request(&mut self, now: Instant, txn: TransactionId, mut request: Request, source: Peer) {
+        let tag = self.ids.tag();
+        if *request.method() == Method::Cancel {
+            self.on_cancel(now, txn, &request, &tag);
+            return;
+        }
+        // §16.3: reasonable syntax, URI scheme, Max-Forwards, Proxy-Require.
+        if let Err(rejection) = check_request(&request, &self.config.policy) {
+            tracing::debug!(transaction = ?txn, status = %rejection.status, reason = %rejection.reason, "request refused");
+            let _ = self.tx.respond(
+                now,
+                txn,
+                rejection.response(&request, Some(&tag), &self.config.policy),
+            );
+            return;
+        }
+        // §16.3 step 4: a request that went around back to us unchanged is a loop.
+        if self.is_loop(&request) {
+            tracing::debug!(transaction = ?txn, "loop detected");
+            let resp = simple(&request, StatusCode::LOOP_DETECTED, "Loop Detected", &tag);
+            let _ = self.tx.respond(now, txn, resp);
+            return;
+        }
+        self.preprocess_routes(&mut request);
+        let context = Context(self.next);
+        self.next += 1;
+        self.contexts.insert(
+            context,
+            ContextState {
+                server: txn,
+                invite: *request.method() == Method::Invite,
+                request: request.clone(),
+                pending_targets: Vec::new(),
+                branches: Vec::new(),
+                decided: false,
+                answered: false,
+            },
+        );
+        self.by_server.insert(txn, context);
+        // A request with a Route left, or one inside a dialog, goes where it says (§16.5).
+        let in_dialog = DialogId::of_request(&request).is_some();
+        if request.headers().contains(HeaderName::Route) || in_dialog {
+            let target = Target::new(request.uri_str());
+            let _ = self.forward(now, context, vec![target]);
+            return;
+        }
+        let request = Box::new(request);
+        self.events.push_back(Event::Locate {
+            context,
+            request,
+            source,
+        });
+    }
+
+    /// §16.10: CANCEL gets 200 here; the pending branches of its INVITE are cancelled, and
+    /// the INVITE will be answered by their 487s.
+    fn on_cancel(&mut self, now: Instant, txn: TransactionId, cancel: &Request, tag: &str) {
+        let target = self
+            .tx
+            .cancel_target(cancel)
+            .and_then(|t| self.by_server.get(&t).copied());
+        let Some(context) = target else {
+            let _ = self.tx.respond(
+                now,
+                txn,
+                simple(
+                    cancel,
+                    StatusCode::CALL_DOES_NOT_EXIST,
+                    "Call/Transaction Does Not Exist",
+                    tag,
+                ),
+            );
+            return;
+        };
+        let _ = self
+            .tx
+            .respond(now, txn, simple(cancel, StatusCode::OK, "OK", tag));
+        let no_branch = self
+            .contexts
+            .get(&context)
+            .is_some_and(|c| c.branches.is_empty());
+        if no_branch {
+            let _ = self.respond(
+                now,
+                context,
+                StatusCode::REQUEST_TERMINATED,
+                "Request Terminated",
+                &[],
+            );
+            return;
+        }
+        if let Some(state) = self.contexts.get_mut(&context) {
+            state.decided = true;
+            state.pending_targets.clear();
+        }
+        self.cancel_branches(now, context);
+    }
+
+    /// §16.4: a Request-URI that is this proxy's own Record-Route URI (put there by a strict
+    /// router) is replaced by the last Route; a first Route naming this proxy is removed.
+    fn preprocess_routes(&self, request: &mut Request) {
+        if self.is_me(request.uri_str()) {
+            let last = request
+                .headers()
+                .get_all(HeaderName::Route)
+                .last()
+                .map(|f| f.value.to_vec());
+            if let Some(last) = last
+                && let Ok(route) = <Route<'_> as crate::header::TypedHeader<'_>>::parse(&last)
+            {
+                let uri = route.0.uri().as_str().to_owned();
+                if request.set_uri(&uri).is_ok() {
+                    remove_last(request.headers_mut(), HeaderName::Route);
+                }
+            }
+        }
+        let first_is_me = request
+            .headers()
+            .typed::<Route>()
+            .and_then(Result::ok)
+            .is_some_and(|r| self.is_me(r.0.uri().as_str()));
+        if first_is_me {
+            remove_first_element(request.headers_mut(), HeaderName::Route);
+        }
+    }
+
+    /// Whether a URI names this proxy: one of its addresses (any port given must match) or
+    /// aliases.
+    fn is_me(&self, uri: &str) -> bool {
+        let Ok(parsed) = Uri::parse(uri) else {
+            return false;
+        };
+        let Some(sip) = parsed.as_sip() else {
+            return false;
+        };
+        if sip.user().is_some() {
+            return false;
+        }
+        let host = sip.host().to_string();
+        if self
+            .config
+            .aliases
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(&host))
+        {
+            return true;
+        }
+        self.config.listen.iter().any(|p| {
+            let addr = p.addr;
+            let ip = match addr.ip() {
+                std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+                v4 => v4.to_string(),
+            };
+            ip == host && sip.port().unwrap_or(p.transport.default_port()) == addr.port()
+        })
+    }
+
+    /// The loop-detection part of a branch: a hash of what a spiral would change and a loop
+    /// would not (§16.6 step 8): Request-URI, Call-ID, From tag, To tag, CSeq number,
+    /// Proxy-Require and Proxy-Authorization. (The top Via is left out: in a loop it is the
+    /// last hop's, which differs from the first time.)
+    fn loop_hash(request: &Request) -> String {
+        let mut h = std::hash::DefaultHasher::new();
+        request.uri_str().hash(&mut h);
+        let headers = request.headers();
+        for name in [
+            HeaderName::CallId,
+            HeaderName::ProxyRequire,
+            HeaderName::ProxyAuthorization,
+        ] {
+            for f in headers.get_all(name) {
+                f.value.hash(&mut h);
+            }
+        }
+        let tags = DialogId::of_request(request).map(|d| (d.local_tag, d.remote_tag));
+        tags.hash(&mut h);
+        headers
+            .typed::<crate::header::From>()
+            .and_then(Result::ok)
+            .and_then(|f| f.tag().map(str::to_owned))
+            .hash(&mut h);
+        headers
+            .typed::<CSeq>()
+            .and_then(Result::ok)
+            .map(|c| c.seq())
+            .hash(&mut h);
+        format!("{:016x}", h.finish())
+    }
+
+    /// §16.3 step 4: one of the Vias is ours and carries this request's loop hash.
+    fn is_loop(&self, request: &Request) -> bool {
+        let hash = Proxy::loop_hash(request);
+        request.headers().typed_all::<Via>().flatten().any(|via| {
+            let ours = self.config.listen.iter().any(|p| {
+                via.host().to_string() == p.addr.ip().to_string()
+                    && via.port() == Some(p.addr.port())
+            });
+            ours && via.branch().is_some_and(|b| b.contains(&hash))
+        })
+    }
+
+    /// Starts the branches of the best q-value group still pending.
+    fn next_group(&mut self, now: Instant, context: Context) {
+        let Some(state) = self.contexts.get_mut(&context) else {
+            return;
+        };
+        let Some(best) = state.pending_targets.last().map(|t| t.q.unwrap_or(1000)) else {
+            return;
+        };
+        let mut group = Vec::new();
+        while state
+            .pending_targets
+            .last()
+            .is_some_and(|t| t.q.unwrap_or(1000) == best)
+        {
+            group.extend(state.pending_targets.pop());
+        }
+        let mut started = 0;
+        for target in group {
+            match self.start_branch(now, context, &target) {
+                Ok(()) => started += 1,
+                Err(e) => tracing::debug!(target = %target.uri, error = %e, "target skipped"),
+            }
+        }
+        if started == 0 {
+            self.maybe_done(now, context);
+        }
+    }
+
+    /// §16.6: the copy for one target, sent through a new client transaction.
+    fn start_branch(
+        &mut self,
+        now: Instant,
+        context: Context,
+        target: &Target,
+    ) -> Result<(), Error> {
+        let state = self
+            .contexts
+            .get(&context)
+            .ok_or(Error::UnknownTransaction)?;
+        let mut copy = state.request.clone();
+        // Step 2: the Request-URI.
+        copy.set_uri(&target.uri)?;
+        // Step 3: Max-Forwards.
+        let mf = copy
+            .headers()
+            .typed::<MaxForwards>()
+            .and_then(Result::ok)
+            .map_or(70, |m| m.0);
+        copy.headers_mut()
+            .set(HeaderName::MaxForwards, mf.saturating_sub(1).to_string());
+        // Step 6-7: the next hop is the first Route, or the Request-URI.
+        let next_hop = match copy.headers().typed::<Route>().and_then(Result::ok) {
+            Some(route) => route.0.uri().as_str().to_owned(),
+            None => target.uri.clone(),
+        };
+        let peer = match target.peer {
+            Some(p) if !copy.headers().contains(HeaderName::Route) => p,
+            _ => peer_for_uri(&next_hop)?,
+        };
+        let local = self.local(peer.transport)?;
+        // Step 4: Record-Route, for requests that can make a dialog.
+        let dialog_forming = matches!(
+            copy.method(),
+            Method::Invite | Method::Subscribe | Method::Refer | Method::Notify
+        );
+        if self.config.record_route && dialog_forming && DialogId::of_request(&copy).is_none() {
+            let transport = if peer.transport == Transport::Udp {
+                String::new()
+            } else {
+                format!(
+                    ";transport={}",
+                    peer.transport.as_str().to_ascii_lowercase()
+                )
+            };
+            copy.headers_mut().push_front(
+                HeaderName::RecordRoute,
+                format!("<sip:{}{transport};lr>", host_port(local)),
+            );
+        }
+        // Step 8: our Via, with a branch that carries the loop hash.
+        let branch = format!("{}.{}", self.ids.branch(), Proxy::loop_hash(&state.request));
+        copy.headers_mut().push_front(
+            HeaderName::Via,
+            format!(
+                "SIP/2.0/{} {};branch={branch};rport",
+                peer.transport,
+                host_port(local)
+            ),
+        );
+        let txn = self.tx.start_client(now, copy.clone(), peer)?;
+        self.by_client.insert(txn, context);
+        let invite = state.invite;
+        if let Some(state) = self.contexts.get_mut(&context) {
+            state.branches.push(Branch {
+                txn,
+                request: copy,
+                peer,
+                response: None,
+                provisional: false,
+                done: false,
+                cancel_when_provisional: false,
+            });
+        }
+        if invite {
+            self.arm_timer_c(now, context, txn);
+        }
+        Ok(())
+    }
+
+    fn arm_timer_c(&mut self, now: Instant, context: Context, txn: TransactionId) {
+        let at = now + self.config.timer_c;
+        self.timer_c.insert(txn, at);
+        self.timers.push(Reverse((at, context, txn)));
+    }
+
+    /// §16.7: a response on a branch.
+    fn on_response(&mut self, now: Instant, txn: TransactionId, mut response: Response) {
+        let Some(&context) = self.by_client.get(&txn) else {
+            return;
+        };
+        // Step 3: our Via off.
+        remove_first_element(response.headers_mut(), HeaderName::Via);
+        if !response.headers().contains(HeaderName::Via) {
+            return;
+        }
+        let status = response.status();
+        let Some(state) = self.contexts.get_mut(&context) else {
+            return;
+        };
+        let Some(branch) = state.branches.iter_mut().find(|b| b.txn == txn) else {
+            // A CANCEL's own response: nothing goes upstream.
+            return;
+        };
+        if status.is_provisional() {
+            branch.provisional = true;
+            let cancel = std::mem::take(&mut branch.cancel_when_provisional);
+            let (invite, answered, server) = (state.invite, state.answered, state.server);
+            if invite {
+                self.arm_timer_c(now, context, txn);
+            }
+            if cancel {
+                self.send_cancel(now, context, txn);
+            } else if status != StatusCode::TRYING && !answered {
+                // Step 5: provisional responses go upstream at once (not 100).
+                let _ = self.tx.respond(now, server, response);
+            }
+            return;
+        }
+        branch.done = true;
+        self.timer_c.remove(&txn);
+        if status.is_success() {
+            // Step 5: a 2xx goes upstream at once, and ends the search.
+            state.decided = true;
+            state.pending_targets.clear();
+            let server = state.server;
+            let first = !state.answered;
+            state.answered = true;
+            let _ = self.tx.respond(now, server, response);
+            if first {
+                self.events.push_back(Event::Answered { context, status });
+                self.cancel_branches(now, context);
+            }
+            return;
+        }
+        branch.response = Some(response);
+        if status.as_u16() >= 600 {
+            state.decided = true;
+            state.pending_targets.clear();
+            self.cancel_branches(now, context);
+        }
+        self.maybe_done(now, context);
+    }
+
+    fn on_branch_failure(&mut self, now: Instant, txn: TransactionId, status: StatusCode) {
+        let Some(&context) = self.by_client.get(&txn) else {
+            return;
+        };
+        let Some(state) = self.contexts.get_mut(&context) else {
+            return;
+        };
+        if let Some(branch) = state.branches.iter_mut().find(|b| b.txn == txn && !b.done) {
+            branch.done = true;
+            let reason = if status == StatusCode::REQUEST_TIMEOUT {
+                "Request Timeout"
+            } else {
+                "Service Unavailable"
+            };
+            branch.response = Some(simple(&branch.request, status, reason, ""));
+            self.timer_c.remove(&txn);
+            self.maybe_done(now, context);
+        }
+    }
+
+    /// Timer C: a branch that had a provisional response is cancelled; one that had none is
+    /// taken as timed out (§16.8).
+    fn on_timer_c(&mut self, now: Instant, context: Context, txn: TransactionId) {
+        let provisional = self
+            .contexts
+            .get(&context)
+            .and_then(|s| s.branches.iter().find(|b| b.txn == txn))
+            .is_some_and(|b| b.provisional && !b.done);
+        if provisional {
+            self.send_cancel(now, context, txn);
+        } else {
+            self.on_branch_failure(now, txn, StatusCode::REQUEST_TIMEOUT);
+        }
+    }
+
+    /// When every branch is done: the next q-value group, or the best response upstream.
+    fn maybe_done(&mut self, now: Instant, context: Context) {
+        let Some(state) = self.contexts.get(&context) else {
+            return;
+        };
+        if state.answered || state.branches.iter().any(|b| !b.done) {
+            return;
+        }
+        if !state.decided && !state.pending_targets.is_empty() {
+            self.next_group(now, context);
+            return;
+        }
+        let best = best_response(&state.branches);
+        match best {
+            Some(resp) => {
+                let _ = self.send_upstream(now, context, resp);
+            }
+            None => {
+                let _ = self.respond(
+                    now,
+                    context,
+                    StatusCode::TEMPORARILY_UNAVAILABLE,
+                    "No Target Reachable",
+                    &[],
+                );
+            }
+        }
+    }
+
+    fn send_upstream(
+        &mut self,
+        now: Instant,
+        context: Context,
+        response: Response,
+    ) -> Result<(), Error> {
+        let state = self
+            .contexts
+            .get_mut(&context)
+            .ok_or(Error::UnknownTransaction)?;
+        state.answered = true;
+        let server = state.server;
+        let status = response.status();
+        self.tx.respond(now, server, response)?;
+        self.events.push_back(Event::Answered { context, status });
+        self.pump(now);
+        Ok(())
+    }
+
+    /// §16.10: CANCEL every branch still pending (now if it had a provisional response,
+    /// else when it gets one).
+    fn cancel_branches(&mut self, now: Instant, context: Context) {
+        let Some(state) = self.contexts.get_mut(&context) else {
+            return;
+        };
+        if !state.invite {
+            return;
+        }
+        let mut now_cancel = Vec::new();
+        for b in state.branches.iter_mut().filter(|b| !b.done) {
+            if b.provisional {
+                now_cancel.push(b.txn);
+            } else {
+                b.cancel_when_provisional = true;
+            }
+        }
+        for txn in now_cancel {
+            self.send_cancel(now, context, txn);
+        }
+    }
+
+    fn send_cancel(&mut self, now: Instant, context: Context, txn: TransactionId) {
+        let Some(branch) = self
+            .contexts
+            .get(&context)
+            .and_then(|s| s.branches.iter().find(|b| b.txn == txn))
+        else {
+            return;
+        };
+        let Ok(cancel) = cancel_for(&branch.request) else {
+            return;
+        };
+        let peer = branch.peer;
+        if let Ok(id) = self.tx.start_client(now, cancel, peer) {
+            self.by_client.insert(id, context);
+        }
+    }
+
+    /// The ACK of a 2xx (and any request the transaction layer passes without a transaction)
+    /// is forwarded statelessly along its Route or to its Request-URI (§16.11).
+    fn forward_stateless(&mut self, mut request: Request) {
+        self.preprocess_routes(&mut request);
+        let mf = request
+            .headers()
+            .typed::<MaxForwards>()
+            .and_then(Result::ok)
+            .map_or(70, |m| m.0);
+        if mf == 0 {
+            return;
+        }
+        request
+            .headers_mut()
+            .set(HeaderName::MaxForwards, (mf - 1).to_string());
+        let next_hop = match request.headers().typed::<Route>().and_then(Result::ok) {
+            Some(route) => route.0.uri().as_str().to_owned(),
+            None => request.uri_str().to_owned(),
+        };
+        if self.is_me(&next_hop) {
+            return;
+        }
+        let Ok(peer) = peer_for_uri(&next_hop) else {
+            return;
+        };
+        let Ok(local) = self.local(peer.transport) else {
+            return;
+        };
+        let branch = format!("{}.{}", self.ids.branch(), Proxy::loop_hash(&request));
+        request.headers_mut().push_front(
+            HeaderName::Via,
+            format!(
+                "SIP/2.0/{} {};branch={branch}",
+                peer.transport,
+                host_port(local)
+            ),
+        );
+        self.transmits.push_back(Transmit {
+            to: peer,
+            bytes: request.to_bytes(),
+            transaction: None,
+        });
+    }
+
+    /// A response matching no transaction (a retransmitted 2xx): our Via off, then to the
+    /// next Via (§16.7 step 3, §18.2.2).
+    fn forward_response_stateless(&mut self, mut response: Response) {
+        let ours = response
+            .headers()
+            .typed::<Via>()
+            .and_then(Result::ok)
+            .is_some_and(|v| {
+                self.config.listen.iter().any(|p| {
+                    v.host().to_string() == p.addr.ip().to_string()
+                        && v.port() == Some(p.addr.port())
+                })
+            });
+        if !ours {
+            return;
+        }
+        remove_first_element(response.headers_mut(), HeaderName::Via);
+        let Some(via) = response.headers().typed::<Via>().and_then(Result::ok) else {
+            return;
+        };
+        let Some(peer) = peer_for_via(&via) else {
+            return;
+        };
+        self.transmits.push_back(Transmit {
+            to: peer,
+            bytes: response.to_bytes(),
+            transaction: None,
+        });
+    }
+
+    fn local(&self, transport: Transport) -> Result<SocketAddr, Error> {
+        self.config
+            .listen
+            .iter()
+            .find(|p| p.transport == transport)
+            .map(|p| p.addr)
+            .ok_or(Error::NotAllowed(
+                "the proxy does not listen on that transport",
+            ))
+    }
+}
+
+/// §16.7 step 6: the best final response of the branches: a 6xx if there is one, else the
+/// lowest class (3xx, then 4xx, then 5xx); 503 becomes 500; a 401 or 407 carries every
+/// challenge of every 401 and 407.
+fn best_response(branches: &[Branch]) -> Option<Response> {
+    let finals: Vec<&Response> = branches
+        .iter()
+        .filter_map(|b| b.response.as_ref())
+        .collect();
+    let best = finals
+        .iter()
+        .find(|r| r.status().as_u16() >= 600)
+        .or_else(|| {
+            finals
+                .iter()
+                .min_by_key(|r| (r.status().as_u16() / 100, r.status().as_u16()))
+        })?;
+    let mut best = (*best).clone();
+    if best.status() == StatusCode::SERVICE_UNAVAILABLE {
+        let mut converted =
+            Response::new(StatusCode::SERVER_INTERNAL_ERROR, "Server Internal Error");
+        for f in best.headers().iter() {
+            converted.headers_mut().push_named(f.name_str(), f.value);
+        }
+        best = converted;
+    }
+    if matches!(best.status().as_u16(), 401 | 407) {
+        for other in finals
+            .iter()
+            .filter(|r| matches!(r.status().as_u16(), 401 | 407))
+        {
+            for name in [HeaderName::WwwAuthenticate, HeaderName::ProxyAuthenticate] {
+                for f in other.headers().get_all(name) {
+                    let already = best.headers().get_all(name).any(|g| g.value == f.value);
+                    if !already {
+                        best.headers_mut().push(name, f.value);
+                    }
+                }
+            }
+        }
+    }
+    Some(best)
+}
+
+/// The CANCEL of a request sent on a branch (§9.1).
+fn cancel_for(invite: &Request) -> Result<Request, Error> {
+    let mut cancel = Request::new(Method::Cancel, invite.uri_str())?;
+    let h = cancel.headers_mut();
+    if let Some(via) = invite.headers().get(HeaderName::Via) {
+        h.push(HeaderName::Via, crate::text::first_element(via));
+    }
+    for name in [
+        HeaderName::MaxForwards,
+        HeaderName::From,
+        HeaderName::To,
+        HeaderName::CallId,
+    ] {
+        if let Some(v) = invite.headers().get(name) {
+            h.push(name, v);
+        }
+    }
+    for route in invite.headers().get_all(HeaderName::Route) {
+        h.push(HeaderName::Route, route.value);
+    }
+    let seq = invite
+        .headers()
+        .typed::<CSeq>()
+        .and_then(Result::ok)
+        .map_or(1, |c| c.seq());
+    h.push(HeaderName::CSeq, format!("{seq} CANCEL"));
+    h.push(HeaderName::ContentLength, "0");
+    Ok(cancel)
+}
+
+fn simple(request: &Request, status: StatusCode, reason: &str, tag: &str) -> Response {
+    let tag = (!tag.is_empty()).then_some(tag);
+    let mut resp = Response::for_request(request, status, reason, tag);
+    resp.headers_mut().push(HeaderName::ContentLength, "0");
+    resp
+}
+
+/// Where a response goes after our Via is removed: the next Via's received/rport, else its
+/// sent-by (§18.2.2).
+fn peer_for_via(via: &Via<'_>) -> Option<Peer> {
+    let transport = Transport::from_token(via.transport())?;
+    let ip = match via.received() {
+        Some(r) => r.parse().ok()?,
+        None => via
+            .host()
+            .to_string()
+            .trim_matches(['[', ']'])
+            .parse()
+            .ok()?,
+    };
+    let port = via
+        .rport()
+        .flatten()
+        .or(via.port())
+        .unwrap_or(transport.default_port());
+    Some(Peer::new(transport, SocketAddr::new(ip, port)))
+}
+
+fn host_port(addr: SocketAddr) -> String {
+    match addr.ip() {
+        std::net::IpAddr::V6(ip) => format!("[{ip}]:{}", addr.port()),
+        ip => format!("{ip}:{}", addr.port()),
+    }
+}
+
+/// Removes the first element of a list header: the whole first field if it holds one value,
+/// else that value.
+fn remove_first_element(headers: &mut crate::Headers, name: HeaderName) {
+    let Some(first) = headers.get(name).map(<[u8]>::to_vec) else {
+        return;
+    };
+    let rest = crate::text::after_first_element(&first);
+    if rest.is_empty() {
+        headers.remove_first(name);
+    } else {
+        let rest = rest[1..].to_vec();
+        headers.set_first(name, rest);
+    }
+}
+
+/// Removes the last element of a list header.
+fn remove_last(headers: &mut crate::Headers, name: HeaderName) {
+    let values: Vec<Vec<u8>> = headers
+        .get_all(name)
+        .flat_map(|f| {
+            crate::text::split_list(f.value)
+                .map(<[u8]>::to_vec)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    headers.remove(name);
+    for v in &values[..values.len().saturating_sub(1)] {
+        headers.push(name, v);
+    }
+}

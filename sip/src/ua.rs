@@ -706,6 +706,10 @@ impl UserAgent {
         );
         let transport = state.peer.transport;
         if status.as_u16() > 100 && status.as_u16() < 300 {
+            // §12.1.1: a response that makes a dialog carries the request's Record-Route.
+            for rr in state.invite.headers().get_all(HeaderName::RecordRoute) {
+                resp.headers_mut().push(HeaderName::RecordRoute, rr.value);
+            }
             self.add_contact(&mut resp, transport);
         }
         match body {

@@ -6,6 +6,7 @@
 
 mod s12_dialogs;
 mod s13_ua_core;
+mod s16_proxy;
 mod s17_1_1_invite_client;
 mod s17_1_2_non_invite_client;
 mod s17_1_3_response_matching;

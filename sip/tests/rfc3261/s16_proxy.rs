@@ -1,0 +1,411 @@
+//! RFC 3261 §16: the proxy core, between user agents on a simulated network and a virtual
+//! clock. Every packet is routed by its destination address; the proxy's `Locate` events are
+//! answered from a location table, as a registrar would.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use p2psip_sip::proxy::{self, Proxy, Target};
+use p2psip_sip::ua::{self, Call, UserAgent};
+use p2psip_sip::{Message, Peer, StatusCode, Transport};
+
+use super::addr;
+
+const ALICE: &str = "127.0.0.1:5070";
+const PROXY: &str = "127.0.0.1:5060";
+const BOB1: &str = "127.0.0.1:5081";
+const BOB2: &str = "127.0.0.1:5082";
+
+enum Answer {
+    Auto,
+    Reject(u16),
+    Ring,
+}
+
+struct Net {
+    now: Instant,
+    start: Instant,
+    proxy: Proxy,
+    agents: HashMap<SocketAddr, UserAgent>,
+    behaviour: HashMap<SocketAddr, Answer>,
+    /// Where the proxy sends requests for `sip:bob@PROXY`.
+    location: Vec<Target>,
+    /// (from, to, first line) of every packet.
+    wire: Vec<(SocketAddr, SocketAddr, String)>,
+    events: HashMap<SocketAddr, Vec<ua::Event>>,
+    answered: Vec<StatusCode>,
+}
+
+fn ua_at(at: &str, auto: bool, seed: u64) -> UserAgent {
+    UserAgent::new(
+        ua::Config {
+            listen: vec![Peer::new(Transport::Udp, addr(at))],
+            auto_answer: auto,
+            sdp: Some("v=0\r\n".into()),
+            ..ua::Config::default()
+        },
+        seed,
+    )
+}
+
+impl Net {
+    fn new(bobs: Vec<(&str, Answer)>, location: Vec<Target>) -> Net {
+        let now = Instant::now();
+        let proxy = Proxy::new(
+            proxy::Config {
+                listen: vec![Peer::new(Transport::Udp, addr(PROXY))],
+                ..proxy::Config::default()
+            },
+            7,
+        );
+        let mut agents = HashMap::new();
+        let mut behaviour = HashMap::new();
+        agents.insert(addr(ALICE), ua_at(ALICE, false, 1));
+        for (n, (at, answer)) in bobs.into_iter().enumerate() {
+            agents.insert(
+                addr(at),
+                ua_at(at, matches!(answer, Answer::Auto), 10 + n as u64),
+            );
+            behaviour.insert(addr(at), answer);
+        }
+        Net {
+            now,
+            start: now,
+            proxy,
+            agents,
+            behaviour,
+            location,
+            wire: Vec::new(),
+            events: HashMap::new(),
+            answered: Vec::new(),
+        }
+    }
+
+    fn deliver(&mut self) {
+        for _ in 0..10_000 {
+            let mut packets = Vec::new();
+            while let Some(t) = self.proxy.poll_transmit() {
+                packets.push((addr(PROXY), t.to, t.bytes));
+            }
+            while let Some(e) = self.proxy.poll_event() {
+                match e {
+                    proxy::Event::Locate { context, .. } => {
+                        let targets = self.location.clone();
+                        self.proxy.forward(self.now, context, targets).unwrap();
+                    }
+                    proxy::Event::Answered { status, .. } => self.answered.push(status),
+                }
+            }
+            let addrs: Vec<SocketAddr> = self.agents.keys().copied().collect();
+            for a in addrs {
+                let agent = self.agents.get_mut(&a).unwrap();
+                while let Some(t) = agent.poll_transmit() {
+                    packets.push((a, t.to, t.bytes));
+                }
+                let mut new_events = Vec::new();
+                while let Some(e) = agent.poll_event() {
+                    new_events.push(e);
+                }
+                for e in new_events {
+                    if let ua::Event::Incoming { call, .. } = &e {
+                        match self.behaviour.get(&a) {
+                            Some(Answer::Reject(code)) => agent
+                                .reject(self.now, *call, StatusCode::new(*code).unwrap())
+                                .unwrap(),
+                            Some(Answer::Ring) => agent.ring(self.now, *call).unwrap(),
+                            _ => {}
+                        }
+                    }
+                    self.events.entry(a).or_default().push(e);
+                }
+            }
+            if packets.is_empty() {
+                return;
+            }
+            for (from, to, bytes) in packets {
+                let line = String::from_utf8_lossy(
+                    &bytes[..bytes.iter().position(|&b| b == b'\r').unwrap_or(0)],
+                )
+                .into_owned();
+                self.wire.push((from, to.addr, line));
+                let msg = Message::parse(bytes).unwrap();
+                let source = Peer::new(Transport::Udp, from);
+                if to.addr == addr(PROXY) {
+                    self.proxy.handle(self.now, msg, source).unwrap();
+                } else if let Some(agent) = self.agents.get_mut(&to.addr) {
+                    agent.handle(self.now, msg, source).unwrap();
+                }
+            }
+        }
+        panic!("the network never went quiet");
+    }
+
+    fn run_to(&mut self, until: Duration) {
+        let end = self.start + until;
+        self.deliver();
+        loop {
+            let next = self
+                .agents
+                .values()
+                .filter_map(UserAgent::poll_timeout)
+                .chain(self.proxy.poll_timeout())
+                .min();
+            match next {
+                Some(at) if at <= end => {
+                    self.now = self.now.max(at);
+                    self.proxy.handle_timeout(self.now);
+                    for agent in self.agents.values_mut() {
+                        agent.handle_timeout(self.now);
+                    }
+                    self.deliver();
+                }
+                _ => break,
+            }
+        }
+        self.now = end;
+    }
+
+    fn call(&mut self) -> Call {
+        let alice = self.agents.get_mut(&addr(ALICE)).unwrap();
+        let call = alice.invite(self.now, &format!("sip:bob@{PROXY}")).unwrap();
+        self.deliver();
+        call
+    }
+
+    fn alice_events(&self) -> &[ua::Event] {
+        self.events.get(&addr(ALICE)).map_or(&[], Vec::as_slice)
+    }
+
+    fn lines(&self, from: &str, to: &str) -> Vec<&str> {
+        self.wire
+            .iter()
+            .filter(|(f, t, _)| *f == addr(from) && *t == addr(to))
+            .map(|(_, _, l)| l.as_str())
+            .collect()
+    }
+}
+
+/// §16.6 step 4, §16.12: with Record-Route, the ACK and the BYE of the dialog go through the
+/// proxy, and the call works end to end.
+#[test]
+fn s16_6_record_route_keeps_the_proxy_in_the_dialog() {
+    let mut net = Net::new(
+        vec![(BOB1, Answer::Auto)],
+        vec![Target::new(format!("sip:bob@{BOB1}"))],
+    );
+    let call = net.call();
+    assert!(
+        net.alice_events()
+            .contains(&ua::Event::Established { call }),
+        "{:?}",
+        net.wire
+    );
+    let alice = net.agents.get_mut(&addr(ALICE)).unwrap();
+    alice.hangup(net.now, call).unwrap();
+    net.deliver();
+    assert!(net.alice_events().contains(&ua::Event::Ended {
+        call,
+        by_peer: false
+    }));
+    let to_proxy = net.lines(ALICE, PROXY);
+    assert!(
+        to_proxy.iter().any(|l| l.starts_with("ACK")),
+        "{to_proxy:?}"
+    );
+    assert!(to_proxy.iter().any(|l| l.starts_with("BYE")));
+    assert!(
+        net.lines(ALICE, BOB1).is_empty(),
+        "nothing bypasses the proxy"
+    );
+    let from_proxy = net.lines(PROXY, BOB1);
+    assert_eq!(
+        from_proxy.iter().filter(|l| l.starts_with("ACK")).count(),
+        1
+    );
+    assert_eq!(
+        from_proxy.iter().filter(|l| l.starts_with("BYE")).count(),
+        1
+    );
+    net.run_to(Duration::from_secs(120));
+    assert_eq!(net.proxy.contexts(), 0, "nothing left behind");
+}
+
+/// §16.7: parallel forking; the 2xx goes upstream at once and the other (ringing) branch is
+/// cancelled (§16.10).
+#[test]
+fn s16_7_parallel_forking_first_2xx_wins() {
+    let mut net = Net::new(
+        vec![(BOB1, Answer::Ring), (BOB2, Answer::Auto)],
+        vec![
+            Target::new(format!("sip:bob@{BOB1}")),
+            Target::new(format!("sip:bob@{BOB2}")),
+        ],
+    );
+    let call = net.call();
+    assert!(
+        net.alice_events()
+            .contains(&ua::Event::Established { call })
+    );
+    assert!(
+        net.lines(PROXY, BOB1)
+            .iter()
+            .any(|l| l.starts_with("CANCEL")),
+        "{:?}",
+        net.wire
+    );
+    assert_eq!(net.answered.first(), Some(&StatusCode::OK));
+}
+
+/// §16.7 step 6: with every branch failed, the best response goes upstream: here 404 (lowest
+/// 4xx) over 486; a 6xx ends the search.
+#[test]
+fn s16_7_best_final_response() {
+    let mut net = Net::new(
+        vec![(BOB1, Answer::Reject(486)), (BOB2, Answer::Reject(404))],
+        vec![
+            Target::new(format!("sip:bob@{BOB1}")),
+            Target::new(format!("sip:bob@{BOB2}")),
+        ],
+    );
+    let call = net.call();
+    assert!(
+        net.alice_events().contains(&ua::Event::Failed {
+            call,
+            status: StatusCode::NOT_FOUND
+        }),
+        "{:?}",
+        net.alice_events()
+    );
+    let mut net = Net::new(
+        vec![(BOB1, Answer::Reject(603)), (BOB2, Answer::Ring)],
+        vec![
+            Target::new(format!("sip:bob@{BOB1}")),
+            Target::new(format!("sip:bob@{BOB2}")),
+        ],
+    );
+    let call = net.call();
+    assert!(net.alice_events().contains(&ua::Event::Failed {
+        call,
+        status: StatusCode::DECLINE
+    }));
+    assert!(
+        net.lines(PROXY, BOB2)
+            .iter()
+            .any(|l| l.starts_with("CANCEL")),
+        "a 6xx cancels the rest"
+    );
+}
+
+/// §16.6 (q-values): targets are tried by decreasing q, the next group when the first fails.
+#[test]
+fn s16_6_sequential_forking_by_q() {
+    let mut net = Net::new(
+        vec![(BOB1, Answer::Reject(486)), (BOB2, Answer::Auto)],
+        vec![
+            Target {
+                q: Some(500),
+                ..Target::new(format!("sip:bob@{BOB2}"))
+            },
+            Target {
+                q: Some(1000),
+                ..Target::new(format!("sip:bob@{BOB1}"))
+            },
+        ],
+    );
+    let call = net.call();
+    assert!(
+        net.alice_events()
+            .contains(&ua::Event::Established { call })
+    );
+    let first_invite = net
+        .wire
+        .iter()
+        .position(|(_, t, l)| *t == addr(BOB1) && l.starts_with("INVITE"))
+        .unwrap();
+    let second_invite = net
+        .wire
+        .iter()
+        .position(|(_, t, l)| *t == addr(BOB2) && l.starts_with("INVITE"))
+        .unwrap();
+    assert!(first_invite < second_invite, "q=1.0 before q=0.5");
+}
+
+/// §16.10: a CANCEL from upstream is answered 200, the branches are cancelled, and the INVITE
+/// ends 487.
+#[test]
+fn s16_10_cancel_from_upstream() {
+    let mut net = Net::new(
+        vec![(BOB1, Answer::Ring)],
+        vec![Target::new(format!("sip:bob@{BOB1}"))],
+    );
+    let call = net.call();
+    let alice = net.agents.get_mut(&addr(ALICE)).unwrap();
+    alice.hangup(net.now, call).unwrap();
+    net.deliver();
+    assert!(
+        net.alice_events().contains(&ua::Event::Failed {
+            call,
+            status: StatusCode::REQUEST_TERMINATED
+        }),
+        "{:?}",
+        net.wire
+    );
+    assert!(
+        net.lines(PROXY, BOB1)
+            .iter()
+            .any(|l| l.starts_with("CANCEL"))
+    );
+    net.run_to(Duration::from_secs(120));
+    assert_eq!(net.proxy.contexts(), 0);
+}
+
+/// §16.8: Timer C cancels a branch that rings for too long; the caller gets 487... or 408.
+#[test]
+fn s16_8_timer_c() {
+    let mut net = Net::new(
+        vec![(BOB1, Answer::Ring)],
+        vec![Target::new(format!("sip:bob@{BOB1}"))],
+    );
+    let call = net.call();
+    net.run_to(Duration::from_secs(200));
+    assert!(
+        net.lines(PROXY, BOB1)
+            .iter()
+            .any(|l| l.starts_with("CANCEL")),
+        "Timer C at 180 s"
+    );
+    let failed = net
+        .alice_events()
+        .iter()
+        .any(|e| matches!(e, ua::Event::Failed { call: c, .. } if *c == call));
+    assert!(failed, "{:?}", net.alice_events());
+}
+
+/// §16.3: Max-Forwards 0 is refused 483; §16.3 step 4: a request that comes back unchanged is
+/// a loop, 482.
+#[test]
+fn s16_3_too_many_hops_and_loops() {
+    let mut net = Net::new(vec![], vec![]);
+    let zero = format!(
+        "OPTIONS sip:bob@{PROXY} SIP/2.0\r\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bKmf0\r\nMax-Forwards: 0\r\n\
+         From: <sip:a@x>;tag=1\r\nTo: <sip:bob@{PROXY}>\r\nCall-ID: mf@x\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    );
+    net.proxy
+        .handle(
+            net.now,
+            Message::parse(zero.into_bytes()).unwrap(),
+            Peer::new(Transport::Udp, addr(ALICE)),
+        )
+        .unwrap();
+    net.deliver();
+    assert!(
+        net.lines(PROXY, ALICE)
+            .iter()
+            .any(|l| l.starts_with("SIP/2.0 483"))
+    );
+    // The proxy's targets point back at itself: the second pass is a loop.
+    let mut net = Net::new(vec![], vec![Target::new(format!("sip:bob@{PROXY}"))]);
+    let call = net.call();
+    assert!(net.alice_events().iter().any(|e| matches!(e, ua::Event::Failed { call: c, status } if *c == call && status.as_u16() == 482)), "{:?}", net.wire);
+}
