@@ -272,6 +272,18 @@ impl Proxy {
         self.send_upstream(now, context, resp)
     }
 
+    /// Answers the request of `context` with a response the transaction user built (the
+    /// registrar's 200 with the bindings, a 401 with challenges...). It must carry the
+    /// request's Via, From, To, Call-ID and CSeq ([`Response::for_request`]).
+    pub fn respond_with(
+        &mut self,
+        now: Instant,
+        context: Context,
+        response: Response,
+    ) -> Result<(), Error> {
+        self.send_upstream(now, context, response)
+    }
+
     /// The next bytes to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()

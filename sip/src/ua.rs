@@ -25,6 +25,9 @@ use crate::{
     Request, Response, Role, StatusCode, Transport, UDP_REQUEST_LIMIT, Uri, check_request,
 };
 
+/// How many 3xx answers a call follows before it fails with the last one.
+pub const MAX_REDIRECTS: u8 = 5;
+
 /// The methods this core answers, for Allow.
 const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, INFO, UPDATE";
 
@@ -133,6 +136,8 @@ struct CallState {
     interval: Duration,
     give_up: Option<Instant>,
     provisional_seen: bool,
+    /// How many 3xx answers this call has followed.
+    redirects: u8,
 }
 
 impl CallState {
@@ -155,6 +160,7 @@ impl CallState {
             interval: Duration::ZERO,
             give_up: None,
             provisional_seen: false,
+            redirects: 0,
         }
     }
 }
@@ -558,9 +564,71 @@ impl UserAgent {
         }
         if status.is_success() {
             self.uac_success(now, call, &response);
+        } else if status.as_u16() / 100 == 3 && self.follow_redirect(now, call, &response) {
+            tracing::debug!(call = ?call, %status, "redirected");
         } else {
             self.fail_call(call, status);
         }
+    }
+
+    /// §8.1.3.4: a 3xx names where to try instead: the same INVITE (same Call-ID, From and To,
+    /// next CSeq, new branch) to the best Contact, at most [`MAX_REDIRECTS`] times. Returns
+    /// whether the call goes on.
+    fn follow_redirect(&mut self, now: Instant, call: Call, response: &Response) -> bool {
+        let mut contacts: Vec<(u16, String)> = response
+            .headers()
+            .typed_all::<crate::header::Contact>()
+            .flatten()
+            .filter_map(|c| {
+                Some((
+                    c.q().unwrap_or(1000),
+                    c.address()?.uri().as_str().to_owned(),
+                ))
+            })
+            .collect();
+        contacts.sort_by_key(|(q, _)| Reverse(*q));
+        let Some(state) = self.calls.get(&call) else {
+            return false;
+        };
+        if state.redirects >= MAX_REDIRECTS {
+            return false;
+        }
+        let Some(peer) = contacts
+            .iter()
+            .find_map(|(_, uri)| peer_for_uri(uri).ok().map(|p| (uri.clone(), p)))
+        else {
+            return false;
+        };
+        let (target, peer) = peer;
+        let mut invite = state.invite.clone();
+        let seq = invite
+            .headers()
+            .typed::<CSeq>()
+            .and_then(Result::ok)
+            .map_or(1, |c| c.seq());
+        let Ok(via) = self.via(peer.transport) else {
+            return false;
+        };
+        if invite.set_uri(&target).is_err() {
+            return false;
+        }
+        let h = invite.headers_mut();
+        h.set_first(HeaderName::Via, via);
+        h.set(HeaderName::CSeq, format!("{} INVITE", seq.wrapping_add(1)));
+        let Ok(txn) = self.tx.start_client(now, invite.clone(), peer) else {
+            return false;
+        };
+        self.by_txn.insert(txn, call);
+        let Some(state) = self.calls.get_mut(&call) else {
+            return false;
+        };
+        state.invite = invite;
+        state.invite_txn = Some(txn);
+        state.peer = peer;
+        state.provisional_seen = false;
+        state.dialog = None;
+        state.redirects += 1;
+        true
     }
 
     /// A 2xx to our INVITE (§13.2.2.4): the first one confirms the call; every one is ACKed;

@@ -35,6 +35,8 @@ struct Net {
     wire: Vec<(SocketAddr, SocketAddr, String)>,
     events: HashMap<SocketAddr, Vec<ua::Event>>,
     answered: Vec<StatusCode>,
+    /// Answer `Locate` with 302 and the location's Contacts instead of forwarding.
+    redirect: bool,
 }
 
 fn ua_at(at: &str, auto: bool, seed: u64) -> UserAgent {
@@ -79,6 +81,7 @@ impl Net {
             wire: Vec::new(),
             events: HashMap::new(),
             answered: Vec::new(),
+            redirect: false,
         }
     }
 
@@ -90,6 +93,22 @@ impl Net {
             }
             while let Some(e) = self.proxy.poll_event() {
                 match e {
+                    proxy::Event::Locate { context, .. } if self.redirect => {
+                        let contacts: Vec<_> = self
+                            .location
+                            .iter()
+                            .map(|t| (p2psip_sip::HeaderName::Contact, format!("<{}>", t.uri)))
+                            .collect();
+                        self.proxy
+                            .respond(
+                                self.now,
+                                context,
+                                StatusCode::MOVED_TEMPORARILY,
+                                "Moved Temporarily",
+                                &contacts,
+                            )
+                            .unwrap();
+                    }
                     proxy::Event::Locate { context, .. } => {
                         let targets = self.location.clone();
                         self.proxy.forward(self.now, context, targets).unwrap();
@@ -408,4 +427,38 @@ fn s16_3_too_many_hops_and_loops() {
     let mut net = Net::new(vec![], vec![Target::new(format!("sip:bob@{PROXY}"))]);
     let call = net.call();
     assert!(net.alice_events().iter().any(|e| matches!(e, ua::Event::Failed { call: c, status } if *c == call && status.as_u16() == 482)), "{:?}", net.wire);
+}
+
+/// §8.3 / §21.3.3: a redirect server answers 302 with the contacts; the UAC follows the 3xx
+/// (§8.1.3.4) and reaches the callee directly.
+#[test]
+fn s8_1_3_4_uac_follows_a_302() {
+    let mut net = Net::new(
+        vec![(BOB1, Answer::Auto)],
+        vec![Target::new(format!("sip:bob@{BOB1}"))],
+    );
+    net.redirect = true;
+    let call = net.call();
+    assert!(
+        net.alice_events()
+            .contains(&ua::Event::Established { call }),
+        "{:?}",
+        net.wire
+    );
+    assert_eq!(
+        net.lines(PROXY, ALICE)
+            .iter()
+            .filter(|l| l.starts_with("SIP/2.0 302"))
+            .count(),
+        1
+    );
+    assert!(
+        net.lines(ALICE, BOB1)
+            .iter()
+            .any(|l| l.starts_with("INVITE sip:bob@127.0.0.1:5081"))
+    );
+    assert!(
+        net.lines(PROXY, BOB1).is_empty(),
+        "the redirect server forwards nothing"
+    );
 }
