@@ -1,5 +1,5 @@
 //! The user agent core (RFC 3261 §8, §13 to §15): calls placed and received on top of the
-//! [`transaction`](crate::transaction) layer and [`Dialog`]s. Sans-IO, driven like
+//! [`transaction`] layer and [`Dialog`]s. Sans-IO, driven like
 //! [`Transactions`]: input through [`UserAgent::handle`], [`UserAgent::handle_timeout`] and
 //! the call methods, output through [`UserAgent::poll_transmit`], [`UserAgent::poll_event`]
 //! and [`UserAgent::poll_timeout`].
