@@ -18,4 +18,5 @@
 //! - Dropping the last [`transport::Transports`] handle closes every socket and connection.
 
 pub mod agent;
+pub mod server;
 pub mod transport;
