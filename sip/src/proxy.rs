@@ -562,13 +562,34 @@ impl Proxy {
             group.extend(state.pending_targets.pop());
         }
         let mut started = 0;
+        let mut full = false;
         for target in group {
             match self.start_branch(now, context, &target) {
                 Ok(()) => started += 1,
-                Err(e) => tracing::debug!(target = %target.uri, error = %e, "target skipped"),
+                Err(e) => {
+                    full |= matches!(e, Error::TooManyTransactions { .. });
+                    tracing::debug!(target = %target.uri, error = %e, "target skipped");
+                }
             }
         }
         if started == 0 {
+            // Our own limit, not the targets', kept the request from going on: 503, so that
+            // the caller retries later (§21.5.4).
+            let unanswered = self
+                .contexts
+                .get(&context)
+                .is_some_and(|s| s.branches.is_empty());
+            if full && unanswered {
+                let retry = [(HeaderName::RetryAfter, "5".to_owned())];
+                let _ = self.respond(
+                    now,
+                    context,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Too Many Transactions",
+                    &retry,
+                );
+                return;
+            }
             self.maybe_done(now, context);
         }
     }

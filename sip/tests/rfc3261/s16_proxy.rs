@@ -462,3 +462,33 @@ fn s8_1_3_4_uac_follows_a_302() {
         "the redirect server forwards nothing"
     );
 }
+
+/// §21.5.4: when the proxy's own transaction table is full, a request it cannot forward gets
+/// 503 with Retry-After, not a 480 that would blame the callee.
+#[test]
+fn s21_5_4_own_limit_is_503_with_retry_after() {
+    let mut net = Net::new(
+        vec![(BOB1, Answer::Auto)],
+        vec![Target::new(format!("sip:bob@{BOB1}"))],
+    );
+    let mut config = proxy::Config {
+        listen: vec![Peer::new(Transport::Udp, addr(PROXY))],
+        ..proxy::Config::default()
+    };
+    config.transactions.max_transactions = 1;
+    net.proxy = Proxy::new(config, 9);
+    let call = net.call();
+    assert!(
+        net.alice_events().contains(&ua::Event::Failed {
+            call,
+            status: StatusCode::SERVICE_UNAVAILABLE
+        }),
+        "{:?}",
+        net.wire
+    );
+    assert!(
+        net.lines(PROXY, ALICE)
+            .iter()
+            .any(|l| l.starts_with("SIP/2.0 503 Too Many Transactions"))
+    );
+}
