@@ -786,7 +786,7 @@ impl Proxy {
             self.next_group(now, context);
             return;
         }
-        let best = best_response(&state.branches);
+        let best = best_response(state.branches.iter().filter_map(|b| b.response.as_ref()));
         match best {
             Some(resp) => {
                 let _ = self.send_upstream(now, context, resp);
@@ -950,11 +950,8 @@ impl Proxy {
 /// §16.7 step 6: the best final response of the branches: a 6xx if there is one, else the
 /// lowest class (3xx, then 4xx, then 5xx); 503 becomes 500; a 401 or 407 carries every
 /// challenge of every 401 and 407.
-fn best_response(branches: &[Branch]) -> Option<Response> {
-    let finals: Vec<&Response> = branches
-        .iter()
-        .filter_map(|b| b.response.as_ref())
-        .collect();
+fn best_response<'a>(finals: impl Iterator<Item = &'a Response>) -> Option<Response> {
+    let finals: Vec<&Response> = finals.collect();
     let best = finals
         .iter()
         .find(|r| r.status().as_u16() >= 600)
@@ -1083,5 +1080,59 @@ fn remove_last(headers: &mut crate::Headers, name: HeaderName) {
     headers.remove(name);
     for v in &values[..values.len().saturating_sub(1)] {
         headers.push(name, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(status: u16, challenge: Option<(HeaderName, &str)>) -> Response {
+        let mut r = Response::new(StatusCode::new(status).unwrap(), "x");
+        r.headers_mut().push(
+            HeaderName::Via,
+            "SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKa",
+        );
+        if let Some((name, value)) = challenge {
+            r.headers_mut().push(name, value);
+        }
+        r
+    }
+
+    /// §16.7 step 6: a 6xx wins; else the lowest class; 503 becomes 500.
+    #[test]
+    fn s16_7_6_best_response_choice() {
+        let pick = |codes: &[u16]| {
+            let rs: Vec<Response> = codes.iter().map(|&c| response(c, None)).collect();
+            best_response(rs.iter()).map(|r| r.status().as_u16())
+        };
+        assert_eq!(pick(&[486, 603, 302]), Some(603));
+        assert_eq!(pick(&[486, 302, 500]), Some(302));
+        assert_eq!(pick(&[486, 404]), Some(404));
+        assert_eq!(pick(&[503]), Some(500));
+        assert_eq!(pick(&[]), None);
+    }
+
+    /// §16.7 step 7: the 401 or 407 sent upstream carries every branch's challenges.
+    #[test]
+    fn s16_7_7_challenges_are_merged() {
+        let a = response(
+            407,
+            Some((
+                HeaderName::ProxyAuthenticate,
+                "Digest realm=\"a\", nonce=\"1\"",
+            )),
+        );
+        let b = response(
+            401,
+            Some((
+                HeaderName::WwwAuthenticate,
+                "Digest realm=\"b\", nonce=\"2\"",
+            )),
+        );
+        let best = best_response([a, b].iter()).unwrap();
+        assert_eq!(best.status().as_u16(), 401);
+        assert_eq!(best.headers().count(HeaderName::ProxyAuthenticate), 1);
+        assert_eq!(best.headers().count(HeaderName::WwwAuthenticate), 1);
     }
 }

@@ -87,10 +87,6 @@ impl Net {
 
     fn deliver(&mut self) {
         for _ in 0..10_000 {
-            let mut packets = Vec::new();
-            while let Some(t) = self.proxy.poll_transmit() {
-                packets.push((addr(PROXY), t.to, t.bytes));
-            }
             while let Some(e) = self.proxy.poll_event() {
                 match e {
                     proxy::Event::Locate { context, .. } if self.redirect => {
@@ -115,6 +111,10 @@ impl Net {
                     }
                     proxy::Event::Answered { status, .. } => self.answered.push(status),
                 }
+            }
+            let mut packets = Vec::new();
+            while let Some(t) = self.proxy.poll_transmit() {
+                packets.push((addr(PROXY), t.to, t.bytes));
             }
             let addrs: Vec<SocketAddr> = self.agents.keys().copied().collect();
             for a in addrs {
@@ -490,5 +490,39 @@ fn s21_5_4_own_limit_is_503_with_retry_after() {
         net.lines(PROXY, ALICE)
             .iter()
             .any(|l| l.starts_with("SIP/2.0 503 Too Many Transactions"))
+    );
+}
+
+/// §16.6: a method the proxy does not know is forwarded like any other; the UAS's 405 comes
+/// back.
+#[test]
+fn s16_6_unknown_methods_are_forwarded() {
+    let mut net = Net::new(
+        vec![(BOB1, Answer::Auto)],
+        vec![Target::new(format!("sip:bob@{BOB1}"))],
+    );
+    let text = format!(
+        "FROBNICATE sip:bob@{PROXY} SIP/2.0\r\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bKfrob\r\nMax-Forwards: 70\r\n\
+         From: <sip:a@x>;tag=1\r\nTo: <sip:bob@{PROXY}>\r\nCall-ID: frob@x\r\nCSeq: 1 FROBNICATE\r\nContent-Length: 0\r\n\r\n"
+    );
+    net.proxy
+        .handle(
+            net.now,
+            Message::parse(text.into_bytes()).unwrap(),
+            Peer::new(Transport::Udp, addr(ALICE)),
+        )
+        .unwrap();
+    net.deliver();
+    assert!(
+        net.lines(PROXY, BOB1)
+            .iter()
+            .any(|l| l.starts_with("FROBNICATE sip:bob@127.0.0.1:5081")),
+        "{:?}",
+        net.wire
+    );
+    assert!(
+        net.lines(PROXY, ALICE)
+            .iter()
+            .any(|l| l.starts_with("SIP/2.0 405"))
     );
 }
