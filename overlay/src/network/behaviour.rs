@@ -1,0 +1,111 @@
+//! The composed libp2p behaviour and the swarm built around it.
+
+use libp2p::{
+    Swarm, SwarmBuilder, autonat, connection_limits, dcutr, identify,
+    identity::Keypair,
+    kad::{self, store::MemoryStore},
+    mdns, noise, ping, relay,
+    request_response::{self, ProtocolSupport},
+    swarm::{NetworkBehaviour, behaviour::toggle::Toggle},
+    tcp, yamux,
+};
+
+use super::{Config, Error, codec::FrameCodec};
+
+/// Every protocol a node speaks. The connection limits come first, so that a connection over
+/// the limit is denied before any other behaviour sees it.
+#[derive(NetworkBehaviour)]
+pub(crate) struct Behaviour {
+    pub(crate) limits: connection_limits::Behaviour,
+    pub(crate) kad: kad::Behaviour<MemoryStore>,
+    pub(crate) identify: identify::Behaviour,
+    pub(crate) ping: ping::Behaviour,
+    pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
+    pub(crate) relay_client: relay::client::Behaviour,
+    pub(crate) relay: Toggle<relay::Behaviour>,
+    pub(crate) dcutr: dcutr::Behaviour,
+    pub(crate) autonat: autonat::Behaviour,
+    pub(crate) reload: request_response::Behaviour<FrameCodec>,
+}
+
+/// Builds the swarm: TCP (noise, yamux), QUIC and the relay client transport, with the
+/// behaviours of [`Behaviour`]. The config must have been validated.
+pub(crate) fn build_swarm(keypair: Keypair, config: &Config) -> Result<Swarm<Behaviour>, Error> {
+    let swarm = SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default(),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| Error::Setup(Box::new(e)))?
+        .with_quic()
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| Error::Setup(Box::new(e)))?
+        .with_behaviour(|key, relay_client| Behaviour::new(key, relay_client, config))
+        .map_err(|e| Error::Setup(Box::new(e)))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_connection_timeout))
+        .build();
+    Ok(swarm)
+}
+
+impl Behaviour {
+    fn new(
+        key: &Keypair,
+        relay_client: relay::client::Behaviour,
+        config: &Config,
+    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        let peer = key.public().to_peer_id();
+
+        let limits = connection_limits::ConnectionLimits::default()
+            .with_max_established(Some(config.max_connections))
+            .with_max_established_per_peer(Some(config.max_connections_per_peer))
+            .with_max_pending_incoming(Some(config.max_connections))
+            .with_max_pending_outgoing(Some(config.max_connections));
+
+        let mut kad_config = kad::Config::new(config.kad_protocol());
+        kad_config
+            .set_query_timeout(config.query_timeout)
+            .set_substreams_timeout(config.request_timeout)
+            // We keep no Kademlia records (the overlay's data lives in its own store): records
+            // and provider announcements from peers are reported and dropped, never stored.
+            .set_record_filtering(kad::StoreInserts::FilterBoth);
+        let mut kad = kad::Behaviour::with_config(peer, MemoryStore::new(peer), kad_config);
+        // Always answer DHT queries; without this, kad waits for a confirmed external address.
+        kad.set_mode(Some(kad::Mode::Server));
+
+        let identify = identify::Behaviour::new(
+            identify::Config::new(config.identify_protocol_version(), key.public())
+                .with_agent_version(format!("p2psip/{}", env!("CARGO_PKG_VERSION")))
+                .with_push_listen_addr_updates(true),
+        );
+
+        let mdns = if config.mdns {
+            Some(mdns::tokio::Behaviour::new(mdns::Config::default(), peer)?)
+        } else {
+            None
+        };
+        let relay = config
+            .relay_server
+            .then(|| relay::Behaviour::new(peer, relay::Config::default()));
+
+        let reload = request_response::Behaviour::with_codec(
+            FrameCodec::new(config.max_frame_size),
+            [(config.reload_protocol(), ProtocolSupport::Full)],
+            request_response::Config::default().with_request_timeout(config.request_timeout),
+        );
+
+        Ok(Self {
+            limits: connection_limits::Behaviour::new(limits),
+            kad,
+            identify,
+            ping: ping::Behaviour::default(),
+            mdns: mdns.into(),
+            relay_client,
+            relay: relay.into(),
+            dcutr: dcutr::Behaviour::new(peer),
+            autonat: autonat::Behaviour::new(peer, autonat::Config::default()),
+            reload,
+        })
+    }
+}

@@ -1,0 +1,297 @@
+//! The network's typed configuration.
+
+use std::time::Duration;
+
+use libp2p::{Multiaddr, StreamProtocol};
+
+use super::Error;
+
+/// Longest overlay name accepted; it becomes part of every protocol name.
+const MAX_OVERLAY_NAME: usize = 64;
+/// Largest frame size accepted: the length prefix is a `u32`, and 16 MiB is already far more
+/// than any RELOAD-style message needs.
+const MAX_FRAME_SIZE: usize = 16 * 1024 * 1024;
+
+/// How the overlay network is set up: which overlay to join, where to listen, whom to ask first,
+/// and the limits that keep a node's state bounded.
+///
+/// Start from [`Config::default`] and change what you need with the `with_*` methods; the values
+/// are checked by [`Config::validate`] when the network starts.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// The overlay's name. It is part of every protocol name (`/p2psip/<name>/kad/1.0.0`,
+    /// `/p2psip/<name>/reload/1`), so nodes of overlays with different names never mix.
+    /// Letters, digits, `-`, `_` and `.`, at most 64 characters. Default `p2psip`.
+    pub overlay: String,
+    /// The addresses to listen on. Default: QUIC on `/ip4/127.0.0.1/udp/0/quic-v1`.
+    pub listen: Vec<Multiaddr>,
+    /// Peers to join through, each with its `/p2p/<peer id>` suffix. They are dialled at start
+    /// and put in the routing table. Default: none.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Discover peers on the local network with mDNS. Default on.
+    pub mdns: bool,
+    /// The largest request or response frame, in bytes, sent or accepted. Default 64 KiB.
+    pub max_frame_size: usize,
+    /// The most established connections, all peers together. Default 128.
+    pub max_connections: u32,
+    /// The most established connections to one peer. Default 3 (one direct, one relayed, one
+    /// being upgraded by hole punching).
+    pub max_connections_per_peer: u32,
+    /// How long a request waits for its response (and an inbound request for its answer).
+    /// Default 10 s.
+    pub request_timeout: Duration,
+    /// How long a DHT query (bootstrap, closest peers) may run. Default 30 s.
+    pub query_timeout: Duration,
+    /// How long a connection with nothing to do stays open. Default 60 s.
+    pub idle_connection_timeout: Duration,
+    /// Act as a circuit relay (v2) server for peers behind NAT. Default off.
+    pub relay_server: bool,
+    /// How many bad frames (over the size limit) a peer may send before it is disconnected.
+    /// Default 3.
+    pub max_bad_frames: u32,
+    /// The most operations of each kind waiting at once: outbound requests awaiting their
+    /// response, inbound requests awaiting their answer, dials, DHT queries. Default 256.
+    pub max_pending: usize,
+    /// How many events wait for the reader of [`Events`](super::Events); when it is full, new
+    /// events are dropped (a dropped request fails at the requester). Default 256.
+    pub event_buffer: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            overlay: "p2psip".to_owned(),
+            listen: vec![default_listen()],
+            bootstrap: Vec::new(),
+            mdns: true,
+            max_frame_size: 64 * 1024,
+            max_connections: 128,
+            max_connections_per_peer: 3,
+            request_timeout: Duration::from_secs(10),
+            query_timeout: Duration::from_secs(30),
+            idle_connection_timeout: Duration::from_secs(60),
+            relay_server: false,
+            max_bad_frames: 3,
+            max_pending: 256,
+            event_buffer: 256,
+        }
+    }
+}
+
+impl Config {
+    /// Sets the overlay name.
+    pub fn with_overlay(mut self, name: impl Into<String>) -> Self {
+        self.overlay = name.into();
+        self
+    }
+
+    /// Replaces the listen addresses.
+    pub fn with_listen(mut self, addrs: impl IntoIterator<Item = Multiaddr>) -> Self {
+        self.listen = addrs.into_iter().collect();
+        self
+    }
+
+    /// Replaces the bootstrap addresses (each with its `/p2p/<peer id>`).
+    pub fn with_bootstrap(mut self, addrs: impl IntoIterator<Item = Multiaddr>) -> Self {
+        self.bootstrap = addrs.into_iter().collect();
+        self
+    }
+
+    /// Turns mDNS discovery on or off.
+    pub fn with_mdns(mut self, on: bool) -> Self {
+        self.mdns = on;
+        self
+    }
+
+    /// Sets the largest frame size, in bytes.
+    pub fn with_max_frame_size(mut self, bytes: usize) -> Self {
+        self.max_frame_size = bytes;
+        self
+    }
+
+    /// Sets the connection limits: in total and per peer.
+    pub fn with_connection_limits(mut self, total: u32, per_peer: u32) -> Self {
+        self.max_connections = total;
+        self.max_connections_per_peer = per_peer;
+        self
+    }
+
+    /// Sets the request timeout.
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Sets the DHT query timeout.
+    pub fn with_query_timeout(mut self, timeout: Duration) -> Self {
+        self.query_timeout = timeout;
+        self
+    }
+
+    /// Sets the idle connection timeout.
+    pub fn with_idle_connection_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_connection_timeout = timeout;
+        self
+    }
+
+    /// Turns the circuit relay server on or off.
+    pub fn with_relay_server(mut self, on: bool) -> Self {
+        self.relay_server = on;
+        self
+    }
+
+    /// Sets how many bad frames a peer may send before it is disconnected.
+    pub fn with_max_bad_frames(mut self, n: u32) -> Self {
+        self.max_bad_frames = n;
+        self
+    }
+
+    /// Sets the bound on pending operations of each kind.
+    pub fn with_max_pending(mut self, n: usize) -> Self {
+        self.max_pending = n;
+        self
+    }
+
+    /// Sets the capacity of the event channel.
+    pub fn with_event_buffer(mut self, n: usize) -> Self {
+        self.event_buffer = n;
+        self
+    }
+
+    /// The Kademlia protocol of this overlay: `/p2psip/<overlay>/kad/1.0.0`.
+    pub fn kad_protocol(&self) -> StreamProtocol {
+        protocol(format!("/p2psip/{}/kad/1.0.0", self.overlay))
+    }
+
+    /// The request/response protocol of this overlay: `/p2psip/<overlay>/reload/1`.
+    pub fn reload_protocol(&self) -> StreamProtocol {
+        protocol(format!("/p2psip/{}/reload/1", self.overlay))
+    }
+
+    /// The identify protocol version this overlay announces: `/p2psip/<overlay>/id/1.0.0`.
+    ///
+    /// (The identify stream protocol itself is libp2p's fixed `/ipfs/id/1.0.0`; this string is
+    /// the `protocol_version` field it carries.)
+    pub fn identify_protocol_version(&self) -> String {
+        format!("/p2psip/{}/id/1.0.0", self.overlay)
+    }
+
+    /// Checks every value, and says which one is wrong and why.
+    pub fn validate(&self) -> Result<(), Error> {
+        let name_ok = !self.overlay.is_empty()
+            && self.overlay.len() <= MAX_OVERLAY_NAME
+            && self
+                .overlay
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !name_ok {
+            return Err(Error::Config(format!(
+                "the overlay name {:?} must be 1 to {MAX_OVERLAY_NAME} letters, digits, '-', '_' \
+                 or '.'",
+                self.overlay
+            )));
+        }
+        if self.listen.is_empty() {
+            return Err(Error::Config(
+                "no listen address: give at least one, e.g. /ip4/0.0.0.0/udp/0/quic-v1".into(),
+            ));
+        }
+        if self.max_frame_size == 0 || self.max_frame_size > MAX_FRAME_SIZE {
+            return Err(Error::Config(format!(
+                "the frame size limit {} must be between 1 and {MAX_FRAME_SIZE} bytes",
+                self.max_frame_size
+            )));
+        }
+        if self.max_connections == 0 || self.max_connections_per_peer == 0 {
+            return Err(Error::Config(
+                "the connection limits must allow at least one connection".into(),
+            ));
+        }
+        if self.max_bad_frames == 0 {
+            return Err(Error::Config(
+                "max_bad_frames must be at least 1 (a peer is disconnected on reaching it)".into(),
+            ));
+        }
+        if self.max_pending == 0 || self.event_buffer == 0 {
+            return Err(Error::Config(
+                "max_pending and event_buffer must be at least 1".into(),
+            ));
+        }
+        for (what, timeout) in [
+            ("request_timeout", self.request_timeout),
+            ("query_timeout", self.query_timeout),
+            ("idle_connection_timeout", self.idle_connection_timeout),
+        ] {
+            if timeout.is_zero() {
+                return Err(Error::Config(format!("{what} must not be zero")));
+            }
+        }
+        for addr in &self.bootstrap {
+            if super::peer_of(addr).is_none() {
+                return Err(Error::Config(format!(
+                    "the bootstrap address {addr} does not end in /p2p/<peer id>"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn default_listen() -> Multiaddr {
+    use libp2p::multiaddr::Protocol;
+    Multiaddr::empty()
+        .with(Protocol::Ip4([127, 0, 0, 1].into()))
+        .with(Protocol::Udp(0))
+        .with(Protocol::QuicV1)
+}
+
+/// A protocol name built from a validated overlay name. An invalid name (caught by
+/// [`Config::validate`]) still yields a valid, if useless, protocol rather than a panic.
+fn protocol(name: String) -> StreamProtocol {
+    StreamProtocol::try_from_owned(name)
+        .unwrap_or_else(|_| StreamProtocol::new("/p2psip/invalid/1"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid_and_names_the_protocols() {
+        let config = Config::default();
+        config.validate().unwrap();
+        assert_eq!(config.kad_protocol().as_ref(), "/p2psip/p2psip/kad/1.0.0");
+        assert_eq!(config.reload_protocol().as_ref(), "/p2psip/p2psip/reload/1");
+        assert_eq!(
+            config.identify_protocol_version(),
+            "/p2psip/p2psip/id/1.0.0"
+        );
+        assert_eq!(
+            config.listen,
+            vec!["/ip4/127.0.0.1/udp/0/quic-v1".parse::<Multiaddr>().unwrap()]
+        );
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        for config in [
+            Config::default().with_overlay(""),
+            Config::default().with_overlay("a/b"),
+            Config::default().with_overlay("x".repeat(65)),
+            Config::default().with_listen([]),
+            Config::default().with_max_frame_size(0),
+            Config::default().with_max_frame_size(MAX_FRAME_SIZE + 1),
+            Config::default().with_connection_limits(0, 1),
+            Config::default().with_max_bad_frames(0),
+            Config::default().with_max_pending(0),
+            Config::default().with_request_timeout(Duration::ZERO),
+            Config::default().with_bootstrap(["/ip4/127.0.0.1/tcp/1".parse().unwrap()]),
+        ] {
+            assert!(
+                matches!(config.validate(), Err(Error::Config(_))),
+                "{config:?}"
+            );
+        }
+    }
+}

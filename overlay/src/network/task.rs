@@ -1,0 +1,700 @@
+//! The task that owns the swarm: commands come in from the [`Network`](super::Network)
+//! handles, swarm events go through, [`Event`]s go out.
+//!
+//! Every table here is bounded: pending dials, DHT queries, outbound requests and inbound
+//! requests awaiting their answer by [`Config::max_pending`] each; bad-frame counts by the
+//! connected peers (an entry goes when the peer's last connection closes).
+
+use std::{collections::HashMap, io, time::Duration};
+
+use futures::{StreamExt, future::BoxFuture, stream::FuturesUnordered};
+use libp2p::{
+    Multiaddr, PeerId, StreamProtocol, Swarm, identify, kad, mdns,
+    request_response::{self, Message, OutboundFailure, OutboundRequestId, ResponseChannel},
+    swarm::{
+        ConnectionId, SwarmEvent,
+        dial_opts::{DialOpts, PeerCondition},
+    },
+};
+use tokio::sync::{
+    mpsc::{self, error::TrySendError},
+    oneshot,
+};
+use tracing::{debug, info, warn};
+
+use super::{
+    Config, Error, Event, Responder,
+    behaviour::{Behaviour, BehaviourEvent},
+    codec::{FrameTooLarge, Request},
+    peer_of,
+};
+
+/// How long [`Task::start`] waits for every listener to report an address.
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How many of a peer's identified listen addresses enter the routing table.
+const MAX_ADDRS_PER_PEER: usize = 8;
+
+/// What a [`Network`](super::Network) handle asks of the task; each carries its reply channel.
+pub(crate) enum Command {
+    ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
+    Dial {
+        addr: Multiaddr,
+        reply: Reply<PeerId>,
+    },
+    Bootstrap(Reply<()>),
+    ClosestPeers {
+        key: Vec<u8>,
+        reply: Reply<Vec<PeerId>>,
+    },
+    RoutingTable(oneshot::Sender<Vec<PeerId>>),
+    ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
+    Request {
+        peer: PeerId,
+        frame: Vec<u8>,
+        reply: Reply<Vec<u8>>,
+    },
+    AddAddress {
+        peer: PeerId,
+        addr: Multiaddr,
+        reply: oneshot::Sender<()>,
+    },
+    Shutdown(oneshot::Sender<()>),
+}
+
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, Error>>;
+
+/// A DHT query a caller waits for.
+enum Query {
+    Bootstrap { reply: Reply<()>, any_ok: bool },
+    Closest { reply: Reply<Vec<PeerId>> },
+}
+
+/// An inbound request's answer, or its absence (responder dropped, or too late).
+struct Answer {
+    peer: PeerId,
+    channel: ResponseChannel<Vec<u8>>,
+    frame: Option<Vec<u8>>,
+}
+
+/// The swarm and everything pending on it.
+pub(crate) struct Task {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<Event>,
+    config: Config,
+    kad_protocol: StreamProtocol,
+    reload_protocol: StreamProtocol,
+    protocol_version: String,
+    dials: HashMap<ConnectionId, (Multiaddr, Reply<PeerId>)>,
+    queries: HashMap<kad::QueryId, Query>,
+    outbound: HashMap<OutboundRequestId, Reply<Vec<u8>>>,
+    inbound: FuturesUnordered<BoxFuture<'static, Answer>>,
+    bad_frames: HashMap<PeerId, u32>,
+}
+
+impl Task {
+    pub(crate) fn new(
+        swarm: Swarm<Behaviour>,
+        commands: mpsc::Receiver<Command>,
+        events: mpsc::Sender<Event>,
+        config: Config,
+    ) -> Self {
+        Self {
+            swarm,
+            commands,
+            events,
+            kad_protocol: config.kad_protocol(),
+            reload_protocol: config.reload_protocol(),
+            protocol_version: config.identify_protocol_version(),
+            config,
+            dials: HashMap::new(),
+            queries: HashMap::new(),
+            outbound: HashMap::new(),
+            inbound: FuturesUnordered::new(),
+            bad_frames: HashMap::new(),
+        }
+    }
+
+    /// Listens on every configured address and waits until each listener has an address;
+    /// puts the bootstrap peers in the routing table and dials them.
+    pub(crate) async fn start(&mut self) -> Result<(), Error> {
+        let mut waiting = HashMap::new();
+        for addr in self.config.listen.clone() {
+            let listener = self
+                .swarm
+                .listen_on(addr.clone())
+                .map_err(|e| Error::Listen {
+                    addr: addr.clone(),
+                    reason: e.to_string(),
+                })?;
+            waiting.insert(listener, addr);
+        }
+
+        let local = *self.swarm.local_peer_id();
+        for addr in self.config.bootstrap.clone() {
+            let Some(peer) = peer_of(&addr).filter(|peer| *peer != local) else {
+                continue;
+            };
+            self.swarm
+                .behaviour_mut()
+                .kad
+                .add_address(&peer, addr.clone());
+            let opts = DialOpts::peer_id(peer)
+                .addresses(vec![addr.clone()])
+                .build();
+            if let Err(error) = self.swarm.dial(opts) {
+                warn!(%addr, %error, "could not dial a bootstrap peer");
+            }
+        }
+
+        let deadline = tokio::time::Instant::now() + LISTEN_TIMEOUT;
+        while let Some(first) = waiting.values().next().cloned() {
+            let event = tokio::time::timeout_at(deadline, self.swarm.select_next_some())
+                .await
+                .map_err(|_| Error::Listen {
+                    addr: first,
+                    reason: format!("no listen address within {LISTEN_TIMEOUT:?}"),
+                })?;
+            match &event {
+                SwarmEvent::NewListenAddr { listener_id, .. } => {
+                    waiting.remove(listener_id);
+                }
+                SwarmEvent::ListenerClosed {
+                    listener_id,
+                    reason,
+                    ..
+                } => {
+                    if let Some(addr) = waiting.remove(listener_id) {
+                        let reason = match reason {
+                            Err(error) => error.to_string(),
+                            Ok(()) => "the listener closed".to_owned(),
+                        };
+                        return Err(Error::Listen { addr, reason });
+                    }
+                }
+                SwarmEvent::ListenerError { listener_id, error } => {
+                    if let Some(addr) = waiting.remove(listener_id) {
+                        let reason = error.to_string();
+                        return Err(Error::Listen { addr, reason });
+                    }
+                }
+                _ => {}
+            }
+            self.on_swarm_event(event);
+        }
+        Ok(())
+    }
+
+    /// Runs until [`Command::Shutdown`] or until every handle is gone.
+    pub(crate) async fn run(mut self) {
+        let shutdown = loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                command = self.commands.recv() => match command {
+                    Some(Command::Shutdown(reply)) => break Some(reply),
+                    Some(command) => self.on_command(command),
+                    None => break None,
+                },
+                Some(answer) = self.inbound.next(), if !self.inbound.is_empty() => {
+                    self.on_answer(answer);
+                }
+            }
+        };
+        info!("network stopping");
+        // Dropping the swarm closes the listeners and connections; dropping the pending
+        // replies fails their callers with `Error::Stopped`.
+        drop(self);
+        if let Some(reply) = shutdown {
+            let _ = reply.send(());
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        let max_pending = self.config.max_pending;
+        match command {
+            Command::ListenAddrs(reply) => {
+                let _ = reply.send(self.swarm.listeners().cloned().collect());
+            }
+            Command::Dial { addr, reply } => self.dial(addr, reply),
+            Command::Bootstrap(reply) => {
+                if self.queries.len() >= max_pending {
+                    let _ = reply.send(Err(busy("DHT queries", max_pending)));
+                    return;
+                }
+                match self.swarm.behaviour_mut().kad.bootstrap() {
+                    Ok(id) => {
+                        self.queries.insert(
+                            id,
+                            Query::Bootstrap {
+                                reply,
+                                any_ok: false,
+                            },
+                        );
+                    }
+                    Err(kad::NoKnownPeers()) => {
+                        let _ = reply.send(Err(Error::NoKnownPeers));
+                    }
+                }
+            }
+            Command::ClosestPeers { key, reply } => {
+                if self.queries.len() >= max_pending {
+                    let _ = reply.send(Err(busy("DHT queries", max_pending)));
+                    return;
+                }
+                let id = self.swarm.behaviour_mut().kad.get_closest_peers(key);
+                self.queries.insert(id, Query::Closest { reply });
+            }
+            Command::RoutingTable(reply) => {
+                let _ = reply.send(self.routing_table());
+            }
+            Command::ConnectedPeers(reply) => {
+                let _ = reply.send(self.swarm.connected_peers().copied().collect());
+            }
+            Command::Request { peer, frame, reply } => {
+                let max = self.config.max_frame_size;
+                let refusal = if peer == *self.swarm.local_peer_id() {
+                    Some(Error::LocalPeer)
+                } else if frame.len() > max {
+                    Some(Error::FrameTooLarge {
+                        len: frame.len() as u64,
+                        max,
+                    })
+                } else if self.outbound.len() >= max_pending {
+                    Some(busy("outbound requests", max_pending))
+                } else {
+                    None
+                };
+                if let Some(error) = refusal {
+                    let _ = reply.send(Err(error));
+                    return;
+                }
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .reload
+                    .send_request(&peer, Request::Frame(frame));
+                self.outbound.insert(id, reply);
+            }
+            Command::AddAddress { peer, addr, reply } => {
+                self.swarm.add_peer_address(peer, addr);
+                let _ = reply.send(());
+            }
+            // `run` handles it; kept here so that the match stays exhaustive.
+            Command::Shutdown(reply) => {
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    fn dial(&mut self, addr: Multiaddr, reply: Reply<PeerId>) {
+        let local = *self.swarm.local_peer_id();
+        let opts = match peer_of(&addr) {
+            Some(peer) if peer == local => {
+                let _ = reply.send(Err(Error::Dial {
+                    target: addr.to_string(),
+                    reason: "that is this node's own address".into(),
+                }));
+                return;
+            }
+            Some(peer) if self.swarm.is_connected(&peer) => {
+                let _ = reply.send(Ok(peer));
+                return;
+            }
+            Some(peer) => DialOpts::peer_id(peer)
+                .addresses(vec![addr.clone()])
+                .condition(PeerCondition::Always)
+                .build(),
+            None => DialOpts::unknown_peer_id().address(addr.clone()).build(),
+        };
+        let max_pending = self.config.max_pending;
+        if self.dials.len() >= max_pending {
+            let _ = reply.send(Err(busy("dials", max_pending)));
+            return;
+        }
+        let connection = opts.connection_id();
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                self.dials.insert(connection, (addr, reply));
+            }
+            Err(error) => {
+                let _ = reply.send(Err(Error::Dial {
+                    target: addr.to_string(),
+                    reason: error.to_string(),
+                }));
+            }
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
+                debug!(peer = %peer_id, address = %endpoint.get_remote_address(), "connected");
+                if let Some((_, reply)) = self.dials.remove(&connection_id) {
+                    let _ = reply.send(Ok(peer_id));
+                }
+                if num_established.get() == 1 {
+                    self.emit(Event::PeerConnected(peer_id));
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                cause,
+                ..
+            } => {
+                debug!(peer = %peer_id, ?cause, "connection closed");
+                if num_established == 0 {
+                    self.bad_frames.remove(&peer_id);
+                    self.emit(Event::PeerDisconnected(peer_id));
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                peer_id,
+                error,
+            } => {
+                debug!(peer = ?peer_id, %error, "outgoing connection failed");
+                if let Some((addr, reply)) = self.dials.remove(&connection_id) {
+                    let _ = reply.send(Err(Error::Dial {
+                        target: addr.to_string(),
+                        reason: error.to_string(),
+                    }));
+                }
+            }
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                ..
+            } => {
+                debug!(%send_back_addr, %error, "incoming connection failed");
+            }
+            SwarmEvent::NewListenAddr { address, .. } => {
+                info!(%address, "listening");
+                self.emit(Event::Listening(address));
+            }
+            SwarmEvent::ListenerClosed {
+                addresses, reason, ..
+            } => {
+                warn!(?addresses, ?reason, "listener closed");
+            }
+            SwarmEvent::ListenerError { error, .. } => {
+                warn!(%error, "listener error");
+            }
+            _ => {}
+        }
+    }
+
+    fn on_behaviour_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Limits(never) => match never {},
+            BehaviourEvent::Kad(event) => self.on_kad_event(event),
+            BehaviourEvent::Identify(event) => self.on_identify_event(event),
+            BehaviourEvent::Ping(_) => {}
+            BehaviourEvent::Mdns(event) => self.on_mdns_event(event),
+            BehaviourEvent::RelayClient(event) => debug!(?event, "relay client"),
+            BehaviourEvent::Relay(event) => debug!(?event, "relay server"),
+            BehaviourEvent::Dcutr(event) => debug!(?event, "hole punching"),
+            BehaviourEvent::Autonat(event) => debug!(?event, "autonat"),
+            BehaviourEvent::Reload(event) => self.on_reload_event(event),
+        }
+    }
+
+    fn on_kad_event(&mut self, event: kad::Event) {
+        match event {
+            kad::Event::RoutingUpdated {
+                peer,
+                is_new_peer: true,
+                ..
+            } => {
+                debug!(%peer, "entered the routing table");
+                self.emit(Event::RoutingUpdated(peer));
+            }
+            kad::Event::OutboundQueryProgressed {
+                id, result, step, ..
+            } => self.on_query_progress(id, result, step.last),
+            _ => {}
+        }
+    }
+
+    fn on_query_progress(&mut self, id: kad::QueryId, result: kad::QueryResult, last: bool) {
+        // Queries nobody waits for (kad's own periodic bootstrap) are not in the table.
+        let Some(query) = self.queries.get_mut(&id) else {
+            return;
+        };
+        if let (Query::Bootstrap { any_ok, .. }, kad::QueryResult::Bootstrap(Ok(_))) =
+            (&mut *query, &result)
+        {
+            *any_ok = true;
+        }
+        if !last {
+            return;
+        }
+        match (self.queries.remove(&id), result) {
+            (Some(Query::Bootstrap { reply, any_ok }), _) => {
+                let _ = reply.send(if any_ok {
+                    Ok(())
+                } else {
+                    Err(Error::QueryTimeout)
+                });
+            }
+            (Some(Query::Closest { reply }), kad::QueryResult::GetClosestPeers(result)) => {
+                let answer = match result {
+                    Ok(kad::GetClosestPeersOk { key, peers }) => Ok(self.nearest(key, peers)),
+                    Err(kad::GetClosestPeersError::Timeout { peers, .. }) if peers.is_empty() => {
+                        Err(Error::QueryTimeout)
+                    }
+                    Err(kad::GetClosestPeersError::Timeout { key, peers }) => {
+                        warn!(found = peers.len(), "closest-peers lookup timed out");
+                        Ok(self.nearest(key, peers))
+                    }
+                };
+                let _ = reply.send(answer);
+            }
+            (Some(Query::Closest { reply }), _) => {
+                let _ = reply.send(Err(Error::QueryTimeout));
+            }
+            (None, _) => {}
+        }
+    }
+
+    /// `peers` and this node, nearest to `key` first, at most k.
+    fn nearest(&self, key: Vec<u8>, peers: Vec<kad::PeerInfo>) -> Vec<PeerId> {
+        let target = kad::KBucketKey::new(key);
+        let mut nearest: Vec<PeerId> = peers
+            .into_iter()
+            .map(|peer| peer.peer_id)
+            .chain([*self.swarm.local_peer_id()])
+            .collect();
+        nearest.sort_by_cached_key(|peer| target.distance(&kad::KBucketKey::from(*peer)));
+        nearest.dedup();
+        nearest.truncate(kad::K_VALUE.get());
+        nearest
+    }
+
+    fn routing_table(&mut self) -> Vec<PeerId> {
+        let mut peers = Vec::new();
+        for bucket in self.swarm.behaviour_mut().kad.kbuckets() {
+            peers.extend(bucket.iter().map(|entry| *entry.node.key.preimage()));
+        }
+        peers
+    }
+
+    fn on_identify_event(&mut self, event: identify::Event) {
+        let identify::Event::Received { peer_id, info, .. } = event else {
+            return;
+        };
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        if info.protocol_version == self.protocol_version
+            && info.protocols.contains(&self.kad_protocol)
+        {
+            for addr in info.listen_addrs.into_iter().take(MAX_ADDRS_PER_PEER) {
+                kad.add_address(&peer_id, addr);
+            }
+        } else {
+            debug!(
+                peer = %peer_id,
+                protocol_version = %info.protocol_version,
+                agent = %info.agent_version,
+                "identified a peer of another overlay; kept out of the routing table"
+            );
+            kad.remove_peer(&peer_id);
+        }
+    }
+
+    fn on_mdns_event(&mut self, event: mdns::Event) {
+        let mdns::Event::Discovered(found) = event else {
+            return;
+        };
+        for (peer, addr) in found {
+            if self.swarm.is_connected(&peer) {
+                continue;
+            }
+            self.swarm.add_peer_address(peer, addr.clone());
+            // Dial only while the routing table is small: mDNS also finds libp2p nodes that
+            // are not ours (identify then keeps them out), and a crowded network must not make
+            // us dial everyone.
+            if self.routing_table().len() < kad::K_VALUE.get() {
+                let opts = DialOpts::peer_id(peer).addresses(vec![addr]).build();
+                if let Err(error) = self.swarm.dial(opts) {
+                    debug!(%peer, %error, "could not dial a peer found by mDNS");
+                }
+            }
+        }
+    }
+
+    fn on_reload_event(&mut self, event: request_response::Event<Request, Vec<u8>>) {
+        match event {
+            request_response::Event::Message {
+                peer,
+                message:
+                    Message::Request {
+                        request: Request::Frame(frame),
+                        channel,
+                        ..
+                    },
+                ..
+            } => self.on_request(peer, frame, channel),
+            request_response::Event::Message {
+                peer,
+                message:
+                    Message::Request {
+                        request: Request::TooLarge(too_large),
+                        ..
+                    },
+                ..
+            } => {
+                // Dropping the channel unanswered fails the request at its sender.
+                debug!(%peer, %too_large, "refused an inbound request");
+                self.bad_frame(peer);
+            }
+            request_response::Event::Message {
+                message:
+                    Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some(reply) = self.outbound.remove(&request_id) {
+                    let _ = reply.send(Ok(response));
+                }
+            }
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                debug!(%peer, %error, "request failed");
+                let error = match error {
+                    OutboundFailure::DialFailure => Error::Dial {
+                        target: peer.to_string(),
+                        reason: "no known address of the peer answered".into(),
+                    },
+                    OutboundFailure::Timeout => Error::Timeout { peer },
+                    OutboundFailure::ConnectionClosed => Error::ConnectionClosed { peer },
+                    OutboundFailure::UnsupportedProtocols => Error::UnsupportedProtocol {
+                        peer,
+                        protocol: self.reload_protocol.to_string(),
+                    },
+                    OutboundFailure::Io(error) => self.stream_error(peer, error),
+                };
+                if let Some(reply) = self.outbound.remove(&request_id) {
+                    let _ = reply.send(Err(error));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                debug!(%peer, %error, "inbound request failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    /// The error of a failed outbound stream; a response over the limit counts as a bad frame.
+    fn stream_error(&mut self, peer: PeerId, error: io::Error) -> Error {
+        match FrameTooLarge::find(&error) {
+            Some(&FrameTooLarge { len, max }) => {
+                if error.kind() == io::ErrorKind::InvalidData {
+                    self.bad_frame(peer);
+                }
+                Error::FrameTooLarge { len, max }
+            }
+            None => Error::Stream {
+                peer,
+                source: error,
+            },
+        }
+    }
+
+    fn on_request(&mut self, peer: PeerId, frame: Vec<u8>, channel: ResponseChannel<Vec<u8>>) {
+        if self.inbound.len() >= self.config.max_pending {
+            // Dropping the channel fails the request at the requester.
+            warn!(%peer, "too many inbound requests waiting for an answer; request refused");
+            return;
+        }
+        let (reply, answer) = oneshot::channel();
+        let responder = Responder {
+            reply,
+            max_frame_size: self.config.max_frame_size,
+        };
+        if !self.emit(Event::Request {
+            peer,
+            frame,
+            responder,
+        }) {
+            return;
+        }
+        let timeout = self.config.request_timeout;
+        self.inbound.push(Box::pin(async move {
+            let frame = tokio::time::timeout(timeout, answer)
+                .await
+                .ok()
+                .and_then(Result::ok);
+            Answer {
+                peer,
+                channel,
+                frame,
+            }
+        }));
+    }
+
+    fn on_answer(&mut self, answer: Answer) {
+        let Answer {
+            peer,
+            channel,
+            frame,
+        } = answer;
+        match frame {
+            Some(frame) => {
+                if self
+                    .swarm
+                    .behaviour_mut()
+                    .reload
+                    .send_response(channel, frame)
+                    .is_err()
+                {
+                    debug!(%peer, "the requester stopped waiting before the answer");
+                }
+            }
+            None => debug!(%peer, "inbound request left unanswered"),
+        }
+    }
+
+    fn bad_frame(&mut self, peer: PeerId) {
+        if !self.swarm.is_connected(&peer) {
+            return;
+        }
+        let count = self.bad_frames.entry(peer).or_insert(0);
+        *count += 1;
+        let count = *count;
+        warn!(%peer, count, "peer sent a frame over the size limit");
+        self.emit(Event::BadFrame { peer });
+        if count >= self.config.max_bad_frames {
+            warn!(%peer, count, "disconnecting a peer that sends bad frames");
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+    }
+
+    /// Queues an event for the reader without ever waiting; false when it was dropped.
+    fn emit(&self, event: Event) -> bool {
+        match self.events.try_send(event) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                warn!("the event channel is full: an event was dropped; read Events promptly");
+                false
+            }
+            Err(TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+fn busy(what: &'static str, limit: usize) -> Error {
+    Error::Busy { what, limit }
+}
