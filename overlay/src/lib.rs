@@ -19,4 +19,5 @@ pub mod id;
 pub mod identity;
 pub mod message;
 pub mod network;
+pub mod node;
 pub mod store;

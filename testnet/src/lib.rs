@@ -1,8 +1,259 @@
 //! # p2psip-testnet: many nodes on one machine
 //!
-//! This crate will start N p2psip nodes on 127.0.0.1, in one process or as child processes,
-//! run scenarios against them (registrations, calls, churn, fault injection) and report what
-//! happened as text, JSON and a self-contained HTML page. The `p2psip testnet` command and the
-//! multi-node integration tests are built on it.
+//! [`Testnet::start`] starts N overlay nodes ([`Overlay`]) in this process, on 127.0.0.1 over
+//! QUIC (port 0, mDNS off), each with its own data directory under one temporary directory:
+//! node 0 first, the others bootstrapping from it. The nodes can then be killed (abruptly),
+//! stopped (gracefully, handing their data over) and restarted from their data directory
+//! (same Node-ID, same data). The multi-node integration tests are built on it, and later the
+//! `p2psip testnet` command.
 //!
-//! Nothing lives here yet: it arrives with the overlay, issue 5 of milestone 1.
+//! Waiting is always for a condition, with a deadline: [`Testnet::settle`] polls the routing
+//! tables until each node knows enough peers.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use libp2p::Multiaddr;
+use p2psip_overlay::network;
+use p2psip_overlay::node::{self, Overlay};
+
+/// How long [`Testnet::settle`] sleeps between two looks at the routing tables.
+const POLL: Duration = Duration::from_millis(100);
+/// Kademlia's bucket size: a routing table holds at least this many peers when it can.
+const K: usize = 20;
+
+/// How a testnet is set up.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Options {
+    /// The overlay's name; testnets with different names never exchange a message.
+    /// Default `testnet`.
+    pub overlay: String,
+    /// The replication factor of every node. Default 3.
+    pub replicas: usize,
+    /// Where the nodes' data directories go (`node-<i>` under it); default a temporary
+    /// directory deleted with the testnet.
+    pub base_dir: Option<PathBuf>,
+    /// The request timeout of the nodes (overlay and network). Default 5 s.
+    pub request_timeout: Duration,
+    /// The periodic replication interval of the nodes. Default 10 s.
+    pub replication_interval: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            overlay: "testnet".to_owned(),
+            replicas: 3,
+            base_dir: None,
+            request_timeout: Duration::from_secs(5),
+            replication_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Options {
+    /// Sets the overlay name.
+    pub fn with_overlay(mut self, name: impl Into<String>) -> Options {
+        self.overlay = name.into();
+        self
+    }
+
+    /// Sets the replication factor.
+    pub fn with_replicas(mut self, replicas: usize) -> Options {
+        self.replicas = replicas;
+        self
+    }
+}
+
+/// N overlay nodes in this process.
+#[derive(Debug)]
+pub struct Testnet {
+    options: Options,
+    base: PathBuf,
+    nodes: Vec<Option<Overlay>>,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl Testnet {
+    /// Starts `n` nodes: node 0 alone, then the others bootstrapping from it.
+    pub async fn start(n: usize, options: Options) -> Result<Testnet> {
+        if n == 0 {
+            bail!("a testnet needs at least one node");
+        }
+        let (temp, base) = match &options.base_dir {
+            Some(dir) => (None, dir.clone()),
+            None => {
+                let temp = tempfile::Builder::new()
+                    .prefix("p2psip-testnet-")
+                    .tempdir()
+                    .context("cannot create the testnet's temporary directory")?;
+                let base = temp.path().to_path_buf();
+                (Some(temp), base)
+            }
+        };
+        let mut testnet = Testnet {
+            options,
+            base,
+            nodes: Vec::with_capacity(n),
+            _temp: temp,
+        };
+        let first = testnet.launch(0, Vec::new()).await?;
+        testnet.nodes.push(Some(first));
+        let bootstrap = testnet.bootstrap_addrs(0).await?;
+        for i in 1..n {
+            let node = testnet.launch(i, bootstrap.clone()).await?;
+            testnet.nodes.push(Some(node));
+        }
+        Ok(testnet)
+    }
+
+    /// How many nodes the testnet has (killed and stopped ones included).
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether the testnet has no node.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Node `i`, when it runs.
+    pub fn node(&self, i: usize) -> Option<&Overlay> {
+        self.nodes.get(i).and_then(Option::as_ref)
+    }
+
+    /// The running nodes with their index.
+    pub fn live(&self) -> impl Iterator<Item = (usize, &Overlay)> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, node)| node.as_ref().map(|node| (i, node)))
+    }
+
+    /// The data directory of node `i`.
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.base.join(format!("node-{i}"))
+    }
+
+    /// Waits until every running node's routing table holds at least `min(live - 1, k)`
+    /// peers, re-running a Kademlia bootstrap on the nodes that lag now and then.
+    pub async fn settle(&self, timeout: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut round = 0u32;
+        loop {
+            let live = self.live().count();
+            let want = live.saturating_sub(1).min(K);
+            let mut lagging = Vec::new();
+            for (i, node) in self.live() {
+                let table = node.network().routing_table().await?;
+                if table.len() < want {
+                    lagging.push((i, table.len()));
+                }
+            }
+            if lagging.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "the testnet did not settle within {timeout:?}: (node, peers known) {lagging:?}, {want} wanted"
+                );
+            }
+            round += 1;
+            if round.is_multiple_of(10) {
+                let bootstraps = lagging
+                    .iter()
+                    .filter_map(|&(i, _)| self.node(i))
+                    .map(|node| tokio::time::timeout(Duration::from_secs(5), node.bootstrap()));
+                futures::future::join_all(bootstraps).await;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Kills node `i` abruptly: no handover, its task aborted and its network closed.
+    pub async fn kill(&mut self, i: usize) -> Result<()> {
+        let node = self.take(i)?;
+        node.kill().await;
+        Ok(())
+    }
+
+    /// Stops node `i` gracefully: it hands its data over, then stops.
+    pub async fn stop(&mut self, i: usize) -> Result<()> {
+        let node = self.take(i)?;
+        node.leave().await.context("the node's handover failed")?;
+        Ok(())
+    }
+
+    /// Starts node `i` again from its data directory (same Node-ID, same data), bootstrapping
+    /// from a running node.
+    pub async fn restart(&mut self, i: usize) -> Result<()> {
+        if self.node(i).is_some() {
+            bail!("node {i} is running");
+        }
+        let slot = self
+            .nodes
+            .get(i)
+            .ok_or_else(|| anyhow!("there is no node {i}"))?;
+        debug_assert!(slot.is_none());
+        let bootstrap = match self.live().next() {
+            Some((j, _)) => self.bootstrap_addrs(j).await?,
+            None => Vec::new(),
+        };
+        let node = self.launch(i, bootstrap).await?;
+        self.nodes[i] = Some(node);
+        Ok(())
+    }
+
+    /// Kills every running node.
+    pub async fn shutdown(mut self) {
+        for node in self.nodes.iter_mut().filter_map(Option::take) {
+            node.kill().await;
+        }
+    }
+
+    fn take(&mut self, i: usize) -> Result<Overlay> {
+        self.nodes
+            .get_mut(i)
+            .and_then(Option::take)
+            .ok_or_else(|| anyhow!("node {i} is not running"))
+    }
+
+    async fn bootstrap_addrs(&self, i: usize) -> Result<Vec<Multiaddr>> {
+        let node = self
+            .node(i)
+            .ok_or_else(|| anyhow!("node {i} is not running"))?;
+        Ok(node.listen_addrs().await?)
+    }
+
+    async fn launch(&self, i: usize, bootstrap: Vec<Multiaddr>) -> Result<Overlay> {
+        let config = node_config(&self.options, &self.data_dir(i), bootstrap);
+        Overlay::start(config)
+            .await
+            .with_context(|| format!("node {i} did not start"))
+    }
+}
+
+/// The configuration of one testnet node.
+fn node_config(options: &Options, dir: &Path, bootstrap: Vec<Multiaddr>) -> node::Config {
+    let listen: Multiaddr = Multiaddr::empty()
+        .with(libp2p::multiaddr::Protocol::Ip4([127, 0, 0, 1].into()))
+        .with(libp2p::multiaddr::Protocol::Udp(0))
+        .with(libp2p::multiaddr::Protocol::QuicV1);
+    let network = network::Config::default()
+        .with_overlay(options.overlay.clone())
+        .with_listen([listen])
+        .with_bootstrap(bootstrap)
+        .with_mdns(false)
+        .with_request_timeout(options.request_timeout)
+        .with_query_timeout(Duration::from_secs(10));
+    let mut config = node::Config::new(dir)
+        .with_network(network)
+        .with_replicas(options.replicas);
+    config.request_timeout = options.request_timeout;
+    config.replication_interval = options.replication_interval;
+    config.repair_delay = Duration::from_millis(200);
+    config.lookup_timeout = Duration::from_millis(500);
+    config
+}

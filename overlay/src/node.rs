@@ -1,0 +1,1169 @@
+//! # A running overlay node
+//!
+//! [`Overlay::start`] opens the node's data directory (its key, [`NodeKey::load_or_create`], and
+//! its sled [`Store`]), starts the libp2p [`Network`], rejoins the overlay (the bootstrap
+//! addresses first, then the peers remembered in the store's peer cache, then a Kademlia
+//! bootstrap; a node that finds nobody forms a new overlay on its own) and spawns one tokio
+//! task that answers the requests of other peers and keeps the data replicated.
+//!
+//! ## What the node does for its user
+//!
+//! - [`Overlay::store`] sends a signed entry to the `r` peers closest to the resource (found
+//!   by a Kademlia lookup; the node itself may be one of them and then stores locally through
+//!   [`Store::store`], which applies the same access checks as every replica). It succeeds
+//!   when a **majority** of the replica set (`r / 2 + 1` of it, or of the peers known when the
+//!   overlay has fewer than `r`) acknowledged; a replica that did not answer is replaced by the
+//!   next closest peer. When the majority refused, the refusal is the error
+//!   (`Forbidden`, `GenerationTooLow`, ...: [`Error::code`]).
+//! - [`Overlay::fetch`] asks the closest replicas, up to `r` answers, falling back to the next
+//!   closest peer when one fails, and merges the answers with [`data::merge`].
+//! - [`Overlay::route`] sends an opaque payload hop by hop to a node; the destination hands it
+//!   to the handler set by [`Overlay::set_route_handler`], and the answer retraces the path.
+//!   Every hop calls [`Envelope::hop`] (TTL, Via list, loop detection) and forwards to the
+//!   known peer closest to the destination (XOR in Kademlia's key space).
+//! - [`Overlay::path_track`] and [`Overlay::ping`] are diagnostics.
+//!
+//! ## Replication and churn
+//!
+//! When a peer enters the routing table or disconnects (debounced by
+//! [`Config::repair_delay`]), every [`Config::replication_interval`], and on
+//! [`Overlay::replicate`], the node walks its store: for each resource it computes the `r`
+//! closest live peers it knows (routing table and connected peers, itself included) and pushes
+//! the entries to the members it has not pushed them to yet. A peer that disconnected or failed
+//! a push is skipped until it answers a ping again. Expired entries are swept every
+//! [`Config::sweep_interval`]. [`Overlay::leave`] hands every local resource to the closest
+//! other peers before it shuts the node down.
+//!
+//! ## Inbound requests
+//!
+//! Each is decoded with [`Config::max_message_size`]; a message that is too large or does not
+//! decode is answered with a [`Response::Error`] and counted ([`Overlay::bad_messages`]).
+//! Store goes through [`Store::store`] (on disk before the answer); Fetch and Stat read the
+//! local store; Route and PathTrack are forwarded or delivered; Ping is answered with Pong.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use libp2p::{Multiaddr, PeerId, identity::Keypair};
+use tokio::task::{JoinHandle, JoinSet};
+use tracing::{Instrument as _, debug, info, warn};
+
+use crate::access::AccessPolicy;
+use crate::data::{self, Kind, StoredData};
+use crate::error::{self as overlay_error, ErrorCode};
+use crate::id::{ResourceId, closest_nodes, node_distance};
+use crate::identity::NodeKey;
+use crate::message::{self, Body, DEFAULT_MAX_MESSAGE, Envelope, Request, Response};
+use crate::network::{self, Event, Events, Network, Responder};
+use crate::store::{Limits, Store};
+
+/// The handler of Route messages for this node: takes the payload, gives the answer. It runs
+/// on the node's task: it must not block.
+pub type RouteHandler = Box<dyn Fn(Vec<u8>) -> Vec<u8> + Send + Sync>;
+
+/// How a node is set up. Start from [`Config::new`] (or [`Config::default`]) and change the
+/// fields you need.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// The node's data directory: `node.key` and the sled store live there. Default
+    /// `./p2psip-data`.
+    pub data_dir: PathBuf,
+    /// The libp2p layer: overlay name, listen and bootstrap addresses, mDNS, limits.
+    pub network: network::Config,
+    /// The replication factor `r`: how many peers hold each resource. Default 3.
+    pub replicas: usize,
+    /// What this node accepts to store (limits, enrollment CA, clock skew).
+    pub policy: AccessPolicy,
+    /// The bounds of the local store.
+    pub limits: Limits,
+    /// How long one request to one peer may take before the next peer is tried. Default 5 s.
+    pub request_timeout: Duration,
+    /// How long a Kademlia lookup of a resource's replicas may take; after it, the peers
+    /// found so far and the live peers this node knows are used. Default 2 s.
+    pub lookup_timeout: Duration,
+    /// How long [`Overlay::start`] waits for its first Kademlia bootstrap. Default 10 s.
+    pub join_timeout: Duration,
+    /// How often the whole store is checked against the replica sets. Default 60 s.
+    pub replication_interval: Duration,
+    /// How long after a routing change the replication pass runs (changes in between are
+    /// handled by one pass). Default 500 ms.
+    pub repair_delay: Duration,
+    /// How often expired entries are deleted. Default 60 s.
+    pub sweep_interval: Duration,
+    /// The largest message accepted, in bytes (at most [`message::MAX_MESSAGE_LIMIT`]).
+    /// Default 64 KiB.
+    pub max_message_size: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            data_dir: PathBuf::from("p2psip-data"),
+            network: network::Config::default(),
+            replicas: 3,
+            policy: AccessPolicy::default(),
+            limits: Limits::default(),
+            request_timeout: Duration::from_secs(5),
+            lookup_timeout: Duration::from_secs(2),
+            join_timeout: Duration::from_secs(10),
+            replication_interval: Duration::from_secs(60),
+            repair_delay: Duration::from_millis(500),
+            sweep_interval: Duration::from_secs(60),
+            max_message_size: DEFAULT_MAX_MESSAGE,
+        }
+    }
+}
+
+impl Config {
+    /// The default configuration with `data_dir` as the data directory.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            data_dir: data_dir.into(),
+            ..Config::default()
+        }
+    }
+
+    /// Replaces the network configuration.
+    pub fn with_network(mut self, network: network::Config) -> Config {
+        self.network = network;
+        self
+    }
+
+    /// Sets the replication factor (at least 1).
+    pub fn with_replicas(mut self, replicas: usize) -> Config {
+        self.replicas = replicas.max(1);
+        self
+    }
+}
+
+/// Why a node operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The overlay's rules refused the request, here or at a peer (its code:
+    /// [`Error::code`]), or the local store or key failed.
+    #[error(transparent)]
+    Overlay(#[from] overlay_error::Error),
+    /// The network failed: no connection, no answer, no known peer.
+    #[error(transparent)]
+    Network(#[from] network::Error),
+    /// Too few replicas acknowledged a store.
+    #[error(
+        "only {acked} of the {needed} replicas needed acknowledged the store ({last}); try again"
+    )]
+    NoQuorum {
+        /// How many acknowledged.
+        acked: usize,
+        /// How many were needed.
+        needed: usize,
+        /// The last failure seen.
+        last: String,
+    },
+    /// No peer could be asked (every one failed, or none is known).
+    #[error("no peer answered: {0}")]
+    Unreachable(String),
+    /// A peer answered with something that is not an answer to the request.
+    #[error("unexpected answer from {peer}: {what}")]
+    UnexpectedAnswer {
+        /// The peer.
+        peer: PeerId,
+        /// What came back.
+        what: String,
+    },
+    /// The node has stopped.
+    #[error("the overlay node has stopped")]
+    Stopped,
+}
+
+impl Error {
+    /// The overlay error code of this error, when it has one (a refusal by the overlay's
+    /// rules, here or at a replica): `Forbidden`, `GenerationTooLow`, `TtlExceeded`...
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Error::Overlay(error) => Some(error.code()),
+            _ => None,
+        }
+    }
+}
+
+/// A running overlay node. Dropping it stops the node abruptly (as [`Overlay::kill`]).
+pub struct Overlay {
+    inner: Arc<Inner>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Overlay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Overlay")
+            .field("node_id", &self.inner.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the node's task and the handles share.
+struct Inner {
+    id: PeerId,
+    key: NodeKey,
+    network: Network,
+    store: Store,
+    config: Config,
+    handler: RwLock<Option<Arc<RouteHandler>>>,
+    transaction: AtomicU64,
+    bad_messages: AtomicU64,
+    /// For each (resource, kind), the peers its entries were pushed to.
+    pushed: Mutex<HashMap<(ResourceId, Kind), HashSet<PeerId>>>,
+    /// Peers that disconnected or failed a request, skipped as replicas until they answer.
+    down: Mutex<HashSet<PeerId>>,
+    /// One replication pass at a time.
+    replicating: tokio::sync::Mutex<()>,
+}
+
+impl Overlay {
+    /// Starts a node: opens its data directory, starts the network, rejoins the overlay and
+    /// spawns the node's task. Must be called inside a tokio runtime.
+    pub async fn start(config: Config) -> Result<Overlay, Error> {
+        let dir = config.data_dir.clone();
+        let limits = config.limits.clone();
+        let (key, store) = tokio::task::spawn_blocking(move || {
+            let key = NodeKey::load_or_create(&dir)?;
+            let store = Store::open_with(&dir, limits)?;
+            Ok::<_, overlay_error::Error>((key, store))
+        })
+        .await
+        .map_err(|_| Error::Stopped)??;
+        let id = key.node_id();
+        let (network, events) =
+            Network::start(key.keypair().clone(), config.network.clone()).await?;
+        let seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |t| t.as_nanos() as u64);
+        let seed = seed
+            ^ u64::from_le_bytes(
+                blake3::hash(&id.to_bytes()).as_bytes()[..8]
+                    .try_into()
+                    .unwrap_or_default(),
+            );
+        let inner = Arc::new(Inner {
+            id,
+            key,
+            network,
+            store,
+            config,
+            handler: RwLock::new(None),
+            transaction: AtomicU64::new(seed),
+            bad_messages: AtomicU64::new(0),
+            pushed: Mutex::new(HashMap::new()),
+            down: Mutex::new(HashSet::new()),
+            replicating: tokio::sync::Mutex::new(()),
+        });
+        let span = tracing::info_span!("overlay", node = %id);
+        let task = tokio::spawn(run(inner.clone(), events).instrument(span));
+        inner.join().await;
+        Ok(Overlay {
+            inner,
+            task: Mutex::new(Some(task)),
+        })
+    }
+
+    /// This node's Node-ID.
+    pub fn node_id(&self) -> PeerId {
+        self.inner.id
+    }
+
+    /// This node's key pair (it signs the registrations of devices registered here).
+    pub fn keypair(&self) -> &Keypair {
+        self.inner.key.keypair()
+    }
+
+    /// The addresses the node listens on, each with its `/p2p/<node id>` suffix.
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, Error> {
+        let addrs = self.inner.network.listen_addrs().await?;
+        Ok(addrs
+            .into_iter()
+            .map(|addr| addr.with_p2p(self.inner.id).unwrap_or_else(|addr| addr))
+            .collect())
+    }
+
+    /// The network handle (routing table, connected peers, dials).
+    pub fn network(&self) -> &Network {
+        &self.inner.network
+    }
+
+    /// The local store.
+    pub fn local_store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// How many inbound messages were refused because they were too large or did not decode.
+    pub fn bad_messages(&self) -> u64 {
+        self.inner.bad_messages.load(Ordering::Relaxed)
+    }
+
+    /// Sets the handler of the Route messages addressed to this node.
+    pub fn set_route_handler(&self, handler: RouteHandler) {
+        *self
+            .inner
+            .handler
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(handler));
+    }
+
+    /// Runs a Kademlia bootstrap now (after more peers joined, say).
+    pub async fn bootstrap(&self) -> Result<(), Error> {
+        Ok(self.inner.network.bootstrap().await?)
+    }
+
+    /// Stores one signed entry on the resource's replicas; gives how many acknowledged (a
+    /// majority of the replica set at least). See the [module docs](self).
+    pub async fn store(
+        &self,
+        resource: ResourceId,
+        kind: Kind,
+        key: Vec<u8>,
+        data: StoredData,
+    ) -> Result<usize, Error> {
+        self.inner.store_replicated(resource, kind, key, data).await
+    }
+
+    /// Fetches the live entries of a resource and kind from its replicas, merged. Empty when
+    /// the replicas hold nothing.
+    pub async fn fetch(
+        &self,
+        resource: ResourceId,
+        kind: Kind,
+    ) -> Result<Vec<(Vec<u8>, StoredData)>, Error> {
+        self.inner.fetch(resource, kind).await
+    }
+
+    /// Sends `payload` to the node `destination` through the overlay; gives its answer and
+    /// the number of overlay links the request crossed (0 when the destination is this node).
+    pub async fn route(
+        &self,
+        destination: PeerId,
+        payload: Vec<u8>,
+    ) -> Result<(Vec<u8>, u8), Error> {
+        let inner = &self.inner;
+        if destination == inner.id {
+            let answer = inner.deliver(payload)?;
+            return Ok((answer, 0));
+        }
+        let request = Request::Route {
+            destination: destination.to_bytes(),
+            payload,
+        };
+        let mut envelope = Envelope::request(inner.next_transaction(), Some(&destination), request);
+        envelope.hop(&inner.id).map_err(Error::Overlay)?;
+        let reply = inner.forward(envelope, destination).await?;
+        let hops = u8::try_from(reply.via.len()).unwrap_or(u8::MAX);
+        match into_response(reply)? {
+            Response::Routed { payload } => Ok((payload, hops)),
+            other => Err(unexpected(destination, &other)),
+        }
+    }
+
+    /// The nodes a message to `destination` goes through, this node first and the
+    /// destination last.
+    pub async fn path_track(&self, destination: PeerId) -> Result<Vec<PeerId>, Error> {
+        let inner = &self.inner;
+        if destination == inner.id {
+            return Ok(vec![inner.id]);
+        }
+        let request = Request::PathTrack {
+            destination: destination.to_bytes(),
+        };
+        let mut envelope = Envelope::request(inner.next_transaction(), Some(&destination), request);
+        envelope.hop(&inner.id).map_err(Error::Overlay)?;
+        let reply = inner.forward(envelope, destination).await?;
+        match into_response(reply)? {
+            Response::Path { hops } => hops
+                .iter()
+                .map(|bytes| {
+                    PeerId::from_bytes(bytes).map_err(|_| Error::UnexpectedAnswer {
+                        peer: destination,
+                        what: "a path entry that is not a Node-ID".into(),
+                    })
+                })
+                .collect(),
+            other => Err(unexpected(destination, &other)),
+        }
+    }
+
+    /// Pings a peer (dialling it if needed); gives the round-trip time.
+    pub async fn ping(&self, peer: PeerId) -> Result<Duration, Error> {
+        let started = Instant::now();
+        match self.inner.ask(peer, Request::Ping).await? {
+            Response::Pong => Ok(started.elapsed()),
+            other => Err(unexpected(peer, &other)),
+        }
+    }
+
+    /// Runs a replication pass now: pushes every local resource to the members of its replica
+    /// set that do not have it yet; gives how many entries were pushed.
+    pub async fn replicate(&self) -> Result<usize, Error> {
+        self.inner.replicate(false).await
+    }
+
+    /// Leaves gracefully: hands every local resource to the closest other peers, then stops.
+    pub async fn leave(self) -> Result<(), Error> {
+        let handed = self.inner.replicate(true).await;
+        if let Err(error) = &handed {
+            warn!(%error, "handover before leaving failed");
+        }
+        self.shutdown().await;
+        handed.map(|_| ())
+    }
+
+    /// Stops the node abruptly: no handover, the task is aborted and the network closed.
+    pub async fn kill(self) {
+        self.shutdown().await;
+    }
+
+    async fn shutdown(&self) {
+        let task = self
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(task) = task {
+            task.abort();
+            let _ = task.await;
+        }
+        let _ = self.inner.network.shutdown().await;
+        let _ = self.inner.store.flush();
+    }
+}
+
+impl Drop for Overlay {
+    fn drop(&mut self) {
+        if let Some(task) = self
+            .task
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            task.abort();
+        }
+        let network = self.inner.network.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = network.shutdown().await;
+            });
+        }
+    }
+}
+
+/// The node's task: inbound requests, routing changes, timers.
+async fn run(inner: Arc<Inner>, mut events: Events) {
+    let mut work = JoinSet::new();
+    let mut replication = tokio::time::interval(inner.config.replication_interval);
+    let mut sweep = tokio::time::interval(inner.config.sweep_interval);
+    replication.tick().await;
+    sweep.tick().await;
+    let mut repair_at: Option<tokio::time::Instant> = None;
+    loop {
+        let repair_sleep = async {
+            match repair_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            event = events.recv() => match event {
+                None => break,
+                Some(Event::Request { peer, frame, responder }) => {
+                    let inner = inner.clone();
+                    work.spawn(async move { inner.on_request(peer, frame, responder).await });
+                }
+                Some(Event::PeerConnected(peer)) => {
+                    inner.set_down(peer, false);
+                    inner.remember(peer);
+                }
+                Some(Event::PeerDisconnected(peer)) => {
+                    inner.set_down(peer, true);
+                    repair_at.get_or_insert_with(|| {
+                        tokio::time::Instant::now() + inner.config.repair_delay
+                    });
+                }
+                Some(Event::RoutingUpdated(_)) => {
+                    repair_at.get_or_insert_with(|| {
+                        tokio::time::Instant::now() + inner.config.repair_delay
+                    });
+                }
+                Some(_) => {}
+            },
+            () = repair_sleep => {
+                repair_at = None;
+                let inner = inner.clone();
+                work.spawn(async move {
+                    if let Err(error) = inner.replicate(false).await {
+                        debug!(%error, "replication pass failed");
+                    }
+                });
+            }
+            _ = replication.tick() => {
+                let inner = inner.clone();
+                work.spawn(async move {
+                    if let Err(error) = inner.replicate(false).await {
+                        debug!(%error, "replication pass failed");
+                    }
+                });
+            }
+            _ = sweep.tick() => {
+                let store = inner.store.clone();
+                work.spawn(async move {
+                    let swept = tokio::task::spawn_blocking(move || store.sweep(now_ms())).await;
+                    if let Ok(Ok(n)) = swept && n > 0 {
+                        debug!(swept = n, "expired entries deleted");
+                    }
+                });
+            }
+            Some(_) = work.join_next(), if !work.is_empty() => {}
+        }
+    }
+    info!("overlay node stopped");
+}
+
+impl Inner {
+    /// Joins the overlay: bootstrap peers are dialled by the network; when the routing table
+    /// is still empty, the peers of the peer cache; then a Kademlia bootstrap.
+    async fn join(&self) {
+        for addr in &self.config.network.bootstrap {
+            if let Ok(peer) = self.network.dial(addr.clone()).await
+                && peer != self.id
+                && let Err(error) = self.store.remember_peer(&peer, vec![addr.to_string()])
+            {
+                debug!(%error, "could not remember a peer");
+            }
+        }
+        if self
+            .network
+            .routing_table()
+            .await
+            .unwrap_or_default()
+            .is_empty()
+        {
+            let cached = self.store.peers().unwrap_or_default();
+            for (peer, addrs) in cached {
+                if peer == self.id {
+                    continue;
+                }
+                for addr in addrs
+                    .iter()
+                    .filter_map(|addr| addr.parse::<Multiaddr>().ok())
+                {
+                    let addr = addr.with_p2p(peer).unwrap_or_else(|addr| addr);
+                    if self.network.dial(addr).await.is_ok() {
+                        break;
+                    }
+                }
+            }
+        }
+        match tokio::time::timeout(self.config.join_timeout, self.network.bootstrap()).await {
+            Ok(Ok(())) => info!("joined the overlay"),
+            Ok(Err(network::Error::NoKnownPeers)) => info!("no peer found: a new overlay"),
+            Ok(Err(error)) => warn!(%error, "bootstrap failed"),
+            Err(_) => warn!("bootstrap did not finish in time"),
+        }
+    }
+
+    /// Refreshes a connected peer in the peer cache. The network layer does not tell the
+    /// peer's address, so only peers whose address is already cached are refreshed.
+    fn remember(&self, peer: PeerId) {
+        let Ok(peers) = self.store.peers() else {
+            return;
+        };
+        if let Some((_, addrs)) = peers.into_iter().find(|(known, _)| *known == peer)
+            && let Err(error) = self.store.remember_peer(&peer, addrs)
+        {
+            debug!(%error, "could not remember a peer");
+        }
+    }
+
+    fn set_down(&self, peer: PeerId, down: bool) {
+        let mut set = self.down.lock().unwrap_or_else(PoisonError::into_inner);
+        if down {
+            set.insert(peer);
+        } else {
+            set.remove(&peer);
+        }
+    }
+
+    fn is_down(&self, peer: &PeerId) -> bool {
+        self.down
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(peer)
+    }
+
+    fn next_transaction(&self) -> u64 {
+        self.transaction.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn max_message(&self) -> usize {
+        self.config.max_message_size
+    }
+
+    /// Sends an envelope to `peer` and decodes its answer (any response, error ones
+    /// included).
+    async fn send(&self, peer: PeerId, envelope: &Envelope) -> Result<Envelope, Error> {
+        let frame = message::encode(envelope);
+        if frame.len() > self.max_message() {
+            return Err(overlay_error::Error::MessageTooLarge {
+                size: frame.len(),
+                limit: self.max_message(),
+            }
+            .into());
+        }
+        let answer = tokio::time::timeout(
+            self.config.request_timeout,
+            self.network.request(peer, frame),
+        )
+        .await
+        .map_err(|_| {
+            Error::Overlay(overlay_error::Error::RequestTimeout {
+                transaction: envelope.transaction,
+                after_ms: self.config.request_timeout.as_millis() as u64,
+            })
+        })??;
+        let reply = message::decode(&answer, self.max_message())?;
+        if reply.transaction != envelope.transaction || !matches!(reply.body, Body::Response(_)) {
+            return Err(Error::UnexpectedAnswer {
+                peer,
+                what: "an answer to another request".into(),
+            });
+        }
+        Ok(reply)
+    }
+
+    /// Sends a request for `peer` itself and gives its response (an error response as the
+    /// error).
+    async fn ask(&self, peer: PeerId, request: Request) -> Result<Response, Error> {
+        let mut envelope = Envelope::request(self.next_transaction(), None, request);
+        envelope.hop(&self.id)?;
+        let reply = self.send(peer, &envelope).await;
+        if reply.is_err() {
+            self.set_down(peer, true);
+        }
+        into_response(reply?)
+    }
+
+    /// Stores locally through the access checks; durable before it returns.
+    async fn store_local(
+        &self,
+        resource: ResourceId,
+        kind: Kind,
+        key: Vec<u8>,
+        data: StoredData,
+    ) -> Result<u64, Error> {
+        let store = self.store.clone();
+        let policy = self.config.policy.clone();
+        tokio::task::spawn_blocking(move || {
+            store.store(&resource, kind, &key, &data, now_ms(), &policy)
+        })
+        .await
+        .map_err(|_| Error::Stopped)?
+        .map_err(Error::Overlay)
+    }
+
+    async fn store_at(
+        &self,
+        peer: PeerId,
+        resource: ResourceId,
+        kind: Kind,
+        key: Vec<u8>,
+        data: StoredData,
+    ) -> Result<u64, Error> {
+        if peer == self.id {
+            return self.store_local(resource, kind, key, data).await;
+        }
+        let request = Request::Store {
+            resource,
+            kind,
+            key,
+            data,
+        };
+        match self.ask(peer, request).await? {
+            Response::Stored { generation } => Ok(generation),
+            other => Err(unexpected(peer, &other)),
+        }
+    }
+
+    async fn fetch_at(
+        &self,
+        peer: PeerId,
+        resource: ResourceId,
+        kind: Kind,
+    ) -> Result<Vec<(Vec<u8>, StoredData)>, Error> {
+        if peer == self.id {
+            return Ok(self.store.get(&resource, kind, now_ms())?);
+        }
+        match self.ask(peer, Request::Fetch { resource, kind }).await? {
+            Response::Fetched { entries } => Ok(entries),
+            other => Err(unexpected(peer, &other)),
+        }
+    }
+
+    /// The peers closest to `resource`, nearest first, this node included: the result of a
+    /// Kademlia lookup (cut short after [`Config::lookup_timeout`]) together with the live
+    /// peers this node knows, so that a lookup slowed down by departed peers does not hold
+    /// the request up.
+    async fn candidates(&self, resource: &ResourceId) -> Result<Vec<PeerId>, Error> {
+        let lookup = tokio::time::timeout(
+            self.config.lookup_timeout,
+            self.network.closest_peers(resource.to_vec()),
+        )
+        .await;
+        let mut peers: Vec<PeerId> = match lookup {
+            Ok(Ok(peers)) => peers,
+            Ok(Err(network::Error::NoKnownPeers | network::Error::QueryTimeout)) | Err(_) => {
+                Vec::new()
+            }
+            Ok(Err(error)) => return Err(error.into()),
+        };
+        peers.extend(
+            self.known_peers()
+                .await
+                .into_iter()
+                .filter(|peer| !self.is_down(peer)),
+        );
+        peers.push(self.id);
+        peers.retain(|peer| *peer == self.id || !self.is_down(peer));
+        Ok(closest_nodes(resource, peers, usize::MAX))
+    }
+
+    async fn store_replicated(
+        &self,
+        resource: ResourceId,
+        kind: Kind,
+        key: Vec<u8>,
+        data: StoredData,
+    ) -> Result<usize, Error> {
+        let candidates = self.candidates(&resource).await?;
+        let r = self.config.replicas.max(1);
+        let set = r.min(candidates.len());
+        let needed = set / 2 + 1;
+        let results = ask_in_turn(candidates, set, is_transient, |peer| {
+            self.store_at(peer, resource, kind, key.clone(), data.clone())
+        })
+        .await;
+        let mut acked = 0;
+        let mut refusal = None;
+        let mut last = String::from("no replica known");
+        for (peer, result) in results {
+            match result {
+                Ok(_) => acked += 1,
+                Err(error) => {
+                    debug!(%peer, %error, "a replica did not store");
+                    last = error.to_string();
+                    if !is_transient(&error) && refusal.is_none() {
+                        refusal = Some(error);
+                    }
+                }
+            }
+        }
+        if acked >= needed {
+            Ok(acked)
+        } else if let Some(refusal) = refusal {
+            Err(refusal)
+        } else {
+            Err(Error::NoQuorum {
+                acked,
+                needed,
+                last,
+            })
+        }
+    }
+
+    async fn fetch(
+        &self,
+        resource: ResourceId,
+        kind: Kind,
+    ) -> Result<Vec<(Vec<u8>, StoredData)>, Error> {
+        let candidates = self.candidates(&resource).await?;
+        let want = self.config.replicas.max(1).min(candidates.len());
+        let results = ask_in_turn(
+            candidates,
+            want,
+            |_| true,
+            |peer| self.fetch_at(peer, resource, kind),
+        )
+        .await;
+        let mut merged = data::Entries::new();
+        let mut answered = false;
+        let mut last = None;
+        for (peer, result) in results {
+            match result {
+                Ok(entries) => {
+                    answered = true;
+                    merged = data::merge(merged, entries, now_ms());
+                }
+                Err(error) => {
+                    debug!(%peer, %error, "a replica did not answer a fetch");
+                    last = Some(error);
+                }
+            }
+        }
+        match (answered, last) {
+            (true, _) => Ok(merged.into_iter().collect()),
+            (false, Some(error)) => Err(error),
+            (false, None) => Err(Error::Unreachable("no replica known".into())),
+        }
+    }
+
+    /// Hands a Route payload to the user's handler.
+    fn deliver(&self, payload: Vec<u8>) -> Result<Vec<u8>, overlay_error::Error> {
+        let handler = self
+            .handler
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        match handler {
+            Some(handler) => Ok(handler(payload)),
+            None => Err(overlay_error::Error::invalid(format!(
+                "node {} takes no Route messages",
+                self.id
+            ))),
+        }
+    }
+
+    /// The known peers (routing table and connected peers), without this node.
+    async fn known_peers(&self) -> Vec<PeerId> {
+        let mut peers: HashSet<PeerId> = self
+            .network
+            .routing_table()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        peers.extend(self.network.connected_peers().await.unwrap_or_default());
+        peers.remove(&self.id);
+        peers.into_iter().collect()
+    }
+
+    /// Sends an envelope (already hopped through this node) towards `destination`: straight
+    /// to it when it is known, else to the known peer closest to it; on a failure, the next
+    /// closest. Gives the answer envelope as it came back.
+    async fn forward(&self, envelope: Envelope, destination: PeerId) -> Result<Envelope, Error> {
+        let visited: HashSet<Vec<u8>> = envelope.via.iter().cloned().collect();
+        let mut peers: Vec<PeerId> = self
+            .known_peers()
+            .await
+            .into_iter()
+            .filter(|peer| !visited.contains(&peer.to_bytes()))
+            .collect();
+        if !peers.contains(&destination) {
+            peers.push(destination);
+        }
+        peers.sort_by_cached_key(|peer| node_distance(peer, &destination));
+        let mut last = Error::Unreachable(format!("no peer known towards {destination}"));
+        for peer in peers.into_iter().take(3) {
+            match self.send(peer, &envelope).await {
+                Ok(reply) => return Ok(reply),
+                Err(error) => {
+                    debug!(%peer, %error, "forwarding failed; trying the next peer");
+                    last = error;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// Answers one inbound request.
+    async fn on_request(&self, peer: PeerId, frame: Vec<u8>, responder: Responder) {
+        let answer = match message::decode(&frame, self.max_message()) {
+            Ok(envelope) => self.handle(envelope).await,
+            Err(error) => {
+                self.bad_messages.fetch_add(1, Ordering::Relaxed);
+                debug!(%peer, %error, "refused a message");
+                // The transaction is unknown: answer with an envelope of transaction 0.
+                let envelope = Envelope::request(0, None, Request::Ping);
+                envelope.reply(Response::error(&error))
+            }
+        };
+        if let Err(error) = responder.respond(message::encode(&answer)) {
+            debug!(%peer, %error, "could not answer a request");
+        }
+    }
+
+    async fn handle(&self, envelope: Envelope) -> Envelope {
+        let request = match &envelope.body {
+            Body::Request(request) => request.clone(),
+            Body::Response(_) => {
+                self.bad_messages.fetch_add(1, Ordering::Relaxed);
+                let error = overlay_error::Error::invalid("a response where a request was due");
+                return envelope.reply(Response::error(&error));
+            }
+        };
+        let result = match request {
+            Request::Store {
+                resource,
+                kind,
+                key,
+                data,
+            } => self
+                .store_local(resource, kind, key, data)
+                .await
+                .map(|generation| Response::Stored { generation }),
+            Request::Fetch { resource, kind } => self
+                .store
+                .get(&resource, kind, now_ms())
+                .map(|entries| Response::Fetched { entries })
+                .map_err(Error::Overlay),
+            Request::Stat { resource, kind } => self
+                .store
+                .get(&resource, kind, now_ms())
+                .map(|entries| Response::Stat {
+                    entries: entries
+                        .into_iter()
+                        .map(|(key, data)| (key, data.meta()))
+                        .collect(),
+                })
+                .map_err(Error::Overlay),
+            Request::Ping => Ok(Response::Pong),
+            Request::Route { destination, .. } | Request::PathTrack { destination } => {
+                return self.route_step(envelope, destination).await;
+            }
+        };
+        envelope.reply(match result {
+            Ok(response) => response,
+            Err(error) => error_response(&error),
+        })
+    }
+
+    /// A Route or PathTrack request at this node: delivered here, or forwarded one hop.
+    async fn route_step(&self, mut envelope: Envelope, destination: Vec<u8>) -> Envelope {
+        let Ok(destination) = PeerId::from_bytes(&destination) else {
+            let error = overlay_error::Error::invalid("the destination is not a Node-ID");
+            return envelope.reply(Response::error(&error));
+        };
+        if destination == self.id {
+            let response = match &envelope.body {
+                Body::Request(Request::Route { payload, .. }) => {
+                    match self.deliver(payload.clone()) {
+                        Ok(payload) => Response::Routed { payload },
+                        Err(error) => Response::error(&error),
+                    }
+                }
+                _ => {
+                    let mut hops = envelope.via.clone();
+                    hops.push(self.id.to_bytes());
+                    Response::Path { hops }
+                }
+            };
+            return envelope.reply(response);
+        }
+        if let Err(error) = envelope.hop(&self.id) {
+            return envelope.reply(Response::error(&error));
+        }
+        match self.forward(envelope.clone(), destination).await {
+            Ok(reply) => reply,
+            Err(error) => envelope.reply(error_response(&error)),
+        }
+    }
+
+    /// One replication pass; with `handover`, every resource goes to the closest other peers
+    /// (this node excluded) whatever was pushed before. Gives how many entries were pushed.
+    async fn replicate(&self, handover: bool) -> Result<usize, Error> {
+        let _pass = self.replicating.lock().await;
+        self.revive_down_peers().await;
+        let known: Vec<PeerId> = self
+            .known_peers()
+            .await
+            .into_iter()
+            .filter(|peer| !self.is_down(peer))
+            .collect();
+        let resources: Vec<(ResourceId, Kind)> = {
+            let store = self.store.clone();
+            tokio::task::spawn_blocking(move || store.all_resources().collect::<Result<_, _>>())
+                .await
+                .map_err(|_| Error::Stopped)??
+        };
+        let r = self.config.replicas.max(1);
+        let mut pushed_entries = 0;
+        let mut failed: HashSet<PeerId> = HashSet::new();
+        for (resource, kind) in resources {
+            let entries = self.store.get(&resource, kind, now_ms())?;
+            if entries.is_empty() {
+                continue;
+            }
+            let mut candidates = known.clone();
+            if !handover {
+                candidates.push(self.id);
+            }
+            let ranked = closest_nodes(&resource, candidates, usize::MAX);
+            let done: HashSet<PeerId> = if handover {
+                HashSet::new()
+            } else {
+                self.pushed
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(&(resource, kind))
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            let mut live = 0;
+            let mut now_done = HashSet::new();
+            for peer in ranked {
+                if live >= r {
+                    break;
+                }
+                if peer == self.id || done.contains(&peer) {
+                    live += 1;
+                    now_done.insert(peer);
+                    continue;
+                }
+                if failed.contains(&peer) {
+                    continue;
+                }
+                match self.push(peer, resource, kind, &entries).await {
+                    Ok(n) => {
+                        pushed_entries += n;
+                        live += 1;
+                        now_done.insert(peer);
+                    }
+                    Err(error) => {
+                        debug!(%peer, %error, "replica push failed");
+                        failed.insert(peer);
+                    }
+                }
+            }
+            self.pushed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert((resource, kind), now_done);
+        }
+        if pushed_entries > 0 {
+            debug!(pushed = pushed_entries, "replication pass");
+        }
+        Ok(pushed_entries)
+    }
+
+    /// Pushes the entries of one resource to one peer; a refusal of one entry (a newer one is
+    /// already there) is not a failure, an unreachable peer is.
+    async fn push(
+        &self,
+        peer: PeerId,
+        resource: ResourceId,
+        kind: Kind,
+        entries: &[(Vec<u8>, StoredData)],
+    ) -> Result<usize, Error> {
+        let mut pushed = 0;
+        for (key, data) in entries {
+            match self
+                .store_at(peer, resource, kind, key.clone(), data.clone())
+                .await
+            {
+                Ok(_) => pushed += 1,
+                Err(error) if is_transient(&error) => return Err(error),
+                Err(error) => debug!(%peer, %error, "a replica refused a pushed entry"),
+            }
+        }
+        Ok(pushed)
+    }
+
+    /// Pings the peers marked down; those that answer are used again.
+    async fn revive_down_peers(&self) {
+        let down: Vec<PeerId> = self
+            .down
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .copied()
+            .collect();
+        let mut pings: FuturesUnordered<_> = down
+            .into_iter()
+            .map(|peer| async move {
+                let mut envelope = Envelope::request(self.next_transaction(), None, Request::Ping);
+                let _ = envelope.hop(&self.id);
+                (peer, self.send(peer, &envelope).await.is_ok())
+            })
+            .collect();
+        while let Some((peer, alive)) = pings.next().await {
+            if alive {
+                self.set_down(peer, false);
+            }
+        }
+    }
+}
+
+/// Asks the candidates in order, `want` at a time: each failure for which `retry` holds
+/// brings in the next candidate. Gives every result.
+async fn ask_in_turn<'a, T, F, Fut>(
+    candidates: Vec<PeerId>,
+    want: usize,
+    retry: impl Fn(&Error) -> bool,
+    ask: F,
+) -> Vec<(PeerId, Result<T, Error>)>
+where
+    F: Fn(PeerId) -> Fut,
+    Fut: Future<Output = Result<T, Error>> + 'a,
+{
+    let mut next = candidates.into_iter();
+    let mut running = FuturesUnordered::new();
+    let start = |peer: PeerId| {
+        let fut = ask(peer);
+        async move { (peer, fut.await) }
+    };
+    for peer in next.by_ref().take(want) {
+        running.push(start(peer));
+    }
+    let mut results = Vec::new();
+    while let Some((peer, result)) = running.next().await {
+        if let Err(error) = &result
+            && retry(error)
+            && let Some(other) = next.next()
+        {
+            running.push(start(other));
+        }
+        results.push((peer, result));
+    }
+    results
+}
+
+/// Whether an error is the peer's absence (try another) rather than its refusal.
+fn is_transient(error: &Error) -> bool {
+    match error {
+        Error::Overlay(error) => matches!(
+            error.code(),
+            ErrorCode::RequestTimeout | ErrorCode::Internal
+        ),
+        _ => true,
+    }
+}
+
+fn into_response(envelope: Envelope) -> Result<Response, Error> {
+    match envelope.body {
+        Body::Response(response) => Ok(response.into_result()?),
+        Body::Request(_) => Err(Error::Unreachable("a request came back".into())),
+    }
+}
+
+fn error_response(error: &Error) -> Response {
+    match error {
+        Error::Overlay(error) => Response::error(error),
+        other => Response::Error {
+            code: ErrorCode::Internal,
+            message: other.to_string(),
+        },
+    }
+}
+
+fn unexpected(peer: PeerId, response: &Response) -> Error {
+    Error::UnexpectedAnswer {
+        peer,
+        what: format!("{response:?}").chars().take(200).collect(),
+    }
+}
+
+/// The wall clock in ms since the Unix epoch.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |t| t.as_millis() as u64)
+}
