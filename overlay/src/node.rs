@@ -484,6 +484,12 @@ async fn run(inner: Arc<Inner>, mut events: Events) {
                     inner.set_down(peer, false);
                     inner.remember(peer);
                 }
+                Some(Event::Identified { peer, listen_addrs }) => {
+                    let addrs = listen_addrs.iter().map(ToString::to_string).collect();
+                    if let Err(error) = inner.store.remember_peer(&peer, addrs) {
+                        debug!(%error, "could not remember a peer");
+                    }
+                }
                 Some(Event::PeerDisconnected(peer)) => {
                     inner.set_down(peer, true);
                     repair_at.get_or_insert_with(|| {
@@ -572,8 +578,8 @@ impl Inner {
         }
     }
 
-    /// Refreshes a connected peer in the peer cache. The network layer does not tell the
-    /// peer's address, so only peers whose address is already cached are refreshed.
+    /// Refreshes a connected peer in the peer cache (its addresses arrive with
+    /// `Event::Identified`; this keeps a known peer recent).
     fn remember(&self, peer: PeerId) {
         let Ok(peers) = self.store.peers() else {
             return;

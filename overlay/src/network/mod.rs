@@ -75,6 +75,14 @@ pub enum Event {
     },
     /// The first connection to a peer opened.
     PeerConnected(PeerId),
+    /// A peer of this overlay told its listen addresses (identify): where to reach it again,
+    /// for instance after a restart.
+    Identified {
+        /// The peer.
+        peer: PeerId,
+        /// Its listen addresses (at most a few).
+        listen_addrs: Vec<Multiaddr>,
+    },
     /// The last connection to a peer closed.
     PeerDisconnected(PeerId),
     /// A peer entered the routing table.

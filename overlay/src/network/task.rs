@@ -494,9 +494,18 @@ impl Task {
         if info.protocol_version == self.protocol_version
             && info.protocols.contains(&self.kad_protocol)
         {
-            for addr in info.listen_addrs.into_iter().take(MAX_ADDRS_PER_PEER) {
-                kad.add_address(&peer_id, addr);
+            let addrs: Vec<_> = info
+                .listen_addrs
+                .into_iter()
+                .take(MAX_ADDRS_PER_PEER)
+                .collect();
+            for addr in &addrs {
+                kad.add_address(&peer_id, addr.clone());
             }
+            self.emit(Event::Identified {
+                peer: peer_id,
+                listen_addrs: addrs,
+            });
         } else {
             debug!(
                 peer = %peer_id,
