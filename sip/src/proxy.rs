@@ -153,7 +153,6 @@ pub struct Proxy {
     timers: BinaryHeap<Reverse<(Instant, Context, TransactionId)>>,
     timer_c: HashMap<TransactionId, Instant>,
     next: u64,
-    transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
 }
 
@@ -170,7 +169,6 @@ impl Proxy {
             timers: BinaryHeap::new(),
             timer_c: HashMap::new(),
             next: 0,
-            transmits: VecDeque::new(),
             events: VecDeque::new(),
         }
     }
@@ -286,7 +284,7 @@ impl Proxy {
 
     /// The next bytes to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        self.tx.poll_transmit()
     }
 
     /// The next event.
@@ -297,20 +295,11 @@ impl Proxy {
     /// When [`Proxy::handle_timeout`] must run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let ours = self.timers.peek().map(|Reverse((at, ..))| *at);
-        match (self.tx.poll_timeout(), ours) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        transaction::earliest(self.tx.poll_timeout(), ours)
     }
 
     fn pump(&mut self, now: Instant) {
-        loop {
-            while let Some(t) = self.tx.poll_transmit() {
-                self.transmits.push_back(t);
-            }
-            let Some(event) = self.tx.poll_event() else {
-                break;
-            };
+        while let Some(event) = self.tx.poll_event() {
             self.on_event(now, event);
         }
     }
@@ -898,11 +887,7 @@ impl Proxy {
                 host_port(local)
             ),
         );
-        self.transmits.push_back(Transmit {
-            to: peer,
-            bytes: request.to_bytes(),
-            transaction: None,
-        });
+        self.tx.send(peer, request.to_bytes());
     }
 
     /// A response matching no transaction (a retransmitted 2xx): our Via off, then to the
@@ -928,11 +913,7 @@ impl Proxy {
         let Some(peer) = peer_for_via(&via) else {
             return;
         };
-        self.transmits.push_back(Transmit {
-            to: peer,
-            bytes: response.to_bytes(),
-            transaction: None,
-        });
+        self.tx.send(peer, response.to_bytes());
     }
 
     fn local(&self, transport: Transport) -> Result<SocketAddr, Error> {

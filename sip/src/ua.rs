@@ -176,7 +176,6 @@ pub struct UserAgent {
     by_txn: HashMap<TransactionId, Call>,
     timers: BinaryHeap<Reverse<(Instant, Call)>>,
     next_call: u64,
-    transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
 }
 
@@ -192,7 +191,6 @@ impl UserAgent {
             by_txn: HashMap::new(),
             timers: BinaryHeap::new(),
             next_call: 0,
-            transmits: VecDeque::new(),
             events: VecDeque::new(),
         }
     }
@@ -287,7 +285,7 @@ impl UserAgent {
 
     /// The next bytes to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        self.tx.poll_transmit()
     }
 
     /// The next event.
@@ -298,21 +296,12 @@ impl UserAgent {
     /// When [`UserAgent::handle_timeout`] must run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let ours = self.timers.peek().map(|Reverse((at, _))| *at);
-        match (self.tx.poll_timeout(), ours) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        transaction::earliest(self.tx.poll_timeout(), ours)
     }
 
     /// Moves the transaction layer's output and events through this core.
     fn pump(&mut self, now: Instant) {
-        loop {
-            while let Some(t) = self.tx.poll_transmit() {
-                self.transmits.push_back(t);
-            }
-            let Some(event) = self.tx.poll_event() else {
-                break;
-            };
+        while let Some(event) = self.tx.poll_event() {
             self.on_event(now, event);
         }
     }
@@ -658,11 +647,7 @@ impl UserAgent {
             if state.phase != Phase::Setup {
                 // A retransmitted 2xx: the same ACK again.
                 if let Some(ack) = state.repeat.clone() {
-                    self.transmits.push_back(Transmit {
-                        to: state.peer,
-                        bytes: ack,
-                        transaction: None,
-                    });
+                    self.tx.send(state.peer, ack);
                 }
                 return;
             }
@@ -683,11 +668,7 @@ impl UserAgent {
                 .map(|p| Peer { transport, ..p })
                 .unwrap_or(state.peer);
             let bytes = ack.to_bytes();
-            self.transmits.push_back(Transmit {
-                to: peer,
-                bytes: bytes.clone(),
-                transaction: None,
-            });
+            self.tx.send(peer, bytes.clone());
             state.peer = peer;
             state.repeat = Some(bytes);
             state.phase = Phase::Established;
@@ -706,11 +687,7 @@ impl UserAgent {
             let peer = peer_for_uri(&extra.next_hop()).map(|p| Peer { transport, ..p });
             let Ok(peer) = peer else { return };
             if let Ok(ack) = extra.ack(seq, &via_ack) {
-                self.transmits.push_back(Transmit {
-                    to: peer,
-                    bytes: ack.to_bytes(),
-                    transaction: None,
-                });
+                self.tx.send(peer, ack.to_bytes());
             }
             if let Ok(bye) = extra.request(Method::Bye, &via_bye) {
                 let _ = self.tx.start_client(now, bye, peer);
@@ -730,11 +707,7 @@ impl UserAgent {
             && state.uac
             && let Some(ack) = state.repeat.clone()
         {
-            self.transmits.push_back(Transmit {
-                to: state.peer,
-                bytes: ack,
-                transaction: None,
-            });
+            self.tx.send(state.peer, ack);
         }
     }
 
@@ -834,11 +807,7 @@ impl UserAgent {
             }
             return;
         }
-        self.transmits.push_back(Transmit {
-            to: state.peer,
-            bytes: ok,
-            transaction: None,
-        });
+        self.tx.send(state.peer, ok);
         state.interval = (state.interval * 2).min(t2);
         // The last wait ends exactly at 64*T1, where the BYE goes.
         self.timers

@@ -222,7 +222,14 @@ impl Transactions {
     /// Sends a message outside any transaction: an ACK for a 2xx, a 2xx retransmitted by a
     /// UAS core, a request or response forwarded statelessly.
     pub fn send_stateless(&mut self, message: &Message, to: Peer) {
-        self.transmit(to, message.to_bytes(), None);
+        self.send(to, message.to_bytes());
+    }
+
+    /// Queues bytes a transaction user printed to go out with this layer's own, outside any
+    /// transaction (a prepared ACK resent, a response forwarded statelessly): one queue, in
+    /// the order things happened.
+    pub fn send(&mut self, to: Peer, bytes: Bytes) {
+        self.transmit(to, bytes, None);
     }
 
     /// Gives a response to a server transaction, which sends it (and retransmits a final one
@@ -490,6 +497,15 @@ impl Transactions {
             }
             self.events.push_back(Event::Terminated { transaction: id });
         }
+    }
+}
+
+/// The earlier of two optional deadlines: a transaction user's own timers merged with
+/// [`Transactions::poll_timeout`].
+pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
