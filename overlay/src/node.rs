@@ -21,6 +21,9 @@
 //!   to the handler set by [`Overlay::set_route_handler`], and the answer retraces the path.
 //!   Every hop calls [`Envelope::hop`] (TTL, Via list, loop detection) and forwards to the
 //!   known peer closest to the destination (XOR in Kademlia's key space).
+//! - [`Overlay::publish`] is the store of an owner: the node re-signs the entry (new storage
+//!   time, higher generation) and stores it again every half lifetime, and pushes it to the
+//!   resource's replica set whenever that changes, until [`Overlay::withdraw`].
 //! - [`Overlay::path_track`] and [`Overlay::ping`] are diagnostics.
 //!
 //! ## Replication and churn
@@ -29,8 +32,11 @@
 //! [`Config::repair_delay`]), every [`Config::replication_interval`], and on
 //! [`Overlay::replicate`], the node walks its store: for each resource it computes the `r`
 //! closest live peers it knows (routing table and connected peers, itself included) and pushes
-//! the entries to the members it has not pushed them to yet. A peer that disconnected or failed
-//! a push is skipped until it answers a ping again. Expired entries are swept every
+//! the entries to the members it has not pushed them to yet; the entries it publishes are
+//! walked the same way, so an owner restores its entries even when every replica died. A peer
+//! that disconnected or failed a push is skipped (and no longer counts as a holder) until it
+//! answers a ping again. A node that finds itself outside a resource's replica set once the
+//! set holds the resource deletes its own copy. Expired entries are swept every
 //! [`Config::sweep_interval`]. [`Overlay::leave`] hands every local resource to the closest
 //! other peers before it shuts the node down.
 //!
@@ -62,9 +68,12 @@ use crate::message::{self, Body, DEFAULT_MAX_MESSAGE, Envelope, Request, Respons
 use crate::network::{self, Event, Events, Network, Responder};
 use crate::store::{Limits, Store};
 
-/// The handler of Route messages for this node: takes the payload, gives the answer. It runs
-/// on the node's task: it must not block.
-pub type RouteHandler = Box<dyn Fn(Vec<u8>) -> Vec<u8> + Send + Sync>;
+/// The handler of Route messages for this node: takes the node the message came from (the
+/// first entry of its Via list) and the payload, and gives the answer, or the overlay error
+/// the sender gets (an [`overlay_error::Error::InvalidMessage`] for a payload it cannot use,
+/// say). It runs on the node's task: it must not block.
+pub type RouteHandler =
+    Box<dyn Fn(PeerId, Vec<u8>) -> Result<Vec<u8>, overlay_error::Error> + Send + Sync>;
 
 /// How a node is set up. Start from [`Config::new`] (or [`Config::default`]) and change the
 /// fields you need.
@@ -222,6 +231,21 @@ struct Inner {
     down: Mutex<HashSet<PeerId>>,
     /// One replication pass at a time.
     replicating: tokio::sync::Mutex<()>,
+    /// The entries this node publishes and refreshes for its users ([`Overlay::publish`]).
+    owned: Mutex<HashMap<Slot, Owned>>,
+    /// Wakes the node's task when `owned` changed.
+    owned_changed: tokio::sync::Notify,
+}
+
+/// Where one entry lives: resource, kind and dictionary key.
+type Slot = (ResourceId, Kind, Vec<u8>);
+
+/// An entry this node keeps alive: its current signed version, the key that signs the next
+/// one and when that is due (half the lifetime after the current one was stored).
+struct Owned {
+    data: StoredData,
+    signer: Keypair,
+    refresh_at: tokio::time::Instant,
 }
 
 impl Overlay {
@@ -261,6 +285,8 @@ impl Overlay {
             pushed: Mutex::new(HashMap::new()),
             down: Mutex::new(HashSet::new()),
             replicating: tokio::sync::Mutex::new(()),
+            owned: Mutex::new(HashMap::new()),
+            owned_changed: tokio::sync::Notify::new(),
         });
         let span = tracing::info_span!("overlay", node = %id);
         let task = tokio::spawn(run(inner.clone(), events).instrument(span));
@@ -331,6 +357,46 @@ impl Overlay {
         self.inner.store_replicated(resource, kind, key, data).await
     }
 
+    /// Publishes an entry this node keeps alive for its user: signs `value` with `signer` (a
+    /// new generation, stored now, for `lifetime` seconds), stores it like [`Overlay::store`]
+    /// and from then on re-signs and stores it again every half lifetime, and pushes it to
+    /// the resource's new replicas whenever the replica set changes, until
+    /// [`Overlay::withdraw`]. Publishing the same slot again replaces the value. Gives the
+    /// stored entry.
+    pub async fn publish(
+        &self,
+        resource: ResourceId,
+        kind: Kind,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        lifetime: u32,
+        signer: &Keypair,
+    ) -> Result<StoredData, Error> {
+        let inner = &self.inner;
+        let slot = (resource, kind, key);
+        let previous = inner.owned_generation(&slot);
+        let data = inner.sign_next(&slot, previous, value, lifetime, signer)?;
+        inner
+            .store_replicated(resource, kind, slot.2.clone(), data.clone())
+            .await?;
+        inner.keep(slot, data.clone(), signer.clone());
+        Ok(data)
+    }
+
+    /// Stops refreshing an entry published with [`Overlay::publish`]; the copies on the
+    /// replicas expire with their lifetime. Gives the last version published, if any.
+    pub fn withdraw(&self, resource: ResourceId, kind: Kind, key: &[u8]) -> Option<StoredData> {
+        let removed = self
+            .inner
+            .owned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&(resource, kind, key.to_vec()))
+            .map(|owned| owned.data);
+        self.inner.owned_changed.notify_one();
+        removed
+    }
+
     /// Fetches the live entries of a resource and kind from its replicas, merged. Empty when
     /// the replicas hold nothing.
     pub async fn fetch(
@@ -350,7 +416,7 @@ impl Overlay {
     ) -> Result<(Vec<u8>, u8), Error> {
         let inner = &self.inner;
         if destination == inner.id {
-            let answer = inner.deliver(payload)?;
+            let answer = inner.deliver(inner.id, payload)?;
             return Ok((answer, 0));
         }
         let request = Request::Route {
@@ -473,6 +539,13 @@ async fn run(inner: Arc<Inner>, mut events: Events) {
                 None => std::future::pending().await,
             }
         };
+        let next_refresh = inner.next_refresh();
+        let refresh_sleep = async {
+            match next_refresh {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             event = events.recv() => match event {
                 None => break,
@@ -511,6 +584,13 @@ async fn run(inner: Arc<Inner>, mut events: Events) {
                         debug!(%error, "replication pass failed");
                     }
                 });
+            }
+            () = inner.owned_changed.notified() => {}
+            () = refresh_sleep => {
+                for (slot, data, signer) in inner.due_refreshes() {
+                    let inner = inner.clone();
+                    work.spawn(async move { inner.refresh(slot, data, signer).await });
+                }
             }
             _ = replication.tick() => {
                 let inner = inner.clone();
@@ -823,14 +903,14 @@ impl Inner {
     }
 
     /// Hands a Route payload to the user's handler.
-    fn deliver(&self, payload: Vec<u8>) -> Result<Vec<u8>, overlay_error::Error> {
+    fn deliver(&self, origin: PeerId, payload: Vec<u8>) -> Result<Vec<u8>, overlay_error::Error> {
         let handler = self
             .handler
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         match handler {
-            Some(handler) => Ok(handler(payload)),
+            Some(handler) => handler(origin, payload),
             None => Err(overlay_error::Error::invalid(format!(
                 "node {} takes no Route messages",
                 self.id
@@ -951,7 +1031,17 @@ impl Inner {
         if destination == self.id {
             let response = match &envelope.body {
                 Body::Request(Request::Route { payload, .. }) => {
-                    match self.deliver(payload.clone()) {
+                    let origin = envelope
+                        .via
+                        .first()
+                        .and_then(|bytes| PeerId::from_bytes(bytes).ok());
+                    let delivered = match origin {
+                        Some(origin) => self.deliver(origin, payload.clone()),
+                        None => Err(overlay_error::Error::invalid(
+                            "the Via list does not start with a Node-ID",
+                        )),
+                    };
+                    match delivered {
                         Ok(payload) => Response::Routed { payload },
                         Err(error) => Response::error(&error),
                     }
@@ -973,8 +1063,10 @@ impl Inner {
         }
     }
 
-    /// One replication pass; with `handover`, every resource goes to the closest other peers
-    /// (this node excluded) whatever was pushed before. Gives how many entries were pushed.
+    /// One replication pass over the local store and the entries this node publishes; with
+    /// `handover`, every resource goes to the closest other peers (this node excluded)
+    /// whatever was pushed before. A resource whose replica set no longer includes this node
+    /// is deleted here once the set holds it. Gives how many entries were pushed.
     async fn replicate(&self, handover: bool) -> Result<usize, Error> {
         let _pass = self.replicating.lock().await;
         self.revive_down_peers().await;
@@ -984,17 +1076,23 @@ impl Inner {
             .into_iter()
             .filter(|peer| !self.is_down(peer))
             .collect();
-        let resources: Vec<(ResourceId, Kind)> = {
+        let mut resources: HashSet<(ResourceId, Kind)> = {
             let store = self.store.clone();
             tokio::task::spawn_blocking(move || store.all_resources().collect::<Result<_, _>>())
                 .await
                 .map_err(|_| Error::Stopped)??
         };
+        resources.extend(self.owned_resources());
         let r = self.config.replicas.max(1);
         let mut pushed_entries = 0;
         let mut failed: HashSet<PeerId> = HashSet::new();
         for (resource, kind) in resources {
-            let entries = self.store.get(&resource, kind, now_ms())?;
+            let now = now_ms();
+            let local = self.store.get(&resource, kind, now)?;
+            let owned = self.owned_entries(&resource, kind);
+            let entries: Vec<_> = data::merge(local.clone(), owned.clone(), now)
+                .into_iter()
+                .collect();
             if entries.is_empty() {
                 continue;
             }
@@ -1014,10 +1112,15 @@ impl Inner {
                     .unwrap_or_default()
             };
             let mut live = 0;
+            let mut here = false;
             let mut now_done = HashSet::new();
             for peer in ranked {
                 if live >= r {
                     break;
+                }
+                if peer == self.id {
+                    here = true;
+                    self.hold_owned(resource, kind, &local, &owned).await;
                 }
                 if peer == self.id || done.contains(&peer) {
                     live += 1;
@@ -1039,6 +1142,9 @@ impl Inner {
                     }
                 }
             }
+            if !handover && !here && live >= r {
+                self.drop_copies(resource, kind, &local);
+            }
             self.pushed
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -1048,6 +1154,174 @@ impl Inner {
             debug!(pushed = pushed_entries, "replication pass");
         }
         Ok(pushed_entries)
+    }
+
+    /// Stores here the entries this node publishes for a resource it is a replica of.
+    async fn hold_owned(
+        &self,
+        resource: ResourceId,
+        kind: Kind,
+        local: &[(Vec<u8>, StoredData)],
+        owned: &[(Vec<u8>, StoredData)],
+    ) {
+        for (key, data) in owned {
+            if local.iter().any(|held| held.0 == *key && held.1 == *data) {
+                continue;
+            }
+            if let Err(error) = self
+                .store_local(resource, kind, key.clone(), data.clone())
+                .await
+            {
+                debug!(%resource, %error, "a published entry was not stored here");
+            }
+        }
+    }
+
+    /// Deletes the local copies of a resource the replica set now holds without this node.
+    fn drop_copies(&self, resource: ResourceId, kind: Kind, local: &[(Vec<u8>, StoredData)]) {
+        let mut dropped = 0;
+        for (key, data) in local {
+            match self.store.remove_if(&resource, kind, key, data) {
+                Ok(true) => dropped += 1,
+                Ok(false) => {}
+                Err(error) => debug!(%resource, %error, "could not delete a copy"),
+            }
+        }
+        if dropped > 0 {
+            debug!(%resource, dropped, "no longer a replica: copies deleted");
+        }
+    }
+
+    /// The generation of the entry this node publishes in `slot`, if it publishes one.
+    fn owned_generation(&self, slot: &Slot) -> Option<u64> {
+        self.owned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(slot)
+            .map(|owned| owned.data.generation)
+    }
+
+    /// Signs the next version of an entry of `slot`: stored now, with a generation above
+    /// `previous` and above every earlier version signed on this clock (it starts at the
+    /// storage time in ms, so a node that restarted without its memory still goes up).
+    fn sign_next(
+        &self,
+        slot: &Slot,
+        previous: Option<u64>,
+        value: Vec<u8>,
+        lifetime: u32,
+        signer: &Keypair,
+    ) -> Result<StoredData, Error> {
+        let now = now_ms();
+        let generation = previous.map_or(now, |previous| (previous + 1).max(now));
+        let (resource, kind, key) = slot;
+        let slot = data::Slot {
+            resource,
+            kind: *kind,
+            key,
+        };
+        Ok(StoredData::new(now, lifetime, generation, value).sign(signer, &slot)?)
+    }
+
+    /// Keeps `data` alive from now on: refreshed at half its lifetime.
+    fn keep(&self, slot: Slot, data: StoredData, signer: Keypair) {
+        let refresh_at = tokio::time::Instant::now() + half_lifetime(&data);
+        self.owned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
+                slot,
+                Owned {
+                    data,
+                    signer,
+                    refresh_at,
+                },
+            );
+        self.owned_changed.notify_one();
+    }
+
+    /// When the next published entry is due for its refresh.
+    fn next_refresh(&self) -> Option<tokio::time::Instant> {
+        self.owned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .map(|owned| owned.refresh_at)
+            .min()
+    }
+
+    /// The published entries due for a refresh now; each is not due again until its refresh
+    /// has had the time of a request to finish.
+    fn due_refreshes(&self) -> Vec<(Slot, StoredData, Keypair)> {
+        let now = tokio::time::Instant::now();
+        let retry = now + self.config.request_timeout * 2;
+        let mut owned = self.owned.lock().unwrap_or_else(PoisonError::into_inner);
+        owned
+            .iter_mut()
+            .filter(|(_, owned)| owned.refresh_at <= now)
+            .map(|(slot, owned)| {
+                owned.refresh_at = retry;
+                (slot.clone(), owned.data.clone(), owned.signer.clone())
+            })
+            .collect()
+    }
+
+    /// Re-signs a published entry with a new storage time and generation and stores it; a
+    /// failed refresh is tried again later.
+    async fn refresh(&self, slot: Slot, current: StoredData, signer: Keypair) {
+        let next = match self.sign_next(
+            &slot,
+            Some(current.generation),
+            current.value.clone(),
+            current.lifetime,
+            &signer,
+        ) {
+            Ok(next) => next,
+            Err(error) => {
+                warn!(resource = %slot.0, %error, "could not sign a refresh");
+                return;
+            }
+        };
+        let (resource, kind, key) = slot.clone();
+        match self
+            .store_replicated(resource, kind, key, next.clone())
+            .await
+        {
+            Ok(_) => {
+                let mut owned = self.owned.lock().unwrap_or_else(PoisonError::into_inner);
+                // A withdraw or a newer publish meanwhile wins.
+                if let Some(entry) = owned.get_mut(&slot)
+                    && entry.data.generation == current.generation
+                {
+                    entry.refresh_at = tokio::time::Instant::now() + half_lifetime(&next);
+                    entry.data = next;
+                }
+                debug!(%resource, "published entry refreshed");
+            }
+            Err(error) => warn!(%resource, %error, "refresh failed; trying again"),
+        }
+        self.owned_changed.notify_one();
+    }
+
+    /// The resources this node publishes entries of.
+    fn owned_resources(&self) -> Vec<(ResourceId, Kind)> {
+        self.owned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .map(|(resource, kind, _)| (*resource, *kind))
+            .collect()
+    }
+
+    /// The entries this node publishes for one resource and kind.
+    fn owned_entries(&self, resource: &ResourceId, kind: Kind) -> Vec<(Vec<u8>, StoredData)> {
+        self.owned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|((r, k, _), _)| r == resource && *k == kind)
+            .map(|((_, _, key), owned)| (key.clone(), owned.data.clone()))
+            .collect()
     }
 
     /// Pushes the entries of one resource to one peer; a refusal of one entry (a newer one is
@@ -1165,6 +1439,11 @@ fn unexpected(peer: PeerId, response: &Response) -> Error {
         peer,
         what: format!("{response:?}").chars().take(200).collect(),
     }
+}
+
+/// Half an entry's lifetime: when its owner stores it again.
+fn half_lifetime(data: &StoredData) -> Duration {
+    Duration::from_millis(u64::from(data.lifetime) * 500)
 }
 
 /// The wall clock in ms since the Unix epoch.

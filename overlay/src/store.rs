@@ -248,6 +248,30 @@ impl Store {
         Ok(removed)
     }
 
+    /// Deletes the entry under `resource`, `kind`, `key` only when it is still `data` (a copy
+    /// this node no longer has to hold, say; a newer version that arrived meanwhile stays);
+    /// whether it was deleted.
+    pub fn remove_if(
+        &self,
+        resource: &ResourceId,
+        kind: Kind,
+        key: &[u8],
+        data: &StoredData,
+    ) -> Result<bool, Error> {
+        let full = full_key(resource, kind, key);
+        let removed = {
+            let _guard = self.lock();
+            match self.entries.get(&full)? {
+                Some(value) if decode_entry(&value)? == *data => self.delete(&full)?,
+                _ => false,
+            }
+        };
+        if removed {
+            self.db.flush()?;
+        }
+        Ok(removed)
+    }
+
     /// Deletes every entry expired at `now_ms` (and any that cannot be decoded); how many.
     pub fn sweep(&self, now_ms: u64) -> Result<usize, Error> {
         let _guard = self.lock();

@@ -2,10 +2,10 @@
 //!
 //! [`Testnet::start`] starts N overlay nodes ([`Overlay`]) in this process, on 127.0.0.1 over
 //! QUIC (port 0, mDNS off), each with its own data directory under one temporary directory:
-//! node 0 first, the others bootstrapping from it. The nodes can then be killed (abruptly),
-//! stopped (gracefully, handing their data over) and restarted from their data directory
-//! (same Node-ID, same data). The multi-node integration tests are built on it, and later the
-//! `p2psip testnet` command.
+//! node 0 first, then the others, a few at a time, bootstrapping from it. The nodes can then
+//! be killed (abruptly), stopped (gracefully, handing their data over) and restarted from
+//! their data directory (same Node-ID, same data). The multi-node integration tests are built
+//! on it, and the `p2psip testnet` command.
 //!
 //! Waiting is always for a condition, with a deadline: [`Testnet::settle`] polls the routing
 //! tables until each node knows enough peers.
@@ -20,6 +20,8 @@ use p2psip_overlay::node::{self, Overlay};
 
 /// How long [`Testnet::settle`] sleeps between two looks at the routing tables.
 const POLL: Duration = Duration::from_millis(100);
+/// How many nodes join at the same time.
+const START_BATCH: usize = 8;
 /// Kademlia's bucket size: a routing table holds at least this many peers when it can.
 const K: usize = 20;
 
@@ -39,6 +41,8 @@ pub struct Options {
     pub request_timeout: Duration,
     /// The periodic replication interval of the nodes. Default 10 s.
     pub replication_interval: Duration,
+    /// How often the nodes delete expired entries. Default 10 s.
+    pub sweep_interval: Duration,
 }
 
 impl Default for Options {
@@ -49,6 +53,7 @@ impl Default for Options {
             base_dir: None,
             request_timeout: Duration::from_secs(5),
             replication_interval: Duration::from_secs(10),
+            sweep_interval: Duration::from_secs(10),
         }
     }
 }
@@ -102,9 +107,13 @@ impl Testnet {
         let first = testnet.launch(0, Vec::new()).await?;
         testnet.nodes.push(Some(first));
         let bootstrap = testnet.bootstrap_addrs(0).await?;
-        for i in 1..n {
-            let node = testnet.launch(i, bootstrap.clone()).await?;
-            testnet.nodes.push(Some(node));
+        // The others join at once, a few at a time: each start mostly waits for its
+        // Kademlia bootstrap.
+        for batch in (1..n).collect::<Vec<_>>().chunks(START_BATCH) {
+            let starts = batch.iter().map(|&i| testnet.launch(i, bootstrap.clone()));
+            for node in futures::future::join_all(starts).await {
+                testnet.nodes.push(Some(node?));
+            }
         }
         Ok(testnet)
     }
@@ -253,6 +262,7 @@ fn node_config(options: &Options, dir: &Path, bootstrap: Vec<Multiaddr>) -> node
         .with_replicas(options.replicas);
     config.request_timeout = options.request_timeout;
     config.replication_interval = options.replication_interval;
+    config.sweep_interval = options.sweep_interval;
     config.repair_delay = Duration::from_millis(200);
     config.lookup_timeout = Duration::from_millis(500);
     config

@@ -1,0 +1,123 @@
+//! Churn on 32 nodes: kill 10 at once, and every registration is still fetched from every
+//! survivor, with its replica set back to `r` live holders; a killed node restarted from its
+//! data directory comes back with its Node-ID and its data.
+
+#![allow(clippy::unwrap_used)] // a panic in a test is a failed test
+
+mod support;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use p2psip_testnet::Options;
+use support::{N, User, eventually, fetches, missing, testnet, within};
+
+/// Users, each published by its own node.
+const USERS: usize = 8;
+const KILLED: usize = 10;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_survive_killing_10_of_32_nodes_and_a_node_restarts() {
+    let started = Instant::now();
+    let mut net = testnet(N, Options::default()).await;
+    let owners: Vec<usize> = (0..USERS).map(|u| (u * 4 + 1) % N).collect();
+    let mut users = Vec::new();
+    for (u, &at) in owners.iter().enumerate() {
+        let node = net.node(at).unwrap();
+        let user = User::claim(node, &format!("sip:user{u}@example.org")).await;
+        let entry = user.publish(node, 3600).await;
+        users.push((user, entry));
+    }
+
+    // Kill 10 nodes at once, chosen at random among those that own no registration (an owner
+    // that dies takes its device's registration with it; it is not expected to survive).
+    let mut seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("victims drawn with seed {seed}");
+    let mut candidates: Vec<usize> = (0..N).filter(|i| !owners.contains(i)).collect();
+    let mut victims = HashSet::new();
+    while victims.len() < KILLED {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let pick = (seed >> 33) as usize % candidates.len();
+        victims.insert(candidates.swap_remove(pick));
+    }
+    let lost_every_holder = users
+        .iter()
+        .filter(|(user, (key, _))| user.holders(&net, key).is_subset(&victims))
+        .count();
+    eprintln!("killing {victims:?}; {lost_every_holder} registrations lose every holder");
+    // The victim that comes back at the end, and what it held.
+    let back = *victims.iter().min().unwrap();
+    let back_id = net.node(back).unwrap().node_id();
+    let back_held: HashSet<_> = net
+        .node(back)
+        .unwrap()
+        .local_store()
+        .all_resources()
+        .map(Result::unwrap)
+        .collect();
+    assert!(!back_held.is_empty(), "node {back} holds nothing");
+    for &i in &victims {
+        within("kill", 30, net.kill(i)).await.unwrap();
+    }
+    let killed_at = Instant::now();
+
+    // Repair: replication passes until every survivor fetches every registration and each
+    // registration has r live holders again.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let passes = net.live().map(|(_, node)| node.replicate());
+        for result in within("replication", 60, futures::future::join_all(passes)).await {
+            result.unwrap();
+        }
+        let missing = missing(&net, &users).await;
+        let thin: Vec<(usize, usize)> = users
+            .iter()
+            .enumerate()
+            .map(|(u, (user, (key, _)))| (u, user.holders(&net, key).len()))
+            .filter(|&(_, held)| held < 3)
+            .collect();
+        eprintln!(
+            "{:?} after the kill: {} (node, user) pairs missing, (user, holders) under r: {thin:?}",
+            killed_at.elapsed(),
+            missing.len()
+        );
+        if missing.is_empty() && thin.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still missing {missing:?}, under r {thin:?}"
+        );
+    }
+    eprintln!("repaired {:?} after the kill", killed_at.elapsed());
+
+    // A killed node restarts from its data directory: same Node-ID, the data it held, back
+    // in the overlay (it is reached again and fetches every registration).
+    within("restart", 30, net.restart(back)).await.unwrap();
+    let node = net.node(back).unwrap();
+    assert_eq!(node.node_id(), back_id);
+    let held_after: HashSet<_> = node
+        .local_store()
+        .all_resources()
+        .map(Result::unwrap)
+        .collect();
+    assert!(
+        back_held.is_subset(&held_after),
+        "lost on restart: {:?}",
+        back_held.difference(&held_after).collect::<Vec<_>>()
+    );
+    for (user, entry) in &users {
+        assert!(fetches(node, user, entry).await);
+    }
+    eventually("the others reach the restarted node", 60, || async {
+        net.node(owners[0]).unwrap().ping(back_id).await.is_ok()
+    })
+    .await;
+    eprintln!("whole test in {:?}", started.elapsed());
+    net.shutdown().await;
+}
