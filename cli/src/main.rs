@@ -1,13 +1,98 @@
 //! # p2psip: the command line
 //!
-//! The `p2psip` command will run a node (`p2psip node`), start a local testnet
-//! (`p2psip testnet`), and drive the built-in user agent (`p2psip call`, `p2psip message`).
-//! It arrives with step 6 of milestone 1; until then it says so and exits.
+//! The `p2psip` command: the top layer, over the node, the overlay and the testnet. Today it
+//! sets up a data directory (`p2psip init`) and shows the effective configuration
+//! (`p2psip config`); running a node and the commands that talk to it come next.
+//!
+//! # Layout
+//!
+//! - `main.rs`: the command tree ([`Cli`], [`Command`]), and `main`, which parses the command
+//!   line, starts the logs, runs one command and turns its error into one line on stderr.
+//! - `args.rs`: the arguments several commands share (`--data-dir`, `--config`, `--json`).
+//! - `commands/`: one module per subcommand, each with its `Args` and its `run`.
+//! - `config/`: the TOML config file: its typed keys and defaults, loading with errors that
+//!   name the line, and the commented template `p2psip init` writes.
+//! - `files.rs`: private directories and atomic file writes.
+//! - `logging.rs`: `-v`/`-q` and `RUST_LOG` to a tracing subscriber on stderr.
+//! - `report.rs`: errors (ours and clap's) as one line for people.
+//!
+//! # Adding a command
+//!
+//! Add a module under `commands/` with `Args` (clap derive) and `run(args) -> anyhow::Result`,
+//! then one variant to [`Command`] and its arm in [`Command::run`]. Commands that talk to a
+//! node flatten [`args::NodeArgs`]; commands that read something flatten [`args::Output`].
+//!
+//! # Invariants
+//!
+//! Every failure exits non-zero with exactly one line on stderr, `error: ` and a sentence that
+//! says what went wrong and what to do (exit code 2 for a bad command line, 1 otherwise).
+//! Results go to stdout, logs to stderr.
 
-fn main() {
-    eprintln!(
-        "p2psip: no commands yet. Today the SIP message layer works; see README.md \
-         (try: cargo run -p p2psip-sip --example answer -- sip/tests/data/rfc4475/wsinv.dat)"
-    );
-    std::process::exit(2);
+mod args;
+mod commands;
+mod config;
+mod files;
+mod logging;
+mod report;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing::level_filters::LevelFilter;
+
+/// Peer-to-peer SIP over a RELOAD-style DHT: no registrar, no proxy, no server.
+#[derive(Debug, Parser)]
+#[command(name = "p2psip", version, propagate_version = true)]
+struct Cli {
+    /// Log more, one level per -v (info, debug, trace); overrides RUST_LOG.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Log less, one level per -q (errors only, nothing); overrides RUST_LOG.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, conflicts_with = "verbose")]
+    quiet: u8,
+    /// What to do.
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The subcommands: one variant and one module of `commands/` each.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Set up a data directory: the node key, a user key and a commented config.toml.
+    Init(commands::init::Args),
+    /// Print the effective configuration: the config file over the defaults.
+    Config(commands::config::Args),
+}
+
+impl Command {
+    /// Runs the command.
+    fn run(self) -> anyhow::Result<()> {
+        match self {
+            Command::Init(args) => commands::init::run(args),
+            Command::Config(args) => commands::config::run(args),
+        }
+    }
+
+    /// The log level without `-v`, `-q` or `RUST_LOG`: quiet for one-shot commands, whose
+    /// results are their output; a long-running node will want `INFO`.
+    fn default_log_level(&self) -> LevelFilter {
+        match self {
+            Command::Init(_) | Command::Config(_) => LevelFilter::WARN,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return report::command_line(&error),
+    };
+    let verbosity = i16::from(cli.verbose) - i16::from(cli.quiet);
+    if let Err(error) = logging::init(verbosity, cli.command.default_log_level()) {
+        return report::failure(&error);
+    }
+    match cli.command.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => report::failure(&error),
+    }
 }

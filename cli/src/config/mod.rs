@@ -1,0 +1,253 @@
+//! The config file: `config.toml` in the data directory (or the file `--config` names).
+//!
+//! Every key is optional and has a default, so no file at all is a working configuration.
+//! Unknown keys are errors (`deny_unknown_fields` on every table), and every value is checked
+//! where it is read, so a mistake is reported with its file, line, column and key
+//! ([`FileError`]). `template.toml` documents every key with its default; `p2psip init` writes
+//! it, and the tests check it stays equal to [`Config::default`].
+//!
+//! Precedence: `--data-dir` (or `P2PSIP_DATA_DIR`) over the file's `data_dir` over the
+//! platform's data directory. Relative paths in a file are relative to the file's folder.
+
+mod error;
+mod value;
+
+use std::io::{ErrorKind, Read as _};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, anyhow, bail};
+use serde::{Deserialize, Serialize};
+
+pub(crate) use self::error::FileError;
+use self::value::{ListenAddr, OverlayName, PeerAddr, Replicas, SipListen};
+
+/// The config file's name in a data directory.
+pub(crate) const FILE_NAME: &str = "config.toml";
+
+/// The commented config file `p2psip init` writes: every key, commented out at its default.
+pub(crate) const TEMPLATE: &str = include_str!("template.toml");
+
+/// The largest config file read: a config is a few hundred bytes.
+const MAX_FILE_SIZE: u64 = 1024 * 1024;
+
+/// The configuration of a node. `template.toml` says what each key means.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Config {
+    /// The data directory: keys and the store. `None` in a file: the default, see the module.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// The overlay to join and how.
+    pub(crate) overlay: Overlay,
+    /// The local SIP service for softphones.
+    pub(crate) sip: Sip,
+    /// The local control API the other commands use.
+    pub(crate) control: Control,
+}
+
+/// `[overlay]`: which overlay to join, where to listen, whom to ask first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Overlay {
+    /// The overlay's name, part of every protocol name. Default `p2psip`.
+    pub(crate) name: OverlayName,
+    /// Where the overlay listens; at least one. Default QUIC on all IPv4 addresses.
+    #[serde(deserialize_with = "non_empty")]
+    pub(crate) listen: Vec<ListenAddr>,
+    /// Peers to join through, each ending with `/p2p/<peer id>`. Default none.
+    pub(crate) bootstrap: Vec<PeerAddr>,
+    /// Find peers on the local network with mDNS. Default on.
+    pub(crate) mdns: bool,
+    /// How many peers hold each resource. Default 3.
+    pub(crate) replicas: Replicas,
+    /// The public key file of the overlay's enrollment CA; with one, AOR claims need its
+    /// certificate. Default none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) enrollment_ca: Option<PathBuf>,
+}
+
+/// `[sip]`: the SIP ports softphones register to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Sip {
+    /// The SIP listen addresses. Default UDP and TCP on 127.0.0.1:5060.
+    pub(crate) listen: Vec<SipListen>,
+}
+
+/// `[control]`: the local API of a running node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Control {
+    /// The control API's address. Default 127.0.0.1 on a port the system picks.
+    pub(crate) listen: SocketAddr,
+}
+
+/// The effective configuration and where it came from.
+#[derive(Debug, Clone)]
+pub(crate) struct Loaded {
+    /// The configuration, with `data_dir` set.
+    pub(crate) config: Config,
+    /// The config file read, or looked for.
+    pub(crate) file: PathBuf,
+    /// Whether the file exists (without one, the configuration is the defaults).
+    pub(crate) exists: bool,
+}
+
+impl Default for Overlay {
+    fn default() -> Overlay {
+        Overlay {
+            name: OverlayName::p2psip(),
+            listen: vec![ListenAddr::any_quic()],
+            bootstrap: Vec::new(),
+            mdns: true,
+            replicas: Replicas::DEFAULT,
+            enrollment_ca: None,
+        }
+    }
+}
+
+impl Default for Sip {
+    fn default() -> Sip {
+        Sip {
+            listen: vec![SipListen::loopback()],
+        }
+    }
+}
+
+impl Default for Control {
+    fn default() -> Control {
+        Control {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        }
+    }
+}
+
+impl Config {
+    /// Parses `text`, the contents of `file`; `file` only names it in errors.
+    pub(crate) fn parse(text: &str, file: &Path) -> Result<Config, FileError> {
+        toml::from_str(text).map_err(|error| FileError::new(file, text, &error))
+    }
+
+    /// Makes the file's relative paths relative to `folder`, the file's folder.
+    fn resolve_paths(&mut self, folder: &Path) {
+        for path in [&mut self.data_dir, &mut self.overlay.enrollment_ca]
+            .into_iter()
+            .flatten()
+        {
+            if path.is_relative() {
+                *path = folder.join(&*path);
+            }
+        }
+    }
+}
+
+/// Loads the effective configuration: `file` (default `<data dir>/config.toml`, where a
+/// missing file means the defaults), with `data_dir` (from `--data-dir`) over the file's.
+pub(crate) fn load(data_dir: Option<&Path>, file: Option<&Path>) -> anyhow::Result<Loaded> {
+    let given_dir = data_dir.map(absolute).transpose()?;
+    let (file, must_exist) = match file {
+        Some(file) => (absolute(file)?, true),
+        None => {
+            let dir = match &given_dir {
+                Some(dir) => dir.clone(),
+                None => default_data_dir()?,
+            };
+            (dir.join(FILE_NAME), false)
+        }
+    };
+    let (mut config, exists) = match read(&file)? {
+        Some(text) => (Config::parse(&text, &file)?, true),
+        None if must_exist => bail!(
+            "the config file {} does not exist; check the path given with --config (or \
+             P2PSIP_CONFIG), or run `p2psip init` to write one",
+            file.display()
+        ),
+        None => (Config::default(), false),
+    };
+    config.resolve_paths(file.parent().unwrap_or(Path::new("/")));
+    config.data_dir = match (given_dir, config.data_dir.take()) {
+        (Some(dir), _) | (None, Some(dir)) => Some(dir),
+        (None, None) => Some(default_data_dir()?),
+    };
+    Ok(Loaded {
+        config,
+        file,
+        exists,
+    })
+}
+
+/// The platform's data directory for p2psip, e.g. `~/.local/share/p2psip` on Linux.
+pub(crate) fn default_data_dir() -> anyhow::Result<PathBuf> {
+    directories::ProjectDirs::from("", "", "p2psip")
+        .map(|dirs| dirs.data_dir().to_path_buf())
+        .ok_or_else(|| {
+            anyhow!(
+                "cannot find a home directory for the default data directory; give one with \
+                 --data-dir DIR (or P2PSIP_DATA_DIR)"
+            )
+        })
+}
+
+/// `path` made absolute against the working directory, so what is printed can be used from
+/// anywhere.
+pub(crate) fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    std::path::absolute(path).with_context(|| {
+        format!(
+            "cannot make {} an absolute path (is the working directory gone?); give an \
+             absolute path",
+            path.display()
+        )
+    })
+}
+
+/// The file's text, or `None` when there is no such file.
+fn read(file: &Path) -> anyhow::Result<Option<String>> {
+    let cannot = || {
+        format!(
+            "cannot read the config file {}; check that it is a file you may read",
+            file.display()
+        )
+    };
+    let handle = match std::fs::File::open(file) {
+        Ok(handle) => handle,
+        Err(error) if error.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error).with_context(cannot),
+    };
+    let mut bytes = Vec::new();
+    handle
+        .take(MAX_FILE_SIZE + 1)
+        .read_to_end(&mut bytes)
+        .with_context(cannot)?;
+    if bytes.len() as u64 > MAX_FILE_SIZE {
+        bail!(
+            "the config file {} is over 1 MiB; a config is a few lines of TOML, check that \
+             this is the right file",
+            file.display()
+        );
+    }
+    String::from_utf8(bytes).map(Some).map_err(|_| {
+        anyhow!(
+            "the config file {} is not UTF-8 text; a config file is TOML, save it as UTF-8",
+            file.display()
+        )
+    })
+}
+
+/// A list that must hold at least one item.
+fn non_empty<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    let items = Vec::<T>::deserialize(deserializer)?;
+    if items.is_empty() {
+        return Err(serde::de::Error::custom(
+            "the list is empty; give at least one address, e.g. [\"/ip4/0.0.0.0/udp/0/quic-v1\"]",
+        ));
+    }
+    Ok(items)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,175 @@
+use std::path::Path;
+
+use super::*;
+
+fn parse(text: &str) -> Result<Config, String> {
+    Config::parse(text, Path::new("/x/config.toml")).map_err(|e| e.to_string())
+}
+
+/// The template with every `# key = value` line uncommented.
+fn uncommented_template() -> String {
+    TEMPLATE
+        .lines()
+        .map(|line| match line.strip_prefix("# ") {
+            Some(rest) if is_key_line(rest) => rest,
+            _ => line,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn is_key_line(line: &str) -> bool {
+    line.split_once(" = ").is_some_and(|(key, _)| {
+        !key.is_empty() && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+    })
+}
+
+/// Every key of a TOML table, as dotted paths.
+fn keys(table: &toml::Table, prefix: &str, out: &mut Vec<String>) {
+    for (key, value) in table {
+        let path = format!("{prefix}{key}");
+        match value {
+            toml::Value::Table(inner) => keys(inner, &format!("{path}."), out),
+            _ => out.push(path),
+        }
+    }
+    out.sort();
+}
+
+#[test]
+fn no_file_content_means_the_defaults() {
+    assert_eq!(parse(""), Ok(Config::default()));
+    assert_eq!(parse(TEMPLATE), Ok(Config::default()));
+}
+
+#[test]
+fn the_template_shows_every_key_at_its_default() {
+    let uncommented = parse(&uncommented_template()).expect("the uncommented template parses");
+    let mut expected = Config {
+        data_dir: Some("/path/to/p2psip".into()),
+        ..Config::default()
+    };
+    expected.overlay.enrollment_ca = Some("enrollment-ca.pub".into());
+    assert_eq!(uncommented, expected);
+
+    let (mut documented, mut known) = (Vec::new(), Vec::new());
+    let template: toml::Table = toml::from_str(&uncommented_template()).expect("TOML");
+    keys(&template, "", &mut documented);
+    let serialized = toml::Table::try_from(&expected).expect("a config serializes");
+    keys(&serialized, "", &mut known);
+    assert_eq!(documented, known);
+}
+
+#[test]
+fn printed_config_reads_back_the_same() {
+    let mut config = parse(
+        "data_dir = \"/d\"\n[overlay]\nname = \"lab\"\nlisten = [\"/ip4/0.0.0.0/tcp/4001\", \
+         \"/ip6/::/udp/4001/quic-v1\"]\nreplicas = 5\nmdns = false\n[sip]\nlisten = \
+         [\"udp:127.0.0.1:5070\", \"tls:[::1]:5061\"]\n[control]\nlisten = \"127.0.0.1:7000\"\n",
+    )
+    .expect("a valid config");
+    let text = toml::to_string_pretty(&config).expect("prints");
+    assert_eq!(parse(&text), Ok(config.clone()));
+    config.data_dir = None;
+    let json = serde_json::to_string(&config).expect("prints as JSON");
+    assert_eq!(serde_json::from_str::<Config>(&json).ok(), Some(config));
+}
+
+#[test]
+fn an_unknown_key_names_its_line_its_table_and_the_known_keys() {
+    let text = "[overlay]\nname = \"p2psip\"\n\n[sip]\nlisen = [\"127.0.0.1:5060\"]\n";
+    assert_eq!(
+        parse(text),
+        Err(
+            "/x/config.toml line 5, column 1: unknown key `lisen` in [sip]; known keys: listen"
+                .into()
+        )
+    );
+    let error = parse("overlay.mnds = false\n").expect_err("unknown");
+    assert!(
+        error.contains("line 1") && error.contains("unknown key `mnds` in [overlay]"),
+        "{error}"
+    );
+    let error = parse("[sipp]\n").expect_err("unknown table");
+    assert!(
+        error.contains("line 1") && error.contains("unknown key `sipp` at the top level"),
+        "{error}"
+    );
+    assert!(
+        error.contains("known keys: data_dir, overlay, sip, control"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_wrong_type_names_its_line_and_key() {
+    let error = parse("[overlay]\nreplicas = 3\nmdns = \"yes\"\n").expect_err("wrong type");
+    assert_eq!(
+        error,
+        "/x/config.toml line 3, column 8: bad value for `mdns` in [overlay]: write a boolean, \
+         not string \"yes\""
+    );
+    let error = parse("[control]\nlisten = 8080\n").expect_err("wrong type");
+    assert!(
+        error.contains("line 2") && error.contains("`listen` in [control]"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_bad_multiaddr_names_its_line_and_key() {
+    let text =
+        "[overlay]\nlisten = [\n  \"/ip4/0.0.0.0/udp/0/quic-v1\",\n  \"/ip4/1.2.3/udp/9\",\n]\n";
+    let error = parse(text).expect_err("bad multiaddr");
+    assert!(
+        error.starts_with("/x/config.toml line 4, column 3: bad value for `listen` in [overlay]:"),
+        "{error}"
+    );
+    assert!(
+        error.contains("`/ip4/1.2.3/udp/9` is not a multiaddr"),
+        "{error}"
+    );
+
+    let error =
+        parse("[overlay]\nbootstrap = [\"/ip4/192.0.2.1/tcp/4001\"]\n").expect_err("no peer");
+    assert!(
+        error.contains("line 2") && error.contains("`bootstrap` in [overlay]"),
+        "{error}"
+    );
+    assert!(error.contains("/p2p/<peer id>"), "{error}");
+}
+
+#[test]
+fn checked_values_name_their_line() {
+    for (text, line, key) in [
+        ("[overlay]\nname = \"a b\"\n", 2, "name"),
+        ("[overlay]\n\nreplicas = 0\n", 3, "replicas"),
+        ("[overlay]\nlisten = []\n", 2, "listen"),
+        ("[sip]\nlisten = [\"sctp:127.0.0.1:5060\"]\n", 2, "listen"),
+    ] {
+        let error = parse(text).expect_err(text);
+        assert!(
+            error.contains(&format!("line {line},")) && error.contains(&format!("`{key}`")),
+            "{error}"
+        );
+    }
+}
+
+#[test]
+fn a_syntax_error_names_its_line() {
+    let error = parse("[overlay]\nname = \n").expect_err("no value");
+    assert!(
+        error.starts_with("/x/config.toml line 2, column"),
+        "{error}"
+    );
+    assert!(!error.contains('\n'), "{error}");
+}
+
+#[test]
+fn paths_in_a_file_are_relative_to_its_folder() {
+    let mut config =
+        parse("data_dir = \"data\"\n[overlay]\nenrollment_ca = \"/ca.pub\"\n").expect("valid");
+    config.resolve_paths(Path::new("/etc/p2psip"));
+    assert_eq!(config.data_dir, Some("/etc/p2psip/data".into()));
+    assert_eq!(config.overlay.enrollment_ca, Some("/ca.pub".into()));
+}
