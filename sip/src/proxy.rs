@@ -15,9 +15,31 @@
 //! 2xx and of 2xx retransmissions. What it asks the transaction user: where an out-of-dialog
 //! request goes ([`Event::Locate`]), which is where a location service, a redirect (302) or a
 //! refusal (404, 403, 401/407) come in.
+//!
+//! # A proxy on several transports
+//!
+//! The proxy may listen on several transports ([`Config::listen`], e.g. UDP for local
+//! softphones and TCP towards other nodes), and forward between them:
+//!
+//! - Route processing (§16.4, RFC 5658): a top Route that names this proxy is removed,
+//!   and so is every Route naming it that follows, since a double Record-Route leaves two of
+//!   ours in a row in the dialog's route set. This holds for stateful forwarding and for the
+//!   stateless forwarding of ACKs.
+//! - Double Record-Route (RFC 5658 §3.2): when a dialog-forming request leaves over another
+//!   transport or local address than the one it arrived on, the proxy pushes two
+//!   Record-Route entries: first its address for the inbound side, then, on top, its address
+//!   for the outbound side. Each user agent then reaches the proxy the way it already talks
+//!   to it. Same transport and address: one entry.
+//! - [`Config::record_route_params`] are appended to every Record-Route URI the proxy writes
+//!   (e.g. `;node=...`, so that the far end of an overlay link can tell which node it is).
+//! - A next-hop resolver ([`Proxy::set_resolver`]) is asked first whenever the proxy turns a
+//!   URI (the top Route, or the Request-URI) into a [`Peer`]; it is how the transaction user
+//!   maps names that are not IP addresses (an overlay node, a resolved host) without the
+//!   proxy doing any I/O. A [`Target::peer`] still wins for a request with no Route.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -41,8 +63,15 @@ pub struct Config {
     /// Other names of this proxy (domains it is responsible for), for Route processing.
     pub aliases: Vec<String>,
     /// Whether forwarded requests that can make a dialog get a Record-Route with this
-    /// proxy's URI, so that the dialog's requests come through it. Default true.
+    /// proxy's URI, so that the dialog's requests come through it; two of them when the
+    /// request leaves over another transport or address than it came in on (RFC 5658 §3.2).
+    /// Default true.
     pub record_route: bool,
+    /// Extra URI parameters appended to every Record-Route URI this proxy writes (both
+    /// entries of a double Record-Route), before `;lr`: e.g. `;node=12D3KooW...`. A missing
+    /// leading `;` is added. They must be valid URI parameters (RFC 3261 §25.1
+    /// `uri-parameters`). Default empty.
+    pub record_route_params: String,
     /// Timer C, how long an INVITE branch may stay without a final response after its last
     /// provisional one (§16.6 step 11: more than 3 minutes). Default 180 s.
     pub timer_c: Duration,
@@ -57,11 +86,17 @@ impl Default for Config {
             listen: Vec::new(),
             aliases: Vec::new(),
             record_route: true,
+            record_route_params: String::new(),
             timer_c: Duration::from_secs(180),
             policy: Policy::with_role(Role::Proxy),
         }
     }
 }
+
+/// The transaction user's next-hop resolver ([`Proxy::set_resolver`]): the [`Peer`] a URI
+/// (a Route's or a Request-URI, as written) goes to, or `None` to let the proxy take it from
+/// the URI itself. It must answer at once, without I/O.
+pub type Resolver = Box<dyn Fn(&str) -> Option<Peer> + Send>;
 
 /// A handle on one proxied request and its branches, valid until it is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -76,7 +111,9 @@ pub struct Target {
     pub uri: String,
     /// The q-value in thousandths; none counts as 1000.
     pub q: Option<u16>,
-    /// The next hop, if the transaction user resolved it.
+    /// The next hop, if the transaction user resolved it. Used when the request carries no
+    /// Route (else the next hop is the top Route's), ahead of the resolver
+    /// ([`Proxy::set_resolver`]).
     pub peer: Option<Peer>,
 }
 
@@ -138,6 +175,23 @@ struct ContextState {
     /// The final response has gone upstream (for an INVITE, further 2xx still go).
     answered: bool,
     invite: bool,
+    /// Where the request came from: its transport decides the inbound Record-Route
+    /// (RFC 5658 §3.2).
+    source: Peer,
+}
+
+/// A slot for the resolver, printable so that [`Proxy`] stays `Debug`.
+#[derive(Default)]
+struct ResolverSlot(Option<Resolver>);
+
+impl fmt::Debug for ResolverSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Resolver(set)"
+        } else {
+            "Resolver(none)"
+        })
+    }
 }
 
 /// The proxy core. See the module docs.
@@ -154,6 +208,7 @@ pub struct Proxy {
     timer_c: HashMap<TransactionId, Instant>,
     next: u64,
     events: VecDeque<Event>,
+    resolver: ResolverSlot,
 }
 
 impl Proxy {
@@ -170,7 +225,21 @@ impl Proxy {
             timer_c: HashMap::new(),
             next: 0,
             events: VecDeque::new(),
+            resolver: ResolverSlot::default(),
         }
+    }
+
+    /// Sets the next-hop resolver: whenever the proxy computes a next hop from a URI (the
+    /// top Route's, else the Request-URI), it first calls `resolver` with the URI as written
+    /// (parameters included); `Some(peer)` is where the request goes, `None` falls back to
+    /// the URI's own address, transport and port ([`peer_for_uri`]), which cannot resolve host
+    /// names. A [`Target::peer`] given for a request with no Route is used as is.
+    ///
+    /// The resolver must answer at once, without I/O (the proxy is sans-IO): a lookup table
+    /// of known nodes, connections or resolved names. A second call replaces the first
+    /// resolver.
+    pub fn set_resolver(&mut self, resolver: Resolver) {
+        self.resolver = ResolverSlot(Some(resolver));
     }
 
     /// How many requests are being proxied.
@@ -369,6 +438,7 @@ impl Proxy {
                 branches: Vec::new(),
                 decided: false,
                 answered: false,
+                source,
             },
         );
         self.by_server.insert(txn, context);
@@ -432,7 +502,8 @@ impl Proxy {
     }
 
     /// §16.4: a Request-URI that is this proxy's own Record-Route URI (put there by a strict
-    /// router) is replaced by the last Route; a first Route naming this proxy is removed.
+    /// router) is replaced by the last Route; a first Route naming this proxy is removed, and
+    /// so is each next one that names it too (a double Record-Route, RFC 5658).
     fn preprocess_routes(&self, request: &mut Request) {
         if self.is_me(request.uri_str()) {
             let last = request
@@ -449,14 +520,39 @@ impl Proxy {
                 }
             }
         }
-        let first_is_me = request
+        // Each pass removes one element, so the loop ends.
+        while request
             .headers()
             .typed::<Route>()
             .and_then(Result::ok)
-            .is_some_and(|r| self.is_me(r.0.uri().as_str()));
-        if first_is_me {
+            .is_some_and(|r| self.is_me(r.0.uri().as_str()))
+        {
             remove_first_element(request.headers_mut(), HeaderName::Route);
         }
+    }
+
+    /// The next hop for `uri`: the resolver's answer, else the URI's own address.
+    fn resolve(&self, uri: &str) -> Result<Peer, Error> {
+        if let Some(peer) = self.resolver.0.as_ref().and_then(|r| r(uri)) {
+            return Ok(peer);
+        }
+        peer_for_uri(uri)
+    }
+
+    /// A Record-Route value for this proxy at `local`, reached over `transport`.
+    fn record_route_value(&self, transport: Transport, local: SocketAddr) -> String {
+        let transport = if transport == Transport::Udp {
+            String::new()
+        } else {
+            format!(";transport={}", transport.as_str().to_ascii_lowercase())
+        };
+        let params = self.config.record_route_params.trim();
+        let sep = if params.is_empty() || params.starts_with(';') {
+            ""
+        } else {
+            ";"
+        };
+        format!("<sip:{}{transport}{sep}{params};lr>", host_port(local))
     }
 
     /// Whether a URI names this proxy: one of its addresses (any port given must match) or
@@ -612,27 +708,28 @@ impl Proxy {
         };
         let peer = match target.peer {
             Some(p) if !copy.headers().contains(HeaderName::Route) => p,
-            _ => peer_for_uri(&next_hop)?,
+            _ => self.resolve(&next_hop)?,
         };
         let local = self.local(peer.transport)?;
-        // Step 4: Record-Route, for requests that can make a dialog.
+        // Step 4: Record-Route, for requests that can make a dialog. Leaving over another
+        // transport or address than it came in on, the request gets two (RFC 5658 §3.2):
+        // the inbound side's first, the outbound side's on top.
         let dialog_forming = matches!(
             copy.method(),
             Method::Invite | Method::Subscribe | Method::Refer | Method::Notify
         );
         if self.config.record_route && dialog_forming && DialogId::of_request(&copy).is_none() {
-            let transport = if peer.transport == Transport::Udp {
-                String::new()
-            } else {
-                format!(
-                    ";transport={}",
-                    peer.transport.as_str().to_ascii_lowercase()
-                )
-            };
-            copy.headers_mut().push_front(
-                HeaderName::RecordRoute,
-                format!("<sip:{}{transport};lr>", host_port(local)),
-            );
+            let inbound = state.source.transport;
+            if let Ok(inbound_local) = self.local(inbound)
+                && (inbound, inbound_local) != (peer.transport, local)
+            {
+                let value = self.record_route_value(inbound, inbound_local);
+                copy.headers_mut()
+                    .push_front(HeaderName::RecordRoute, value);
+            }
+            let value = self.record_route_value(peer.transport, local);
+            copy.headers_mut()
+                .push_front(HeaderName::RecordRoute, value);
         }
         // Step 8: our Via, with a branch that carries the loop hash.
         let branch = format!("{}.{}", self.ids.branch(), Proxy::loop_hash(&state.request));
@@ -872,7 +969,7 @@ impl Proxy {
         if self.is_me(&next_hop) {
             return;
         }
-        let Ok(peer) = peer_for_uri(&next_hop) else {
+        let Ok(peer) = self.resolve(&next_hop) else {
             return;
         };
         let Ok(local) = self.local(peer.transport) else {

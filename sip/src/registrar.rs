@@ -263,6 +263,15 @@ impl MemoryBindings {
         self.sets.is_empty()
     }
 
+    /// Whether some binding live at `now` has exactly the contact URI `contact` (a request
+    /// retargeted to a contact by another proxy is for a device registered here).
+    pub fn has_contact(&self, contact: &str, now: Instant) -> bool {
+        self.sets
+            .values()
+            .flatten()
+            .any(|b| b.is_live(now) && b.contact == contact)
+    }
+
     /// Drops every binding expired at `now`, and the AORs left with none; returns how many
     /// bindings were dropped.
     pub fn sweep(&mut self, now: Instant) -> usize {

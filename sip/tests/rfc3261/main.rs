@@ -8,6 +8,7 @@ mod s10_registrar;
 mod s12_dialogs;
 mod s13_ua_core;
 mod s16_proxy;
+mod s16_proxy_multi_transport;
 mod s17_1_1_invite_client;
 mod s17_1_2_non_invite_client;
 mod s17_1_3_response_matching;
