@@ -225,6 +225,8 @@ struct Inner {
     handler: RwLock<Option<Arc<RouteHandler>>>,
     transaction: AtomicU64,
     bad_messages: AtomicU64,
+    /// Route and PathTrack messages forwarded for other nodes.
+    forwarded: AtomicU64,
     /// For each (resource, kind), the peers its entries were pushed to.
     pushed: Mutex<HashMap<(ResourceId, Kind), HashSet<PeerId>>>,
     /// Peers that disconnected or failed a request, skipped as replicas until they answer.
@@ -282,6 +284,7 @@ impl Overlay {
             handler: RwLock::new(None),
             transaction: AtomicU64::new(seed),
             bad_messages: AtomicU64::new(0),
+            forwarded: AtomicU64::new(0),
             pushed: Mutex::new(HashMap::new()),
             down: Mutex::new(HashSet::new()),
             replicating: tokio::sync::Mutex::new(()),
@@ -329,6 +332,12 @@ impl Overlay {
     /// How many inbound messages were refused because they were too large or did not decode.
     pub fn bad_messages(&self) -> u64 {
         self.inner.bad_messages.load(Ordering::Relaxed)
+    }
+
+    /// How many Route and PathTrack messages this node forwarded for other nodes (it was
+    /// neither their origin nor their destination).
+    pub fn forwarded(&self) -> u64 {
+        self.inner.forwarded.load(Ordering::Relaxed)
     }
 
     /// Sets the handler of the Route messages addressed to this node.
@@ -476,7 +485,7 @@ impl Overlay {
     }
 
     /// Leaves gracefully: hands every local resource to the closest other peers, then stops.
-    pub async fn leave(self) -> Result<(), Error> {
+    pub async fn leave(&self) -> Result<(), Error> {
         let handed = self.inner.replicate(true).await;
         if let Err(error) = &handed {
             warn!(%error, "handover before leaving failed");
@@ -486,7 +495,7 @@ impl Overlay {
     }
 
     /// Stops the node abruptly: no handover, the task is aborted and the network closed.
-    pub async fn kill(self) {
+    pub async fn kill(&self) {
         self.shutdown().await;
     }
 
@@ -1057,6 +1066,7 @@ impl Inner {
         if let Err(error) = envelope.hop(&self.id) {
             return envelope.reply(Response::error(&error));
         }
+        self.forwarded.fetch_add(1, Ordering::Relaxed);
         match self.forward(envelope.clone(), destination).await {
             Ok(reply) => reply,
             Err(error) => envelope.reply(error_response(&error)),
