@@ -1,14 +1,17 @@
 //! # p2psip-node: the running peer
 //!
-//! The async layer of p2psip, on tokio: it moves bytes between sockets and the sans-IO state
-//! machines of `p2psip-sip` (and, later, the overlay of `p2psip-overlay`), and wakes their
-//! timers. It holds no protocol decisions of its own.
+//! The async layer of p2psip, on tokio: it moves bytes between sockets, the sans-IO state
+//! machines of `p2psip-sip` and the overlay of `p2psip-overlay`, and wakes their timers.
 //!
 //! ## Entry points
 //! - [`transport`]: the SIP transports (RFC 3261 §18) over UDP, TCP and TLS.
 //!   [`transport::Transports::bind`] opens the sockets of a [`transport::Config`] and returns
 //!   the send handle and [`transport::Incoming`], where every received message arrives as a
 //!   [`transport::Received`] with its exact source [`transport::Peer`].
+//! - [`p2p`]: the P2PSIP node, [`p2p::Node`]: registrations in the overlay, requests routed
+//!   through peers, dialogs end to end.
+//! - [`server`]: a plain SIP proxy and registrar; [`agent`]: a user agent over its own
+//!   sockets.
 //!
 //! ## Invariants
 //! - Nothing a peer sends panics the node; every received message is bounded by
@@ -18,5 +21,6 @@
 //! - Dropping the last [`transport::Transports`] handle closes every socket and connection.
 
 pub mod agent;
+pub mod p2p;
 pub mod server;
 pub mod transport;

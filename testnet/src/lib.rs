@@ -1,7 +1,8 @@
 //! # p2psip-testnet: many nodes on one machine
 //!
-//! [`Testnet::start`] starts N overlay nodes ([`Overlay`]) in this process, on 127.0.0.1 over
-//! QUIC (port 0, mDNS off), each with its own data directory under one temporary directory:
+//! [`Testnet::start`] starts N P2PSIP nodes ([`Node`]: an [`Overlay`] node and its SIP side)
+//! in this process, on 127.0.0.1 (overlay over QUIC, SIP over UDP and TCP, every port chosen
+//! by the system, mDNS off), each with its own data directory under one temporary directory:
 //! node 0 first, then the others, a few at a time, bootstrapping from it. The nodes can then
 //! be killed (abruptly), stopped (gracefully, handing their data over) and restarted from
 //! their data directory (same Node-ID, same data). The multi-node integration tests are built
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use libp2p::Multiaddr;
+use p2psip_node::p2p::{self, Node};
 use p2psip_overlay::network;
 use p2psip_overlay::node::{self, Overlay};
 
@@ -77,7 +79,7 @@ impl Options {
 pub struct Testnet {
     options: Options,
     base: PathBuf,
-    nodes: Vec<Option<Overlay>>,
+    nodes: Vec<Option<Node>>,
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -130,6 +132,11 @@ impl Testnet {
 
     /// Node `i`, when it runs.
     pub fn node(&self, i: usize) -> Option<&Overlay> {
+        self.peer(i).map(Node::overlay)
+    }
+
+    /// P2PSIP node `i` (its overlay node and its SIP side), when it runs.
+    pub fn peer(&self, i: usize) -> Option<&Node> {
         self.nodes.get(i).and_then(Option::as_ref)
     }
 
@@ -138,7 +145,7 @@ impl Testnet {
         self.nodes
             .iter()
             .enumerate()
-            .filter_map(|(i, node)| node.as_ref().map(|node| (i, node)))
+            .filter_map(|(i, node)| node.as_ref().map(|node| (i, node.overlay())))
     }
 
     /// The data directory of node `i`.
@@ -222,7 +229,7 @@ impl Testnet {
         }
     }
 
-    fn take(&mut self, i: usize) -> Result<Overlay> {
+    fn take(&mut self, i: usize) -> Result<Node> {
         self.nodes
             .get_mut(i)
             .and_then(Option::take)
@@ -236,9 +243,11 @@ impl Testnet {
         Ok(node.listen_addrs().await?)
     }
 
-    async fn launch(&self, i: usize, bootstrap: Vec<Multiaddr>) -> Result<Overlay> {
-        let config = node_config(&self.options, &self.data_dir(i), bootstrap);
-        Overlay::start(config)
+    async fn launch(&self, i: usize, bootstrap: Vec<Multiaddr>) -> Result<Node> {
+        let overlay = node_config(&self.options, &self.data_dir(i), bootstrap);
+        let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let config = p2p::Config::new(self.data_dir(i), loopback).with_overlay(overlay);
+        Node::start(config)
             .await
             .with_context(|| format!("node {i} did not start"))
     }

@@ -1,0 +1,1063 @@
+//! The P2PSIP node: SIP without servers (RFC 7904's SIP usage, on our overlay).
+//!
+//! A [`Node`] runs one overlay node ([`Overlay`]) and one SIP proxy core with its registrar
+//! over the node's SIP sockets, and glues them:
+//!
+//! - **Registration.** A REGISTER from a softphone at this node's SIP port goes through the
+//!   registrar (RFC 3261 §10.3); when it changes the AOR's bindings, the node publishes them as
+//!   its SIP-REGISTRATION entry under `blake3(normalized AOR)`: keyed by this node's Node-ID,
+//!   signed by the node's key, with a delegation from the node's user key (which claims the
+//!   AOR first if nobody has). The 200 OK goes out once a majority of the replicas stored it;
+//!   the overlay keeps it refreshed (see [`Overlay::publish`]). A refusal restores the old
+//!   bindings and becomes the SIP answer: 403 with the overlay's reason ("AOR is owned by
+//!   another key"), 503 when no replica set could be reached.
+//! - **Requests for an AOR** (INVITE, MESSAGE, OPTIONS, SUBSCRIBE, ...) from a local client:
+//!   the proxy core sends 100 Trying; the node fetches the AOR's registrations and claim,
+//!   checks every entry as a replica would (signature, delegation, claim), and forwards the
+//!   request to every contact of every device (forking), over the overlay to each device's
+//!   node. No registration is 404.
+//! - **Over the overlay**, a SIP message is the payload of a Route message to a node; the
+//!   Route's own answer only says the node took it. SIP responses come back the same way. To
+//!   the proxy core an overlay node is a reliable connection: a [`Peer`] whose connection id
+//!   is in [`OVERLAY_LINKS`] and whose address, in the discard prefix `100::/64` (RFC 6666),
+//!   only stands for the node. A node takes requests from the overlay only for the contacts
+//!   registered at it (never an open relay).
+//! - **Dialogs end to end.** Both end nodes Record-Route with a URI that carries
+//!   `;node=<Node-ID>`; a next hop with that parameter is sent over the overlay straight to
+//!   that node (libp2p dials it), so in-dialog requests never cross a third peer.
+//! - **Outside the overlay**, a Request-URI whose host is an IP address other than this node's
+//!   (`sip:carol@192.0.2.7:5070`) is proxied over plain SIP.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant as StdInstant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use libp2p::PeerId;
+use libp2p::identity::Keypair;
+use p2psip_overlay::access::{AccessPolicy, check_store};
+use p2psip_overlay::data::{AorClaim, Contact, Delegation, Kind, RegistrationValue, StoredData};
+use p2psip_overlay::error::{Error as OverlayError, ErrorCode};
+use p2psip_overlay::id::ResourceId;
+use p2psip_overlay::identity::{UserKey, is_self_certifying};
+use p2psip_overlay::node::{self as overlay_node, Overlay};
+use p2psip_sip::header::{CallId, To};
+use p2psip_sip::proxy::{self, Proxy, Target};
+use p2psip_sip::registrar::{self, Binding, Bindings, MemoryBindings, Registrar, StoreError};
+use p2psip_sip::transaction::TransactionId;
+use p2psip_sip::{ConnectionId, Host, Message, Method, Peer, Request, StatusCode, Transport, Uri};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::transport::{self, Incoming, Transports};
+
+/// Connection ids from this value up name overlay nodes, not sockets.
+pub const OVERLAY_LINKS: u64 = 1 << 62;
+
+/// How a node runs.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// The overlay node (data directory, network, replication).
+    pub overlay: overlay_node::Config,
+    /// The SIP sockets; at least one TCP address (the overlay side of the proxy is reliable).
+    pub sip: transport::Config,
+    /// The proxy core (its `listen` and `record_route_params` are filled in).
+    pub proxy: proxy::Config,
+    /// The registrar of the local clients.
+    pub registrar: registrar::Config,
+    /// How long an AOR claim made by this node lasts; its owner keeps it refreshed. Default
+    /// 1 day.
+    pub claim_lifetime: Duration,
+    /// How many lookups and publications may be under way at once; beyond, 503. Default
+    /// 1024.
+    pub max_pending: usize,
+    /// How many SIP messages from the overlay may wait for the node's task. Default 1024.
+    pub overlay_queue: usize,
+}
+
+impl Config {
+    /// A node with its data in `data_dir`, SIP on `sip` (UDP and TCP) and the overlay's
+    /// defaults.
+    pub fn new(data_dir: impl Into<std::path::PathBuf>, sip: SocketAddr) -> Config {
+        Config {
+            overlay: overlay_node::Config::new(data_dir),
+            sip: transport::Config {
+                udp: vec![sip],
+                tcp: vec![sip],
+                ..transport::Config::default()
+            },
+            proxy: proxy::Config::default(),
+            registrar: registrar::Config::default(),
+            claim_lifetime: Duration::from_secs(86_400),
+            max_pending: 1024,
+            overlay_queue: 1024,
+        }
+    }
+
+    /// Replaces the overlay node's configuration.
+    pub fn with_overlay(mut self, overlay: overlay_node::Config) -> Config {
+        self.overlay = overlay;
+        self
+    }
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The SIP sockets could not be set up.
+    #[error(transparent)]
+    Transport(#[from] transport::Error),
+    /// The overlay node could not start.
+    #[error(transparent)]
+    Overlay(#[from] overlay_node::Error),
+    /// The user key could not be read or written.
+    #[error("the user key: {0}")]
+    UserKey(OverlayError),
+    /// The configuration is refused.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// What a node counts, for tests, benchmarks and `p2psip status`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// SIP requests that arrived over the overlay, out of a dialog.
+    pub overlay_requests: AtomicU64,
+    /// SIP requests that arrived over the overlay inside a dialog (a To tag).
+    pub overlay_in_dialog: AtomicU64,
+    /// SIP responses that arrived over the overlay.
+    pub overlay_responses: AtomicU64,
+    /// SIP messages sent over the overlay.
+    pub overlay_sent: AtomicU64,
+    /// Registrations published in the overlay.
+    pub published: AtomicU64,
+    /// Requests refused (REGISTER refused by the overlay, floods, bad payloads).
+    pub refused: AtomicU64,
+}
+
+/// A running P2PSIP node; dropping it stops its SIP side (see [`Node::leave`]).
+#[derive(Debug)]
+pub struct Node {
+    overlay: Arc<Overlay>,
+    sip: Vec<Peer>,
+    stats: Arc<Stats>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Node {
+    /// Starts the overlay node, binds the SIP sockets and starts serving.
+    pub async fn start(mut config: Config) -> Result<Node, Error> {
+        if config.sip.tcp.is_empty() {
+            return Err(Error::Config(
+                "the node needs a TCP SIP address: the overlay side of its proxy is reliable"
+                    .into(),
+            ));
+        }
+        if config
+            .sip
+            .udp
+            .iter()
+            .chain(&config.sip.tcp)
+            .chain(&config.sip.tls)
+            .any(|a| !a.ip().is_loopback())
+        {
+            warn!("SIP listens beyond loopback: any client that reaches it can register");
+        }
+        let dir = config.overlay.data_dir.clone();
+        let user = tokio::task::spawn_blocking(move || UserKey::load_or_create(&dir))
+            .await
+            .map_err(|_| Error::Config("the user key could not be read".into()))?
+            .map_err(Error::UserKey)?;
+        let overlay = Arc::new(Overlay::start(config.overlay.clone()).await?);
+        let (sockets, incoming) = Transports::bind(config.sip.clone()).await?;
+        let id = overlay.node_id();
+        config.proxy.listen = sockets.local_addrs().to_vec();
+        config.proxy.record_route = true;
+        config.proxy.record_route_params = format!(";node={id}");
+        let sip = config.proxy.listen.clone();
+        let links = Arc::new(Mutex::new(Links::default()));
+        let mut proxy = Proxy::new(config.proxy.clone(), seed(&id));
+        let resolver_links = links.clone();
+        proxy.set_resolver(Box::new(move |uri| {
+            let node = node_param(uri)?;
+            (node != id).then(|| lock(&resolver_links).peer(node))
+        }));
+        let (overlay_tx, overlay_rx) = mpsc::channel(config.overlay_queue.max(1));
+        let stats = Arc::new(Stats::default());
+        let handler_stats = stats.clone();
+        overlay.set_route_handler(Box::new(move |origin, payload| {
+            let messages = unframe(&payload).inspect_err(|_| {
+                handler_stats.refused.fetch_add(1, Ordering::Relaxed);
+            })?;
+            if overlay_tx.capacity() < messages.len() {
+                return Err(OverlayError::invalid(
+                    "the node is overloaded; try again later",
+                ));
+            }
+            for message in messages {
+                overlay_tx.try_send((origin, message)).map_err(|_| {
+                    OverlayError::invalid("the node is overloaded; try again later")
+                })?;
+            }
+            Ok(Vec::new())
+        }));
+        let (done_tx, done_rx) = mpsc::channel(config.max_pending.max(1));
+        let (stop, stopped) = oneshot::channel();
+        let state = State {
+            id,
+            user: user.keypair().clone(),
+            overlay: overlay.clone(),
+            proxy,
+            registrar: Registrar::new(config.registrar.clone(), seed(&id) ^ 1),
+            bindings: MemoryBindings::new(&config.registrar),
+            links,
+            stats: stats.clone(),
+            claimed: HashSet::new(),
+            pending: 0,
+            queues: HashMap::new(),
+            done: done_tx,
+            config,
+        };
+        let span = info_span!("p2psip", node = %id);
+        let task = tokio::spawn(
+            run(state, sockets, incoming, overlay_rx, done_rx, stopped).instrument(span),
+        );
+        info!(node = %id, sip = ?sip, "P2PSIP node running");
+        Ok(Node {
+            overlay,
+            sip,
+            stats,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// The overlay node.
+    pub fn overlay(&self) -> &Overlay {
+        &self.overlay
+    }
+
+    /// This node's Node-ID.
+    pub fn node_id(&self) -> PeerId {
+        self.overlay.node_id()
+    }
+
+    /// The SIP addresses the node listens on.
+    pub fn sip_addrs(&self) -> &[Peer] {
+        &self.sip
+    }
+
+    /// The SIP address of `transport`, if the node listens on it.
+    pub fn sip_addr(&self, transport: Transport) -> Option<SocketAddr> {
+        self.sip
+            .iter()
+            .find(|p| p.transport == transport)
+            .map(|p| p.addr)
+    }
+
+    /// What the node counted.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Stops the SIP side and leaves the overlay gracefully (handing the data over).
+    pub async fn leave(mut self) -> Result<(), overlay_node::Error> {
+        self.stop_sip().await;
+        self.overlay.leave().await
+    }
+
+    /// Stops the node abruptly: the SIP side, then the overlay node without a handover.
+    pub async fn kill(mut self) {
+        self.stop_sip().await;
+        self.overlay.kill().await;
+    }
+
+    async fn stop_sip(&mut self) {
+        self.stop.take();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+/// The overlay nodes the proxy core talks to, as connection ids.
+#[derive(Debug, Default)]
+struct Links {
+    ids: HashMap<PeerId, u64>,
+    nodes: Vec<PeerId>,
+}
+
+impl Links {
+    /// The proxy's [`Peer`] for an overlay node.
+    fn peer(&mut self, node: PeerId) -> Peer {
+        let index = *self.ids.entry(node).or_insert_with(|| {
+            self.nodes.push(node);
+            self.nodes.len() as u64 - 1
+        });
+        let addr = Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 0).to_bits() | u128::from(index);
+        Peer {
+            transport: Transport::Tcp,
+            addr: SocketAddr::new(IpAddr::V6(Ipv6Addr::from_bits(addr)), 5060),
+            connection: Some(ConnectionId(OVERLAY_LINKS + index)),
+        }
+    }
+
+    /// The overlay node a proxy [`Peer`] stands for.
+    fn node(&self, peer: &Peer) -> Option<PeerId> {
+        let index = peer.connection?.0.checked_sub(OVERLAY_LINKS)?;
+        self.nodes.get(usize::try_from(index).ok()?).copied()
+    }
+}
+
+/// What a task of the node reports back to the node's task.
+enum Done {
+    /// A REGISTER's bindings were published (or refused).
+    Registered {
+        context: proxy::Context,
+        aor: String,
+        previous: Vec<Binding>,
+        response: p2psip_sip::Response,
+        result: Result<(), overlay_node::Error>,
+    },
+    /// An AOR was looked up.
+    Located {
+        context: proxy::Context,
+        aor: String,
+        result: Result<Vec<Device>, overlay_node::Error>,
+    },
+    /// A message to an overlay node was not taken.
+    Undelivered { transaction: Option<TransactionId> },
+}
+
+/// One registered device of an AOR, as found in the overlay.
+#[derive(Debug, Clone)]
+struct Device {
+    node: PeerId,
+    contacts: Vec<Contact>,
+}
+
+struct State {
+    id: PeerId,
+    user: Keypair,
+    overlay: Arc<Overlay>,
+    proxy: Proxy,
+    registrar: Registrar,
+    bindings: MemoryBindings,
+    links: Arc<Mutex<Links>>,
+    stats: Arc<Stats>,
+    /// The AORs this node has claimed for its user.
+    claimed: HashSet<String>,
+    /// Lookups and publications under way.
+    pending: usize,
+    /// The send queue of each overlay node this node talks to.
+    queues: HashMap<PeerId, mpsc::Sender<(Bytes, Option<TransactionId>)>>,
+    done: mpsc::Sender<Done>,
+    config: Config,
+}
+
+async fn run(
+    mut state: State,
+    sockets: Transports,
+    mut incoming: Incoming,
+    mut from_overlay: mpsc::Receiver<(PeerId, Message)>,
+    mut done: mpsc::Receiver<Done>,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    loop {
+        let deadline = state.proxy.poll_timeout().map(Instant::from_std);
+        tokio::select! {
+            received = incoming.recv() => {
+                let Some(received) = received else { break };
+                if let Err(e) = state.proxy.handle(now(), received.message, received.source) {
+                    debug!(source = %received.source, error = %e, "message dropped");
+                }
+            }
+            Some((origin, message)) = from_overlay.recv() => state.on_overlay_message(origin, message),
+            Some(report) = done.recv() => state.on_done(report),
+            () = sleep_until(deadline) => state.proxy.handle_timeout(now()),
+            _ = &mut stopped => break,
+        }
+        while let Some(event) = state.proxy.poll_event() {
+            if let proxy::Event::Locate {
+                context,
+                request,
+                source,
+            } = event
+            {
+                state.locate(context, *request, source);
+            }
+        }
+        while let Some(t) = state.proxy.poll_transmit() {
+            let overlay_node = lock(&state.links).node(&t.to);
+            match overlay_node {
+                Some(node) => state.send_over_overlay(node, t.bytes, t.transaction),
+                None => {
+                    if let Err(e) = sockets.send(t.to, t.bytes).await {
+                        warn!(to = %t.to, error = %e, "send failed");
+                        if let Some(txn) = t.transaction {
+                            state.proxy.transport_error(now(), txn);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    debug!("SIP side stopped");
+}
+
+impl State {
+    /// A SIP message that came over the overlay from `origin`.
+    fn on_overlay_message(&mut self, origin: PeerId, message: Message) {
+        let counter = match &message {
+            Message::Response(_) => &self.stats.overlay_responses,
+            Message::Request(r) if has_to_tag(r) => &self.stats.overlay_in_dialog,
+            Message::Request(_) => &self.stats.overlay_requests,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let source = lock(&self.links).peer(origin);
+        if let Err(e) = self.proxy.handle(now(), message, source) {
+            debug!(%origin, error = %e, "message from the overlay dropped");
+        }
+    }
+
+    /// Where an out-of-dialog request goes; see the module docs.
+    fn locate(&mut self, context: proxy::Context, request: Request, source: Peer) {
+        let t = now();
+        let from_node = lock(&self.links).node(&source);
+        if *request.method() == Method::Register {
+            if from_node.is_some() {
+                self.refuse(
+                    context,
+                    &request,
+                    StatusCode::FORBIDDEN,
+                    "REGISTER is local",
+                );
+            } else {
+                self.register(context, request);
+            }
+            return;
+        }
+        let uri = request.uri_str().to_owned();
+        if let Some(origin) = from_node {
+            // For a device registered here: only to its contacts.
+            let targets = self.local_targets(&uri, t);
+            if targets.is_empty() {
+                debug!(%origin, %uri, call_id = call_id(&request), "no such device here");
+                let _ = self.proxy.respond(
+                    t,
+                    context,
+                    StatusCode::NOT_FOUND,
+                    "Not Found (no device registered here)",
+                    &[],
+                );
+            } else {
+                let _ = self.proxy.forward(t, context, targets);
+            }
+            return;
+        }
+        if self.is_outside(&uri) {
+            let _ = self.proxy.forward(t, context, vec![Target::new(uri)]);
+            return;
+        }
+        let Some(aor) = Uri::parse(&uri).ok().as_ref().and_then(registrar::aor) else {
+            self.refuse(context, &request, StatusCode::NOT_FOUND, "Not Found");
+            return;
+        };
+        if !self.reserve() {
+            self.refuse(
+                context,
+                &request,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service Unavailable (too many lookups)",
+            );
+            return;
+        }
+        let overlay = self.overlay.clone();
+        let done = self.done.clone();
+        tokio::spawn(async move {
+            let result = lookup(&overlay, &aor).await;
+            let _ = done
+                .send(Done::Located {
+                    context,
+                    aor,
+                    result,
+                })
+                .await;
+        });
+    }
+
+    /// A REGISTER: the registrar answers; a change of bindings is published first.
+    fn register(&mut self, context: proxy::Context, request: Request) {
+        let t = now();
+        let mut recording = Recording {
+            inner: &mut self.bindings,
+            change: None,
+        };
+        let response = self.registrar.register(&request, t, &mut recording);
+        let Some((aor, previous, bindings)) = recording.change else {
+            let _ = self.proxy.respond_with(t, context, response);
+            return;
+        };
+        if !self.reserve() {
+            let _ = self.bindings.put(&aor, previous, t);
+            self.refuse(
+                context,
+                &request,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service Unavailable (too many registrations under way)",
+            );
+            return;
+        }
+        let publication = Publication {
+            overlay: self.overlay.clone(),
+            user: self.user.clone(),
+            claim: !self.claimed.contains(&aor),
+            claim_lifetime: self.config.claim_lifetime,
+            aor: aor.clone(),
+            contacts: bindings
+                .iter()
+                .map(|b| Contact {
+                    uri: b.contact.clone(),
+                    q: b.q,
+                })
+                .collect(),
+            lifetime: bindings
+                .iter()
+                .map(|b| b.expires_at.saturating_duration_since(t).as_secs())
+                .max()
+                .unwrap_or(0),
+        };
+        let done = self.done.clone();
+        tokio::spawn(async move {
+            let result = publication.run().await;
+            let _ = done
+                .send(Done::Registered {
+                    context,
+                    aor,
+                    previous,
+                    response,
+                    result,
+                })
+                .await;
+        });
+    }
+
+    fn on_done(&mut self, report: Done) {
+        let t = now();
+        match report {
+            Done::Registered {
+                context,
+                aor,
+                previous,
+                response,
+                result,
+            } => {
+                self.pending -= 1;
+                match result {
+                    Ok(()) => {
+                        self.claimed.insert(aor);
+                        self.stats.published.fetch_add(1, Ordering::Relaxed);
+                        let _ = self.proxy.respond_with(t, context, response);
+                    }
+                    Err(error) => {
+                        self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                        let _ = self.bindings.put(&aor, previous, t);
+                        let (status, reason) = sip_answer(&error);
+                        warn!(%aor, %error, call_id = response_call_id(&response), "registration refused");
+                        let _ = self.proxy.respond(t, context, status, &reason, &[]);
+                    }
+                }
+            }
+            Done::Located {
+                context,
+                aor,
+                result,
+            } => {
+                self.pending -= 1;
+                match result {
+                    Ok(devices) if devices.iter().all(|d| d.contacts.is_empty()) => {
+                        debug!(%aor, "no registration");
+                        let _ = self.proxy.respond(
+                            t,
+                            context,
+                            StatusCode::NOT_FOUND,
+                            "Not Found (no registration in the overlay)",
+                            &[],
+                        );
+                    }
+                    Ok(devices) => {
+                        let targets = self.targets(&devices);
+                        let _ = self.proxy.forward(t, context, targets);
+                    }
+                    Err(error) => {
+                        warn!(%aor, %error, "lookup failed");
+                        let (status, reason) = sip_answer(&error);
+                        let _ = self.proxy.respond(t, context, status, &reason, &[]);
+                    }
+                }
+            }
+            Done::Undelivered { transaction } => {
+                if let Some(txn) = transaction {
+                    self.proxy.transport_error(t, txn);
+                }
+            }
+        }
+    }
+
+    /// The branches for the devices of an AOR: over the overlay to each device's node, or
+    /// straight to the contact when the device is registered here.
+    fn targets(&self, devices: &[Device]) -> Vec<Target> {
+        let mut links = lock(&self.links);
+        devices
+            .iter()
+            .flat_map(|device| {
+                let peer = (device.node != self.id).then(|| links.peer(device.node));
+                device.contacts.iter().map(move |contact| Target {
+                    q: contact.q,
+                    peer,
+                    ..Target::new(contact.uri.clone())
+                })
+            })
+            .collect()
+    }
+
+    /// The contacts registered here that a request from the overlay for `uri` may reach:
+    /// `uri` itself when it is one of them, else the bindings of the AOR it names.
+    fn local_targets(&mut self, uri: &str, now: StdInstant) -> Vec<Target> {
+        let Some(aor) = Uri::parse(uri).ok().as_ref().and_then(registrar::aor) else {
+            return Vec::new();
+        };
+        let bindings = self.bindings.get(&aor, now).unwrap_or_default();
+        if !bindings.is_empty() {
+            return bindings
+                .iter()
+                .map(|b| Target {
+                    q: b.q,
+                    ..Target::new(b.contact.clone())
+                })
+                .collect();
+        }
+        // The Request-URI is a contact: find the binding that has it.
+        if self.bindings.has_contact(uri, now) {
+            vec![Target::new(uri)]
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Whether a Request-URI is outside the overlay: a host given as an IP address other
+    /// than this node's own.
+    fn is_outside(&self, uri: &str) -> bool {
+        let Ok(parsed) = Uri::parse(uri) else {
+            return false;
+        };
+        let Some(sip) = parsed.as_sip() else {
+            return false;
+        };
+        let ip = match sip.host() {
+            Host::Ipv4(ip) => IpAddr::V4(ip),
+            Host::Ipv6(ip) => IpAddr::V6(ip),
+            Host::Domain(_) => return false,
+        };
+        let port = sip.port();
+        !self
+            .config
+            .proxy
+            .listen
+            .iter()
+            .any(|p| p.addr.ip() == ip && port.is_none_or(|port| port == p.addr.port()))
+    }
+
+    /// Sends a SIP message to an overlay node through that node's queue: one Route at a
+    /// time, so that the node gets them in order (as over one TCP connection).
+    fn send_over_overlay(
+        &mut self,
+        node: PeerId,
+        bytes: Bytes,
+        transaction: Option<TransactionId>,
+    ) {
+        self.stats.overlay_sent.fetch_add(1, Ordering::Relaxed);
+        let mut message = (bytes, transaction);
+        for _ in 0..2 {
+            let queue = match self.queues.get(&node) {
+                Some(queue) => queue.clone(),
+                None if self.queues.len() >= MAX_QUEUES => {
+                    self.queues.retain(|_, queue| !queue.is_closed());
+                    if self.queues.len() >= MAX_QUEUES {
+                        break;
+                    }
+                    continue;
+                }
+                None => {
+                    let queue = spawn_queue(self.overlay.clone(), node, self.done.clone());
+                    self.queues.insert(node, queue.clone());
+                    queue
+                }
+            };
+            match queue.try_send(message) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Closed(back)) => {
+                    self.queues.remove(&node);
+                    message = back;
+                }
+                Err(mpsc::error::TrySendError::Full(back)) => {
+                    message = back;
+                    break;
+                }
+            }
+        }
+        debug!(%node, "the queue to the node is full; message dropped");
+        if let Some(txn) = message.1 {
+            self.proxy.transport_error(now(), txn);
+        }
+    }
+
+    /// Counts one more task under way, if there is room.
+    fn reserve(&mut self) -> bool {
+        if self.pending >= self.config.max_pending {
+            return false;
+        }
+        self.pending += 1;
+        true
+    }
+
+    fn refuse(
+        &mut self,
+        context: proxy::Context,
+        request: &Request,
+        status: StatusCode,
+        why: &str,
+    ) {
+        self.stats.refused.fetch_add(1, Ordering::Relaxed);
+        debug!(call_id = call_id(request), %status, why, "refused");
+        let _ = self.proxy.respond(now(), context, status, why, &[]);
+    }
+}
+
+/// How many overlay nodes the node keeps a send queue to at once.
+const MAX_QUEUES: usize = 4096;
+/// How many SIP messages wait for one overlay node.
+const QUEUE: usize = 256;
+/// How many bytes of SIP messages one Route carries at most (well below the overlay's 64 KiB
+/// message limit).
+const BATCH_BYTES: usize = 48 * 1024;
+/// A send queue with nothing to send for this long ends.
+const QUEUE_IDLE: Duration = Duration::from_secs(60);
+
+/// The task that sends the SIP messages for one overlay node, in order: what waits in the
+/// queue goes in one Route message ([`frame`]), one Route at a time.
+fn spawn_queue(
+    overlay: Arc<Overlay>,
+    node: PeerId,
+    done: mpsc::Sender<Done>,
+) -> mpsc::Sender<(Bytes, Option<TransactionId>)> {
+    let (tx, mut rx) = mpsc::channel::<(Bytes, Option<TransactionId>)>(QUEUE);
+    tokio::spawn(async move {
+        while let Ok(Some(first)) = tokio::time::timeout(QUEUE_IDLE, rx.recv()).await {
+            let mut batch = vec![first];
+            let mut size = batch[0].0.len();
+            while size < BATCH_BYTES {
+                let Ok(next) = rx.try_recv() else { break };
+                size += next.0.len();
+                batch.push(next);
+            }
+            let payload = frame(batch.iter().map(|(bytes, _)| bytes.as_ref()));
+            if let Err(error) = overlay.route(node, payload).await {
+                debug!(%node, %error, messages = batch.len(), "SIP messages not taken over the overlay");
+                for (_, transaction) in batch {
+                    let _ = done.send(Done::Undelivered { transaction }).await;
+                }
+            }
+        }
+    });
+    tx
+}
+
+/// The SIP messages of one Route payload: each as its length (4 bytes, big-endian) and its
+/// bytes.
+fn frame<'a>(messages: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut payload = Vec::new();
+    for message in messages {
+        let len = u32::try_from(message.len()).unwrap_or(u32::MAX);
+        payload.extend_from_slice(&len.to_be_bytes());
+        payload.extend_from_slice(message);
+    }
+    payload
+}
+
+/// The SIP messages of a Route payload ([`frame`]); an error names what is wrong.
+fn unframe(mut payload: &[u8]) -> Result<Vec<Message>, OverlayError> {
+    let mut messages = Vec::new();
+    while !payload.is_empty() {
+        let (len, rest) = payload
+            .split_first_chunk::<4>()
+            .ok_or_else(|| OverlayError::invalid("a SIP frame is cut short"))?;
+        let len = u32::from_be_bytes(*len) as usize;
+        if len > rest.len() {
+            return Err(OverlayError::invalid("a SIP frame is cut short"));
+        }
+        let (bytes, rest) = rest.split_at(len);
+        let message = Message::parse(Bytes::copy_from_slice(bytes)).map_err(|error| {
+            OverlayError::invalid(format!("the Route payload is not SIP: {error}"))
+        })?;
+        messages.push(message);
+        payload = rest;
+    }
+    if messages.is_empty() {
+        return Err(OverlayError::invalid("an empty Route payload"));
+    }
+    Ok(messages)
+}
+
+/// The registrar's store, noting the one change a REGISTER makes.
+struct Recording<'a> {
+    inner: &'a mut MemoryBindings,
+    /// The AOR, its bindings before, and after.
+    change: Option<(String, Vec<Binding>, Vec<Binding>)>,
+}
+
+impl Bindings for Recording<'_> {
+    fn get(&mut self, aor: &str, now: StdInstant) -> Result<Vec<Binding>, StoreError> {
+        self.inner.get(aor, now)
+    }
+
+    fn put(
+        &mut self,
+        aor: &str,
+        bindings: Vec<Binding>,
+        now: StdInstant,
+    ) -> Result<(), StoreError> {
+        let previous = self.inner.get(aor, now)?;
+        self.inner.put(aor, bindings.clone(), now)?;
+        self.change = Some((aor.to_owned(), previous, bindings));
+        Ok(())
+    }
+}
+
+/// The overlay side of one REGISTER.
+struct Publication {
+    overlay: Arc<Overlay>,
+    user: Keypair,
+    claim: bool,
+    claim_lifetime: Duration,
+    aor: String,
+    contacts: Vec<Contact>,
+    /// Seconds; 0 when the last binding is gone.
+    lifetime: u64,
+}
+
+impl Publication {
+    async fn run(self) -> Result<(), overlay_node::Error> {
+        let overlay = &self.overlay;
+        let resource = ResourceId::for_aor(&self.aor)?;
+        let expires_ms = now_ms() + self.claim_lifetime.as_millis() as u64;
+        if self.claim && !is_self_certifying(&self.aor) {
+            let claim = AorClaim::new(&self.aor, &self.user.public(), expires_ms)?;
+            overlay
+                .publish(
+                    resource,
+                    Kind::AOR_CLAIM,
+                    Vec::new(),
+                    claim.encode(),
+                    lifetime_s(self.claim_lifetime.as_secs()),
+                    &self.user,
+                )
+                .await?;
+        }
+        let device = overlay.keypair().clone();
+        let delegation = Delegation::sign(&self.user, &resource, &device.public(), expires_ms)?;
+        let value = RegistrationValue {
+            destination: overlay.node_id().to_bytes(),
+            contacts: self.contacts,
+            delegation,
+        };
+        let key = overlay.node_id().to_bytes();
+        if value.contacts.is_empty() {
+            // Unregistered: an entry without contacts replaces the last one on every replica
+            // for as long as that one would have lived; nobody refreshes it.
+            let last = overlay.withdraw(resource, Kind::SIP_REGISTRATION, &key);
+            let lifetime = last.map_or(60, |data| data.lifetime.max(1));
+            overlay
+                .publish(
+                    resource,
+                    Kind::SIP_REGISTRATION,
+                    key.clone(),
+                    value.encode(),
+                    lifetime,
+                    &device,
+                )
+                .await?;
+            overlay.withdraw(resource, Kind::SIP_REGISTRATION, &key);
+            return Ok(());
+        }
+        overlay
+            .publish(
+                resource,
+                Kind::SIP_REGISTRATION,
+                key,
+                value.encode(),
+                lifetime_s(self.lifetime),
+                &device,
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+/// The devices registered under `aor` whose entries pass every check a replica makes
+/// (signature, delegation, the AOR's claim): a forged or stale entry is never used.
+async fn lookup(overlay: &Overlay, aor: &str) -> Result<Vec<Device>, overlay_node::Error> {
+    let resource = ResourceId::for_aor(aor)?;
+    let (claims, registrations) = tokio::join!(
+        overlay.fetch(resource, Kind::AOR_CLAIM),
+        overlay.fetch(resource, Kind::SIP_REGISTRATION)
+    );
+    let (claims, registrations) = (claims?, registrations?);
+    let now = now_ms();
+    let policy = AccessPolicy::default();
+    let claim = claims.iter().find_map(|(key, data)| {
+        check_store(
+            &resource,
+            Kind::AOR_CLAIM,
+            key,
+            None,
+            None,
+            data,
+            now,
+            &policy,
+        )
+        .ok()?;
+        AorClaim::decode(&data.value).ok()
+    });
+    let mut devices = Vec::new();
+    for (key, data) in &registrations {
+        if let Err(error) = verify(&resource, key, claim.as_ref(), data, now, &policy) {
+            warn!(%aor, %error, "a registration fails its checks; not used");
+            continue;
+        }
+        let Ok(value) = RegistrationValue::decode(&data.value) else {
+            continue;
+        };
+        let Ok(node) = value.destination_id() else {
+            continue;
+        };
+        devices.push(Device {
+            node,
+            contacts: value.contacts,
+        });
+    }
+    Ok(devices)
+}
+
+fn verify(
+    resource: &ResourceId,
+    key: &[u8],
+    claim: Option<&AorClaim>,
+    data: &StoredData,
+    now: u64,
+    policy: &AccessPolicy,
+) -> Result<(), OverlayError> {
+    check_store(
+        resource,
+        Kind::SIP_REGISTRATION,
+        key,
+        None,
+        claim,
+        data,
+        now,
+        policy,
+    )
+}
+
+/// The SIP answer to an overlay failure: 403 with the rule that refused, 408 on a timeout,
+/// 503 when no replica could be reached, 500 otherwise.
+fn sip_answer(error: &overlay_node::Error) -> (StatusCode, String) {
+    let code = error.code();
+    let reason = match error {
+        overlay_node::Error::Overlay(OverlayError::Forbidden { reason }) => reason.clone(),
+        overlay_node::Error::Overlay(OverlayError::Remote { message, .. }) => message
+            .strip_prefix("refused: ")
+            .unwrap_or(message)
+            .to_owned(),
+        other => other.to_string(),
+    };
+    let reason: String = reason
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(120)
+        .collect();
+    match code {
+        Some(ErrorCode::Forbidden) => (StatusCode::FORBIDDEN, reason),
+        Some(ErrorCode::RequestTimeout) => (StatusCode::REQUEST_TIMEOUT, reason),
+        Some(ErrorCode::Internal) | None => (StatusCode::SERVICE_UNAVAILABLE, reason),
+        Some(_) => (StatusCode::SERVER_INTERNAL_ERROR, reason),
+    }
+}
+
+/// The `node` parameter of a URI: the Node-ID of the node it names.
+fn node_param(uri: &str) -> Option<PeerId> {
+    let parsed = Uri::parse(uri).ok()?;
+    let value = parsed.as_sip()?.params().get("node").flatten()?;
+    value.parse().ok()
+}
+
+fn has_to_tag(request: &Request) -> bool {
+    request
+        .headers()
+        .typed::<To>()
+        .and_then(Result::ok)
+        .is_some_and(|to| to.tag().is_some())
+}
+
+fn call_id(request: &Request) -> String {
+    headers_call_id(request.headers())
+}
+
+fn response_call_id(response: &p2psip_sip::Response) -> String {
+    headers_call_id(response.headers())
+}
+
+fn headers_call_id(headers: &p2psip_sip::Headers) -> String {
+    headers
+        .typed::<CallId>()
+        .and_then(Result::ok)
+        .map_or_else(String::new, |c| c.0.to_owned())
+}
+
+fn lifetime_s(seconds: u64) -> u32 {
+    u32::try_from(seconds.max(1)).unwrap_or(u32::MAX)
+}
+
+fn lock(links: &Mutex<Links>) -> std::sync::MutexGuard<'_, Links> {
+    links.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn seed(id: &PeerId) -> u64 {
+    let hash = blake3::hash(&id.to_bytes());
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&hash.as_bytes()[..8]);
+    u64::from_le_bytes(bytes)
+}
+
+fn now() -> StdInstant {
+    Instant::now().into_std()
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |t| t.as_millis() as u64)
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,125 @@
+//! The P2PSIP node's answers, over real sockets on a 3-node overlay: a REGISTER is stored in
+//! the overlay before its 200; another user key cannot take the AOR (403 "AOR is owned by
+//! another key") and the first registration stays; a request for an AOR nobody registered gets
+//! 100 then 404; a Route whose payload is not SIP is refused with InvalidMessage.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use p2psip_overlay::data::Kind;
+use p2psip_overlay::error::ErrorCode;
+use p2psip_overlay::id::ResourceId;
+use p2psip_sip::{Message, Response, Transport};
+use tokio::net::UdpSocket;
+
+#[path = "support/overlay.rs"]
+pub mod overlay;
+
+/// A UDP client that sends one request and reads the responses to it.
+struct Client {
+    socket: UdpSocket,
+}
+
+impl Client {
+    async fn new() -> Client {
+        Client {
+            socket: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+        }
+    }
+
+    fn port(&self) -> u16 {
+        self.socket.local_addr().unwrap().port()
+    }
+
+    /// Sends `request` to `to` and gives the first final response (every provisional one
+    /// before it, too).
+    async fn ask(&self, to: SocketAddr, request: String) -> (Vec<Response>, Response) {
+        self.socket.send_to(request.as_bytes(), to).await.unwrap();
+        let mut provisional = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let (n, _) =
+                tokio::time::timeout(Duration::from_secs(20), self.socket.recv_from(&mut buf))
+                    .await
+                    .expect("an answer within 20 s")
+                    .unwrap();
+            let Ok(Message::Response(response)) = Message::parse(buf[..n].to_vec()) else {
+                continue;
+            };
+            if response.status().is_provisional() {
+                provisional.push(response);
+            } else {
+                return (provisional, response);
+            }
+        }
+    }
+
+    fn register(&self, aor: &str, call_id: &str, to: SocketAddr) -> String {
+        let port = self.port();
+        format!(
+            "REGISTER sip:{to} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-{call_id};rport\r\nFrom: <{aor}>;tag=r{port}\r\nTo: <{aor}>\r\nCall-ID: {call_id}\r\nCSeq: 1 REGISTER\r\nContact: <sip:device@127.0.0.1:{port}>\r\nExpires: 600\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_are_owned_unknown_aors_are_404_and_bad_payloads_refused() {
+    overlay::logs();
+    let net = overlay::Nodes::start(3).await;
+    let aor = "sip:alice@example.p2p";
+    let resource = ResourceId::for_aor(aor).unwrap();
+
+    // Alice registers at node 1: the 200 comes once the overlay holds her registration.
+    let alice = Client::new().await;
+    let at1 = net.sip(1, Transport::Udp);
+    let (_, ok) = alice.ask(at1, alice.register(aor, "reg-1", at1)).await;
+    assert_eq!(ok.status().as_u16(), 200, "{ok}");
+    let stored = net.nodes[0]
+        .overlay()
+        .fetch(resource, Kind::SIP_REGISTRATION)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].0, net.nodes[1].node_id().to_bytes());
+
+    // Node 2's user key is another key: 403 with the overlay's reason; nothing changes.
+    let mallory = Client::new().await;
+    let at2 = net.sip(2, Transport::Udp);
+    let (_, refused) = mallory.ask(at2, mallory.register(aor, "reg-2", at2)).await;
+    assert_eq!(refused.status().as_u16(), 403, "{refused}");
+    assert_eq!(refused.reason(), "AOR is owned by another key");
+    let after = net.nodes[0]
+        .overlay()
+        .fetch(resource, Kind::SIP_REGISTRATION)
+        .await
+        .unwrap();
+    assert_eq!(after, stored);
+
+    // An AOR nobody registered: 100 Trying, then 404.
+    let caller = Client::new().await;
+    let at0 = net.sip(0, Transport::Udp);
+    let port = caller.port();
+    let invite = format!(
+        "INVITE sip:nobody@example.p2p SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-inv1;rport\r\nFrom: <sip:caller@example.p2p>;tag=c1\r\nTo: <sip:nobody@example.p2p>\r\nCall-ID: inv-1\r\nCSeq: 1 INVITE\r\nContact: <sip:caller@127.0.0.1:{port}>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    let (provisional, answer) = caller.ask(at0, invite).await;
+    assert!(provisional.iter().any(|r| r.status().as_u16() == 100));
+    assert_eq!(answer.status().as_u16(), 404, "{answer}");
+
+    // A Route whose payload is not SIP is refused with InvalidMessage.
+    let refused = net.nodes[0]
+        .overlay()
+        .route(net.nodes[1].node_id(), b"\x00\x00\x00\x05hello".to_vec())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Some(ErrorCode::InvalidMessage), "{refused}");
+    assert_eq!(
+        net.nodes[1]
+            .stats()
+            .refused
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}

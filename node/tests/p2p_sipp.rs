@@ -1,0 +1,103 @@
+//! The P2PSIP node against sipp on a 5-node overlay on 127.0.0.1: sipp's UAS registers
+//! `sip:service@127.0.0.1` at node E (the registration goes into the overlay), and sipp's UAC
+//! at node A calls that AOR 200 times. Each INVITE is looked up in the overlay and routed to
+//! node E; ACK and BYE go from A to E straight (both Record-Route themselves with their
+//! Node-ID), never through the three other nodes. An AOR nobody registered gets 404; a second
+//! user key cannot register an AOR another key owns (403 "AOR is owned by another key").
+//!
+//! Skipped with a message where sipp is not installed, except in CI.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+#[path = "support/overlay.rs"]
+pub mod overlay;
+#[path = "support/sipp.rs"]
+pub mod sipp;
+
+use sipp::{Scenario, Sipp, SippReport};
+
+const CALLS: u64 = 200;
+const LIMIT: Duration = Duration::from_secs(60);
+
+async fn run(sipp: Sipp) -> SippReport {
+    tokio::task::spawn_blocking(move || sipp.run())
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_calls_an_aor_registered_at_another_node_200_times() {
+    if !sipp::require_sipp() {
+        return;
+    }
+    overlay::logs();
+    let net = overlay::Nodes::start(5).await;
+    let (a, e) = (0, 4);
+    let udp = p2psip_sip::Transport::Udp;
+
+    // The callee registers at node E.
+    let callee = tokio::task::spawn_blocking(move || {
+        Sipp::new(Scenario::kept("uas-rr.xml"))
+            .calls(CALLS)
+            .time_limit(LIMIT)
+            .trace_messages(true)
+            .spawn()
+    })
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| panic!("{e}"));
+    run(Sipp::new(Scenario::kept("register-one.xml"))
+        .remote(net.sip(e, udp))
+        .arg("-key")
+        .arg("contact_port")
+        .arg(callee.port().to_string())
+        .time_limit(Duration::from_secs(20)))
+    .await
+    .assert_all_successful(1);
+    assert_eq!(net.nodes[e].stats().published.load(Ordering::Relaxed), 1);
+
+    // The caller at node A.
+    let caller = run(Sipp::new(Scenario::kept("uac-proxy.xml"))
+        .remote(net.sip(a, udp))
+        .calls(CALLS)
+        .rate(50)
+        .time_limit(LIMIT)
+        .trace_messages(true))
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let callee = tokio::task::spawn_blocking(move || callee.wait(deadline))
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}"));
+    caller.assert_all_successful(CALLS);
+    callee.assert_all_successful(CALLS);
+
+    // Every in-dialog request (ACK, BYE) went from A to E directly: E got them over the
+    // overlay, and no other node saw a SIP message or forwarded a Route.
+    let stats = net.nodes[e].stats();
+    assert_eq!(stats.overlay_requests.load(Ordering::Relaxed), CALLS);
+    assert_eq!(stats.overlay_in_dialog.load(Ordering::Relaxed), 2 * CALLS);
+    for third in [1, 2, 3] {
+        let s = net.nodes[third].stats();
+        assert_eq!(
+            s.overlay_requests.load(Ordering::Relaxed),
+            0,
+            "node {third}"
+        );
+        assert_eq!(
+            s.overlay_in_dialog.load(Ordering::Relaxed),
+            0,
+            "node {third}"
+        );
+        assert_eq!(
+            s.overlay_responses.load(Ordering::Relaxed),
+            0,
+            "node {third}"
+        );
+        assert_eq!(net.nodes[third].overlay().forwarded(), 0, "node {third}");
+    }
+}
