@@ -494,7 +494,8 @@ impl Overlay {
         handed.map(|_| ())
     }
 
-    /// Stops the node abruptly: no handover, the task is aborted and the network closed.
+    /// Stops the node abruptly: no handover, the task is aborted and the network closed. The
+    /// store closes when the last handle is dropped.
     pub async fn kill(&self) {
         self.shutdown().await;
     }

@@ -59,6 +59,7 @@ async fn a_restarted_node_rejoins_through_peers_it_learned() {
     .await;
     let c_id = c.node_id();
     c.kill().await;
+    drop(c); // the last handle: the store closes
     a.kill().await;
     // No bootstrap address, and the bootstrap node is gone: only what C remembered of B helps.
     let c = Overlay::start(config(dirs[2].path(), vec![]))

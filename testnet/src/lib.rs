@@ -217,7 +217,19 @@ impl Testnet {
             Some((j, _)) => self.bootstrap_addrs(j).await?,
             None => Vec::new(),
         };
-        let node = self.launch(i, bootstrap).await?;
+        // A killed node's last tasks may hold its store for a moment after it stopped.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let node = loop {
+            match self.launch(i, bootstrap.clone()).await {
+                Err(error)
+                    if format!("{error:#}").contains("in use")
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(POLL).await;
+                }
+                result => break result?,
+            }
+        };
         self.nodes[i] = Some(node);
         Ok(())
     }
