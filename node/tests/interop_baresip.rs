@@ -7,6 +7,9 @@
 //! registrations, the 180 and the call established on both sides, RTP arriving on both
 //! sides at the codec's rate (50 packets a second), and that alice's BYE reached bob.
 //!
+//! The same call then runs with no server at all: alice registers at node 1 and bob at node 3
+//! of a 5-node P2PSIP overlay, and the call crosses the overlay.
+//!
 //! Skipped with a message where baresip is not installed, except in CI (`CI` set), where that
 //! fails: CI installs it.
 
@@ -22,6 +25,8 @@ use p2psip_sip::registrar;
 
 #[path = "support/baresip.rs"]
 pub mod baresip;
+#[path = "support/overlay.rs"]
+pub mod overlay;
 
 use baresip::{Baresip, Event, EventKind, RtpSummary};
 
@@ -82,7 +87,37 @@ async fn baresip_calls_baresip_through_the_proxy() {
     }
     let server = start_server().await;
     let proxy = udp_addr(&server);
-    let (alice, bob) = tokio::join!(start_user("alice", proxy), start_user("bob", proxy));
+    call(proxy, proxy).await;
+    drop(server);
+}
+
+/// Alice registers at node 1 and Bob at node 3 of a 5-node overlay; the call crosses the
+/// overlay, with no server anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baresip_calls_baresip_across_a_5_node_overlay() {
+    if !baresip::require_baresip() {
+        return;
+    }
+    let net = overlay::Nodes::start(5).await;
+    let udp = p2psip_sip::Transport::Udp;
+    call(net.sip(1, udp), net.sip(3, udp)).await;
+    let third = &net.nodes[0];
+    assert_eq!(
+        third
+            .stats()
+            .overlay_in_dialog
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+}
+
+/// Alice (registered through `alice_proxy`) calls Bob (through `bob_proxy`) for
+/// [`CALL_LENGTH`] and hangs up; checks the call on both sides and the RTP both ways.
+async fn call(alice_proxy: SocketAddr, bob_proxy: SocketAddr) {
+    let (alice, bob) = tokio::join!(
+        start_user("alice", alice_proxy),
+        start_user("bob", bob_proxy)
+    );
 
     let (registered_a, registered_b) =
         tokio::join!(alice.wait_registered(LIMIT), bob.wait_registered(LIMIT));
@@ -149,7 +184,6 @@ async fn baresip_calls_baresip_through_the_proxy() {
             && summary_b.receive.packets <= summary_a.transmit.packets,
         "more RTP received than sent: alice {summary_a}; bob {summary_b}"
     );
-    drop(server);
 }
 
 /// Checks that `who` sent and received RTP at about the codec's rate while the call was up,
