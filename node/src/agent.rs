@@ -7,14 +7,13 @@
 //! channels; events beyond [`EVENT_CAPACITY`] unread are dropped with a warning rather than
 //! stall the agent.
 
-use std::time::Instant as StdInstant;
-
 use p2psip_sip::ua::{self, Call, UserAgent};
 use p2psip_sip::{Error as SipError, Peer, StatusCode};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info_span, warn};
 
+use crate::clock::{now, sleep_until};
 use crate::transport::{self, Incoming, Transports};
 
 /// How many unread events a running agent keeps.
@@ -185,17 +184,5 @@ fn execute(agent: &mut UserAgent, command: Command) {
             reply,
         } => drop(reply.send(agent.reject(t, call, status))),
         Command::Hangup { call, reply } => drop(reply.send(agent.hangup(t, call))),
-    }
-}
-
-/// The agent's clock: tokio's, so that tests may pause it.
-fn now() -> StdInstant {
-    Instant::now().into_std()
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }

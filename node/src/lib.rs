@@ -21,6 +21,7 @@
 //! - Dropping the last [`transport::Transports`] handle closes every socket and connection.
 
 pub mod agent;
+mod clock;
 pub mod p2p;
 pub mod server;
 pub mod transport;

@@ -52,6 +52,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::clock::{now, sleep_until};
 use crate::transport::{self, Incoming, Transports};
 
 /// Connection ids from this value up name overlay nodes, not sockets.
@@ -1045,19 +1046,8 @@ fn seed(id: &PeerId) -> u64 {
     u64::from_le_bytes(bytes)
 }
 
-fn now() -> StdInstant {
-    Instant::now().into_std()
-}
-
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |t| t.as_millis() as u64)
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }

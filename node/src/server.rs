@@ -22,6 +22,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info_span, warn};
 
+use crate::clock::{now, sleep_until};
 use crate::transport::{self, Incoming, Transports};
 
 /// Who may use the server, when authentication is on.
@@ -310,15 +311,4 @@ fn same_host(addr: SocketAddr, host: &str) -> bool {
 
 fn q_param(q: u16) -> String {
     format!(";q={}.{:03}", q / 1000, q % 1000)
-}
-
-fn now() -> StdInstant {
-    Instant::now().into_std()
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }

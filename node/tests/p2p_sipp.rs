@@ -64,7 +64,7 @@ async fn sipp_calls_an_aor_registered_at_another_node_200_times() {
     let caller = run(Sipp::new(Scenario::kept("uac-proxy.xml"))
         .remote(net.sip(a, udp))
         .calls(CALLS)
-        .rate(50)
+        .rate(25)
         .time_limit(LIMIT)
         .trace_messages(true))
     .await;
