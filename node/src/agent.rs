@@ -3,13 +3,24 @@
 //!
 //! The task owns the agent. It wakes on a received message, a command, or the agent's next
 //! deadline; after each, it sends what the agent wants sent (reporting failed sends back to
-//! the transaction) and forwards the agent's events. Commands and events travel on bounded
-//! channels; events beyond [`EVENT_CAPACITY`] unread are dropped with a warning rather than
-//! stall the agent.
+//! the transaction) and publishes the agent's events as [`Report`]s, with the time and, for
+//! a call, its [`Timings`]. Commands travel on a bounded channel; every clone of an
+//! [`Agent`] hears every event from its creation on, and one that falls more than
+//! [`EVENT_CAPACITY`] events behind loses the oldest (with a warning) rather than stall the
+//! agent.
+//!
+//! [`Agent::for_node`] starts the built-in user agent of a P2PSIP node: on 127.0.0.1, with the
+//! node's SIP address as its outbound proxy, so that its REGISTERs are published in the
+//! overlay and its calls and MESSAGEs are routed through it like any softphone's.
 
-use p2psip_sip::ua::{self, Call, UserAgent};
-use p2psip_sip::{Error as SipError, Peer, StatusCode};
-use tokio::sync::{mpsc, oneshot};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use p2psip_sip::ua::{self, Call, Outgoing, UserAgent};
+use p2psip_sip::{Error as SipError, Peer, StatusCode, Transport};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info_span, warn};
 
@@ -52,14 +63,84 @@ enum Command {
         call: Call,
         reply: oneshot::Sender<Result<(), SipError>>,
     },
+    Register {
+        aor: String,
+        expires: u32,
+        reply: oneshot::Sender<Result<(), SipError>>,
+    },
+    Unregister {
+        aor: String,
+        reply: oneshot::Sender<Result<(), SipError>>,
+    },
+    Message {
+        target: String,
+        text: String,
+        reply: oneshot::Sender<Result<Outgoing, SipError>>,
+    },
+    Options {
+        target: String,
+        reply: oneshot::Sender<Result<Outgoing, SipError>>,
+    },
 }
 
-/// A handle on a running user agent. Dropping it stops the agent.
+/// An event of the agent, when it happened, and the timings of its call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// What happened.
+    pub event: ua::Event,
+    /// When, by the wall clock.
+    pub at: SystemTime,
+    /// For an event of a call: the call's timings so far.
+    pub timings: Option<Timings>,
+}
+
+/// The life of a call as the agent saw it, from the INVITE sent (or received).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timings {
+    /// When the INVITE was sent or received.
+    pub started: Instant,
+    /// From the start to the first 180/183 (for a placed call, RFC 6076's session request
+    /// delay).
+    pub ringing: Option<Duration>,
+    /// From the start to the call being up.
+    pub answered: Option<Duration>,
+    /// From the start to the end (BYE, CANCEL or failure).
+    pub ended: Option<Duration>,
+}
+
+impl Timings {
+    fn new(started: Instant) -> Timings {
+        Timings {
+            started,
+            ringing: None,
+            answered: None,
+            ended: None,
+        }
+    }
+
+    /// How long the call was up, once it has ended.
+    pub fn duration(&self) -> Option<Duration> {
+        Some(self.ended?.saturating_sub(self.answered?))
+    }
+}
+
+/// A handle on a running user agent. Clones share the agent; dropping the last one stops it.
 #[derive(Debug)]
 pub struct Agent {
     commands: mpsc::Sender<Command>,
-    events: mpsc::Receiver<ua::Event>,
+    events: broadcast::Receiver<Report>,
     local: Vec<Peer>,
+}
+
+impl Clone for Agent {
+    /// Another handle, which hears the events from now on.
+    fn clone(&self) -> Agent {
+        Agent {
+            commands: self.commands.clone(),
+            events: self.events.resubscribe(),
+            local: self.local.clone(),
+        }
+    }
 }
 
 impl Agent {
@@ -74,7 +155,7 @@ impl Agent {
         config.listen = sockets.local_addrs().to_vec();
         let local = config.listen.clone();
         let (commands, command_rx) = mpsc::channel(64);
-        let (event_tx, events) = mpsc::channel(EVENT_CAPACITY);
+        let (event_tx, events) = broadcast::channel(EVENT_CAPACITY);
         let agent = UserAgent::new(config, seed);
         let span = info_span!("agent", local = %local.first().map(ToString::to_string).unwrap_or_default());
         tokio::spawn(run(agent, sockets, incoming, command_rx, event_tx).instrument(span));
@@ -83,6 +164,29 @@ impl Agent {
             events,
             local,
         })
+    }
+
+    /// The built-in user agent of a P2PSIP node whose SIP (UDP) address is `node`: it listens
+    /// on 127.0.0.1 (UDP and TCP, ports chosen by the system), uses the node as its outbound
+    /// proxy, presents itself as `user`, offers `sdp` in its calls, and answers incoming
+    /// calls by itself when `auto_answer`.
+    pub async fn for_node(
+        node: SocketAddr,
+        user: &str,
+        auto_answer: bool,
+        sdp: Option<Bytes>,
+        seed: u64,
+    ) -> Result<Agent, Error> {
+        let any = SocketAddr::new(node.ip(), 0);
+        let transports = transport::Config::default().udp(vec![any]).tcp(vec![any]);
+        let config = ua::Config {
+            user: user.to_owned(),
+            auto_answer,
+            sdp,
+            outbound: Some(Peer::new(Transport::Udp, node)),
+            ..ua::Config::default()
+        };
+        Agent::start(transports, config, seed).await
     }
 
     /// Where the agent listens.
@@ -116,9 +220,58 @@ impl Agent {
         self.ask(|reply| Command::Hangup { call, reply }).await
     }
 
+    /// Registers `aor` through the outbound proxy for `expires` seconds and keeps it
+    /// refreshed; [`ua::Event::Registered`] or [`ua::Event::RegistrationFailed`] follows.
+    pub async fn register(&self, aor: &str, expires: u32) -> Result<(), Error> {
+        let aor = aor.to_owned();
+        self.ask(|reply| Command::Register {
+            aor,
+            expires,
+            reply,
+        })
+        .await
+    }
+
+    /// Removes the binding of `aor`; [`ua::Event::Unregistered`] follows.
+    pub async fn unregister(&self, aor: &str) -> Result<(), Error> {
+        let aor = aor.to_owned();
+        self.ask(|reply| Command::Unregister { aor, reply }).await
+    }
+
+    /// Sends `text` as a `text/plain` MESSAGE; [`ua::Event::Completed`] tells how it went.
+    pub async fn message(&self, target: &str, text: &str) -> Result<Outgoing, Error> {
+        let (target, text) = (target.to_owned(), text.to_owned());
+        self.ask(|reply| Command::Message {
+            target,
+            text,
+            reply,
+        })
+        .await
+    }
+
+    /// Pings `target` with OPTIONS; [`ua::Event::Completed`] tells how it went.
+    pub async fn options(&self, target: &str) -> Result<Outgoing, Error> {
+        let target = target.to_owned();
+        self.ask(|reply| Command::Options { target, reply }).await
+    }
+
     /// The next event; `None` once the agent has stopped.
     pub async fn next_event(&mut self) -> Option<ua::Event> {
-        self.events.recv().await
+        self.next_report().await.map(|r| r.event)
+    }
+
+    /// The next event with its time and the call's timings; `None` once the agent has
+    /// stopped.
+    pub async fn next_report(&mut self) -> Option<Report> {
+        loop {
+            match self.events.recv().await {
+                Ok(report) => return Some(report),
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    warn!(missed, "events were dropped: this handle reads too slowly");
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
     }
 
     async fn ask<T>(
@@ -139,8 +292,9 @@ async fn run(
     sockets: Transports,
     mut incoming: Incoming,
     mut commands: mpsc::Receiver<Command>,
-    events: mpsc::Sender<ua::Event>,
+    events: broadcast::Sender<Report>,
 ) {
+    let mut calls: HashMap<Call, Timings> = HashMap::new();
     loop {
         let deadline = agent.poll_timeout().map(Instant::from_std);
         tokio::select! {
@@ -152,7 +306,7 @@ async fn run(
             }
             command = commands.recv() => {
                 let Some(command) = command else { break };
-                execute(&mut agent, command);
+                execute(&mut agent, command, &mut calls);
             }
             () = sleep_until(deadline) => agent.handle_timeout(now()),
         }
@@ -165,18 +319,71 @@ async fn run(
             }
         }
         while let Some(event) = agent.poll_event() {
-            if events.try_send(event).is_err() {
-                warn!("an event was dropped: the application reads too slowly");
-            }
+            let timings = time(&mut calls, &event, Instant::from_std(now()));
+            // No handle listening is not an error: the event has nobody to tell.
+            let _ = events.send(Report {
+                event,
+                at: SystemTime::now(),
+                timings,
+            });
         }
     }
 }
 
-fn execute(agent: &mut UserAgent, command: Command) {
+/// Brings the timings of the event's call up to date; gives them for an event of a call.
+fn time(calls: &mut HashMap<Call, Timings>, event: &ua::Event, at: Instant) -> Option<Timings> {
+    use ua::Event as E;
+    let (call, ends) = match event {
+        E::Incoming { call, .. } => {
+            calls.insert(*call, Timings::new(at));
+            (*call, false)
+        }
+        E::Ringing { call } | E::Established { call } => (*call, false),
+        E::Failed { call, .. } | E::Ended { call, .. } => (*call, true),
+        _ => return None,
+    };
+    let timings = calls.get_mut(&call)?;
+    let since = at.saturating_duration_since(timings.started);
+    match event {
+        E::Ringing { .. } => {
+            timings.ringing.get_or_insert(since);
+        }
+        E::Established { .. } => {
+            timings.answered.get_or_insert(since);
+        }
+        _ if ends => timings.ended = Some(since),
+        _ => {}
+    }
+    let snapshot = *timings;
+    if ends {
+        calls.remove(&call);
+    }
+    Some(snapshot)
+}
+
+/// An SDP offer (RFC 4566, RFC 3264) for one audio stream at `addr`:`port`, PCMU and PCMA
+/// with telephone events.
+pub fn audio_offer(addr: IpAddr, port: u16, session: u64) -> Bytes {
+    let family = if addr.is_ipv4() { "IP4" } else { "IP6" };
+    Bytes::from(format!(
+        "v=0\r\no=p2psip {session} {session} IN {family} {addr}\r\ns=p2psip\r\n\
+         c=IN {family} {addr}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0 8 101\r\n\
+         a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
+         a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=sendrecv\r\n"
+    ))
+}
+
+fn execute(agent: &mut UserAgent, command: Command, calls: &mut HashMap<Call, Timings>) {
     let t = now();
     // A caller that stopped waiting for the answer has nothing to be told.
     match command {
-        Command::Invite { target, reply } => drop(reply.send(agent.invite(t, &target))),
+        Command::Invite { target, reply } => {
+            let placed = agent.invite(t, &target);
+            if let Ok(call) = &placed {
+                calls.insert(*call, Timings::new(Instant::from_std(t)));
+            }
+            drop(reply.send(placed));
+        }
         Command::Answer { call, reply } => drop(reply.send(agent.answer(t, call))),
         Command::Reject {
             call,
@@ -184,5 +391,17 @@ fn execute(agent: &mut UserAgent, command: Command) {
             reply,
         } => drop(reply.send(agent.reject(t, call, status))),
         Command::Hangup { call, reply } => drop(reply.send(agent.hangup(t, call))),
+        Command::Register {
+            aor,
+            expires,
+            reply,
+        } => drop(reply.send(agent.register(t, &aor, expires))),
+        Command::Unregister { aor, reply } => drop(reply.send(agent.unregister(t, &aor))),
+        Command::Message {
+            target,
+            text,
+            reply,
+        } => drop(reply.send(agent.message(t, &target, "text/plain", text.into()))),
+        Command::Options { target, reply } => drop(reply.send(agent.options(t, &target))),
     }
 }

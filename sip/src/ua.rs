@@ -40,12 +40,19 @@ pub struct Config {
     pub listen: Vec<Peer>,
     /// The user part of the Contact and From URIs.
     pub user: String,
-    /// Answer every incoming INVITE with 200 at once.
+    /// Answer every incoming INVITE at once: 180, then 200.
     pub auto_answer: bool,
     /// The SDP answered to an offer (and offered in INVITEs), if any.
     pub sdp: Option<Bytes>,
     /// What a UAS serves ([`Policy`] with [`Role::Uas`]).
     pub policy: Policy,
+    /// Who this agent is (From of its requests), e.g. `sip:alice@example.p2p`. Default: the
+    /// first AOR it registers, else `sip:<user>@<listen address>`.
+    pub aor: Option<String>,
+    /// The outbound proxy (RFC 3261 §8.1.2): every out-of-dialog request goes to it, with a
+    /// loose route naming it, whatever the Request-URI. Without one, the Request-URI's host
+    /// must be an IP address.
+    pub outbound: Option<Peer>,
 }
 
 impl Default for Config {
@@ -57,6 +64,8 @@ impl Default for Config {
             auto_answer: false,
             sdp: None,
             policy: Policy::with_role(Role::Uas),
+            aor: None,
+            outbound: None,
         }
     }
 }
@@ -65,6 +74,11 @@ impl Default for Config {
 /// [`Event::Failed`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Call(u64);
+
+/// A handle on an out-of-dialog request other than INVITE and REGISTER (MESSAGE, OPTIONS),
+/// named again in its [`Event::Completed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Outgoing(u64);
 
 /// What the application hears.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +121,59 @@ pub enum Event {
         /// The request, with its body.
         request: Request,
     },
+    /// A REGISTER was accepted; the agent refreshes it at half of `expires`.
+    Registered {
+        /// The address-of-record.
+        aor: String,
+        /// How long the registrar keeps the binding.
+        expires: Duration,
+    },
+    /// The binding is gone: an unregister was accepted, or the registrar granted 0 s.
+    Unregistered {
+        /// The address-of-record.
+        aor: String,
+    },
+    /// A REGISTER (first or refresh) was refused or timed out; the agent stops refreshing.
+    RegistrationFailed {
+        /// The address-of-record.
+        aor: String,
+        /// The final status (408 on timeout, 503 on a transport error).
+        status: StatusCode,
+        /// The reason phrase, which says why.
+        reason: String,
+    },
+    /// The final answer to a MESSAGE or OPTIONS this agent sent.
+    Completed {
+        /// The request.
+        request: Outgoing,
+        /// Its method.
+        method: Method,
+        /// The final status (408 on timeout, 503 on a transport error).
+        status: StatusCode,
+        /// The reason phrase.
+        reason: String,
+    },
+}
+
+/// An out-of-dialog client transaction that is not a call.
+#[derive(Debug)]
+enum Pending {
+    Request { id: Outgoing, method: Method },
+    Register { aor: String },
+}
+
+/// A binding this agent keeps at a registrar (RFC 3261 §10.2): one Call-ID, CSeq counting up.
+#[derive(Debug)]
+struct Registration {
+    call_id: String,
+    tag: String,
+    cseq: u32,
+    /// What the next REGISTER asks for; 0 unregisters.
+    expires: u32,
+    /// When the next refresh goes, while registered.
+    refresh_at: Option<Instant>,
+    /// Whether a REGISTER for it is under way.
+    in_flight: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,6 +244,9 @@ pub struct UserAgent {
     timers: BinaryHeap<Reverse<(Instant, Call)>>,
     next_call: u64,
     events: VecDeque<Event>,
+    outgoing: HashMap<TransactionId, Pending>,
+    next_outgoing: u64,
+    registrations: HashMap<String, Registration>,
 }
 
 impl UserAgent {
@@ -192,6 +262,9 @@ impl UserAgent {
             timers: BinaryHeap::new(),
             next_call: 0,
             events: VecDeque::new(),
+            outgoing: HashMap::new(),
+            next_outgoing: 0,
+            registrations: HashMap::new(),
         }
     }
 
@@ -200,13 +273,19 @@ impl UserAgent {
         self.calls.len()
     }
 
-    /// Places a call to `target` (a `sip:` URI with an IP address; name resolution is the
-    /// node's), offering the configured SDP.
+    /// Places a call to `target`, offering the configured SDP: through the outbound proxy if
+    /// there is one, else straight to the URI's IP address (name resolution is the node's).
     pub fn invite(&mut self, now: Instant, target: &str) -> Result<Call, Error> {
-        let mut peer = peer_for_uri(target)?;
+        let mut peer = self.first_hop(target)?;
         let call_id = self.ids.call_id(&self.host(peer.transport)?);
         let local_tag = self.ids.tag();
-        let mut request = self.out_of_dialog(Method::Invite, target, peer, &call_id, &local_tag)?;
+        let mut request = self.out_of_dialog(
+            Method::Invite,
+            target,
+            target,
+            peer,
+            (&call_id, &local_tag, 1),
+        )?;
         if let Some(sdp) = self.config.sdp.clone() {
             request.set_body("application/sdp", sdp);
         }
@@ -257,6 +336,72 @@ impl UserAgent {
         }
     }
 
+    /// Registers `aor` (RFC 3261 §10.2) for `expires` seconds at the outbound proxy (or the
+    /// AOR's host), with this agent's Contact, and keeps it refreshed until
+    /// [`UserAgent::unregister`]. The outcome is [`Event::Registered`] or
+    /// [`Event::RegistrationFailed`].
+    pub fn register(&mut self, now: Instant, aor: &str, expires: u32) -> Result<(), Error> {
+        if expires == 0 {
+            return Err(Error::NotAllowed(
+                "a registration lasts at least one second",
+            ));
+        }
+        self.first_hop(aor)?;
+        let registration = match self.registrations.remove(aor) {
+            Some(r) => r,
+            None => Registration {
+                call_id: self.ids.call_id(&self.host(self.default_transport())?),
+                tag: self.ids.tag(),
+                cseq: 0,
+                expires,
+                refresh_at: None,
+                in_flight: false,
+            },
+        };
+        self.registrations.insert(
+            aor.to_owned(),
+            Registration {
+                expires,
+                ..registration
+            },
+        );
+        self.send_register(now, aor)
+    }
+
+    /// Removes the binding of `aor` (a REGISTER with `Expires: 0`) and stops refreshing it;
+    /// [`Event::Unregistered`] follows.
+    pub fn unregister(&mut self, now: Instant, aor: &str) -> Result<(), Error> {
+        let registration = self.registrations.get_mut(aor).ok_or(Error::NotAllowed(
+            "that AOR is not registered by this agent",
+        ))?;
+        registration.expires = 0;
+        registration.refresh_at = None;
+        self.send_register(now, aor)
+    }
+
+    /// Sends a MESSAGE (RFC 3428) with `body` of `content_type` to `target`;
+    /// [`Event::Completed`] tells how it went.
+    pub fn message(
+        &mut self,
+        now: Instant,
+        target: &str,
+        content_type: &str,
+        body: Bytes,
+    ) -> Result<Outgoing, Error> {
+        self.request(now, Method::Message, target, Some((content_type, body)))
+    }
+
+    /// Sends an OPTIONS to `target` (a ping, RFC 3261 §11); [`Event::Completed`] tells how
+    /// it went.
+    pub fn options(&mut self, now: Instant, target: &str) -> Result<Outgoing, Error> {
+        self.request(now, Method::Options, target, None)
+    }
+
+    /// The AORs registered (or being registered) by this agent.
+    pub fn registrations(&self) -> impl Iterator<Item = &str> {
+        self.registrations.keys().map(String::as_str)
+    }
+
     /// A received message.
     pub fn handle(&mut self, now: Instant, message: Message, source: Peer) -> Result<(), Error> {
         let result = self.tx.handle(now, message, source);
@@ -273,6 +418,17 @@ impl UserAgent {
             }
             self.timers.pop();
             self.retransmit_ok(now, call, at);
+        }
+        let due: Vec<String> = self
+            .registrations
+            .iter()
+            .filter(|(_, r)| !r.in_flight && r.refresh_at.is_some_and(|at| at <= now))
+            .map(|(aor, _)| aor.clone())
+            .collect();
+        for aor in due {
+            if let Err(e) = self.send_register(now, &aor) {
+                self.registration_failed(&aor, StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
+            }
         }
         self.pump(now);
     }
@@ -296,7 +452,13 @@ impl UserAgent {
     /// When [`UserAgent::handle_timeout`] must run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let ours = self.timers.peek().map(|Reverse((at, _))| *at);
-        transaction::earliest(self.tx.poll_timeout(), ours)
+        let refresh = self
+            .registrations
+            .values()
+            .filter(|r| !r.in_flight)
+            .filter_map(|r| r.refresh_at)
+            .min();
+        transaction::earliest(self.tx.poll_timeout(), transaction::earliest(ours, refresh))
     }
 
     /// Moves the transaction layer's output and events through this core.
@@ -320,12 +482,24 @@ impl UserAgent {
                 response,
             } => self.on_response(now, transaction, response),
             T::StrayResponse { response, .. } => self.on_stray(&response),
-            T::Timeout { transaction } => self.on_failure(transaction, StatusCode::REQUEST_TIMEOUT),
+            T::Timeout { transaction } => {
+                self.on_failure(now, transaction, StatusCode::REQUEST_TIMEOUT)
+            }
             T::TransportError { transaction } => {
-                self.on_failure(transaction, StatusCode::SERVICE_UNAVAILABLE)
+                self.on_failure(now, transaction, StatusCode::SERVICE_UNAVAILABLE)
             }
             T::Terminated { transaction } => {
                 self.by_txn.remove(&transaction);
+                if let Some(pending) = self.outgoing.remove(&transaction) {
+                    // Ended without a final response reported: say so.
+                    self.finish(
+                        now,
+                        pending,
+                        StatusCode::REQUEST_TIMEOUT,
+                        "Request Timeout",
+                        None,
+                    );
+                }
             }
         }
     }
@@ -409,8 +583,10 @@ impl UserAgent {
         ));
         self.by_txn.insert(txn, call);
         self.events.push_back(Event::Incoming { call, request });
+        // A phone that answers by itself still rings first, as people's phones do: the
+        // caller hears the 180 (and can time its session request delay, RFC 6076).
         if self.config.auto_answer
-            && let Err(e) = self.answer(now, call)
+            && let Err(e) = self.ring(now, call).and_then(|()| self.answer(now, call))
         {
             // Never leave a call waiting: what cannot be answered is refused.
             tracing::debug!(error = %e, "auto-answer failed: 500");
@@ -513,6 +689,13 @@ impl UserAgent {
     }
 
     fn on_response(&mut self, now: Instant, txn: TransactionId, response: Response) {
+        if response.status().is_final()
+            && let Some(pending) = self.outgoing.remove(&txn)
+        {
+            let reason = response.reason().to_owned();
+            self.finish(now, pending, response.status(), &reason, Some(&response));
+            return;
+        }
         let Some(&call) = self.by_txn.get(&txn) else {
             return;
         };
@@ -711,7 +894,11 @@ impl UserAgent {
         }
     }
 
-    fn on_failure(&mut self, txn: TransactionId, status: StatusCode) {
+    fn on_failure(&mut self, now: Instant, txn: TransactionId, status: StatusCode) {
+        if let Some(pending) = self.outgoing.remove(&txn) {
+            self.finish(now, pending, status, status.canonical_reason(), None);
+            return;
+        }
         let Some(&call) = self.by_txn.get(&txn) else {
             return;
         };
@@ -939,56 +1126,291 @@ impl UserAgent {
     }
 
     fn add_contact(&self, resp: &mut Response, transport: Transport) {
-        if let Ok(addr) = self.local(transport) {
-            let param = if transport == Transport::Udp {
-                String::new()
-            } else {
-                format!(";transport={}", transport.as_str().to_ascii_lowercase())
-            };
-            resp.headers_mut().push(
-                HeaderName::Contact,
-                format!("<sip:{}@{}{param}>", self.config.user, host_port(addr)),
-            );
+        if let Ok(contact) = self.contact(transport) {
+            resp.headers_mut().push(HeaderName::Contact, contact);
         }
     }
 
-    /// An out-of-dialog request (§8.1.1).
+    /// An out-of-dialog request (§8.1.1) to `target`, sent to `peer`: From is this agent's
+    /// identity, To is `to`; a request to the outbound proxy carries a loose route naming it.
     fn out_of_dialog(
         &mut self,
         method: Method,
         target: &str,
+        to: &str,
         peer: Peer,
-        call_id: &str,
-        tag: &str,
+        ids: (&str, &str, u32),
     ) -> Result<Request, Error> {
+        let (call_id, tag, cseq) = ids;
         let via = self.via(peer.transport)?;
-        let local = self.host(peer.transport)?;
+        let from = self.identity(peer.transport)?;
         let mut req = Request::new(method.clone(), target)?;
         let h = req.headers_mut();
         h.push(HeaderName::Via, via);
         h.push(HeaderName::MaxForwards, "70");
-        h.push(
-            HeaderName::From,
-            format!("<sip:{}@{local}>;tag={tag}", self.config.user),
-        );
-        h.push(HeaderName::To, format!("<{target}>"));
+        if self.config.outbound == Some(peer) {
+            h.push(
+                HeaderName::Route,
+                format!(
+                    "<sip:{};lr{}>",
+                    host_port(peer.addr),
+                    transport_param(peer.transport)
+                ),
+            );
+        }
+        h.push(HeaderName::From, format!("<{from}>;tag={tag}"));
+        h.push(HeaderName::To, format!("<{to}>"));
         h.push(HeaderName::CallId, call_id);
-        h.push(HeaderName::CSeq, format!("1 {method}"));
-        let param = if peer.transport == Transport::Udp {
-            String::new()
-        } else {
-            format!(
-                ";transport={}",
-                peer.transport.as_str().to_ascii_lowercase()
-            )
-        };
-        h.push(
-            HeaderName::Contact,
-            format!("<sip:{}@{local}{param}>", self.config.user),
-        );
+        h.push(HeaderName::CSeq, format!("{cseq} {method}"));
+        if matches!(method, Method::Invite | Method::Register) {
+            h.push(HeaderName::Contact, self.contact(peer.transport)?);
+        }
         h.push(HeaderName::Allow, ALLOW);
         h.push(HeaderName::ContentLength, "0");
         Ok(req)
+    }
+
+    /// This agent's Contact for `transport`.
+    fn contact(&self, transport: Transport) -> Result<String, Error> {
+        Ok(format!(
+            "<sip:{}@{}{}>",
+            self.config.user,
+            self.host(transport)?,
+            transport_param(transport)
+        ))
+    }
+
+    /// Who this agent says it is (see [`Config::aor`]).
+    fn identity(&self, transport: Transport) -> Result<String, Error> {
+        if let Some(aor) = &self.config.aor {
+            return Ok(aor.clone());
+        }
+        if let Some(aor) = self.registrations.keys().min() {
+            return Ok(aor.clone());
+        }
+        Ok(format!(
+            "sip:{}@{}",
+            self.config.user,
+            self.host(transport)?
+        ))
+    }
+
+    /// Where an out-of-dialog request for `target` goes first: the outbound proxy, else the
+    /// URI's own address.
+    fn first_hop(&self, target: &str) -> Result<Peer, Error> {
+        match self.config.outbound {
+            Some(proxy) => {
+                Uri::parse(target)?;
+                Ok(proxy)
+            }
+            None => peer_for_uri(target),
+        }
+    }
+
+    /// The transport of the outbound proxy, else the first one this agent listens on.
+    fn default_transport(&self) -> Transport {
+        self.config
+            .outbound
+            .or_else(|| self.config.listen.first().copied())
+            .map_or(Transport::Udp, |p| p.transport)
+    }
+
+    /// Starts a MESSAGE or OPTIONS.
+    fn request(
+        &mut self,
+        now: Instant,
+        method: Method,
+        target: &str,
+        body: Option<(&str, Bytes)>,
+    ) -> Result<Outgoing, Error> {
+        let peer = self.first_hop(target)?;
+        let call_id = self.ids.call_id(&self.host(peer.transport)?);
+        let tag = self.ids.tag();
+        let mut request =
+            self.out_of_dialog(method.clone(), target, target, peer, (&call_id, &tag, 1))?;
+        if let Some((content_type, body)) = body {
+            request.set_body(content_type, body);
+        }
+        let txn = self.tx.start_client(now, request, peer)?;
+        let id = Outgoing(self.next_outgoing);
+        self.next_outgoing += 1;
+        self.outgoing.insert(txn, Pending::Request { id, method });
+        self.pump(now);
+        Ok(id)
+    }
+
+    /// Sends the REGISTER of a registration: the next CSeq, the expiry it wants.
+    fn send_register(&mut self, now: Instant, aor: &str) -> Result<(), Error> {
+        let peer = self.first_hop(aor)?;
+        let registrar = registrar_uri(aor)?;
+        let registration = self.registrations.get_mut(aor).ok_or(Error::NotAllowed(
+            "that AOR is not registered by this agent",
+        ))?;
+        registration.cseq += 1;
+        registration.in_flight = true;
+        let ids = (
+            registration.call_id.clone(),
+            registration.tag.clone(),
+            registration.cseq,
+        );
+        let expires = registration.expires;
+        let built = self.out_of_dialog(
+            Method::Register,
+            &registrar,
+            aor,
+            peer,
+            (&ids.0, &ids.1, ids.2),
+        );
+        let sent = built.and_then(|mut request| {
+            request
+                .headers_mut()
+                .set_first(HeaderName::Expires, expires.to_string());
+            self.tx.start_client(now, request, peer)
+        });
+        match sent {
+            Ok(txn) => {
+                self.outgoing.insert(
+                    txn,
+                    Pending::Register {
+                        aor: aor.to_owned(),
+                    },
+                );
+                self.pump(now);
+                Ok(())
+            }
+            Err(e) => {
+                if let Some(r) = self.registrations.get_mut(aor) {
+                    r.in_flight = false;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The final outcome of a MESSAGE, OPTIONS or REGISTER.
+    fn finish(
+        &mut self,
+        now: Instant,
+        pending: Pending,
+        status: StatusCode,
+        reason: &str,
+        response: Option<&Response>,
+    ) {
+        match pending {
+            Pending::Request { id, method } => self.events.push_back(Event::Completed {
+                request: id,
+                method,
+                status,
+                reason: reason.to_owned(),
+            }),
+            Pending::Register { aor } => self.registered(now, &aor, status, reason, response),
+        }
+    }
+
+    /// The final response to a REGISTER (§10.2.4, §10.2.8).
+    fn registered(
+        &mut self,
+        now: Instant,
+        aor: &str,
+        status: StatusCode,
+        reason: &str,
+        response: Option<&Response>,
+    ) {
+        let Some(registration) = self.registrations.get_mut(aor) else {
+            return;
+        };
+        registration.in_flight = false;
+        let asked = registration.expires;
+        if status.is_success() {
+            let contact = self.contact(self.default_transport()).unwrap_or_default();
+            let granted = response.map_or(asked, |r| granted_expiry(r, &contact, asked));
+            if asked == 0 || granted == 0 {
+                self.registrations.remove(aor);
+                self.events.push_back(Event::Unregistered {
+                    aor: aor.to_owned(),
+                });
+                return;
+            }
+            if let Some(r) = self.registrations.get_mut(aor) {
+                r.refresh_at = Some(now + Duration::from_secs(u64::from(granted / 2).max(1)));
+            }
+            self.events.push_back(Event::Registered {
+                aor: aor.to_owned(),
+                expires: Duration::from_secs(u64::from(granted)),
+            });
+            return;
+        }
+        // §10.2.8: 423 names the shortest interval the registrar takes; ask again with it.
+        let min = response
+            .filter(|_| status.as_u16() == 423)
+            .and_then(|r| r.headers().get(HeaderName::MinExpires))
+            .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<u32>().ok());
+        if let Some(min) = min.filter(|&m| m > asked && asked > 0) {
+            if let Some(r) = self.registrations.get_mut(aor) {
+                r.expires = min;
+            }
+            if self.send_register(now, aor).is_ok() {
+                return;
+            }
+        }
+        self.registration_failed(aor, status, reason);
+    }
+
+    fn registration_failed(&mut self, aor: &str, status: StatusCode, reason: &str) {
+        if self.registrations.remove(aor).is_some() {
+            self.events.push_back(Event::RegistrationFailed {
+                aor: aor.to_owned(),
+                status,
+                reason: reason.to_owned(),
+            });
+        }
+    }
+}
+
+/// The expiry a 2xx to a REGISTER granted our `contact` (§10.2.4): its Contact's `expires`,
+/// else the Expires header, else what was asked.
+fn granted_expiry(response: &Response, contact: &str, asked: u32) -> u32 {
+    let ours = contact.trim_start_matches('<').trim_end_matches('>');
+    let from_contact = response
+        .headers()
+        .typed_all::<crate::header::Contact>()
+        .flatten()
+        .find(|c| c.address().is_some_and(|a| a.uri().as_str() == ours))
+        .and_then(|c| c.expires());
+    from_contact
+        .or_else(|| {
+            response
+                .headers()
+                .get(HeaderName::Expires)
+                .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse().ok())
+        })
+        .unwrap_or(asked)
+}
+
+/// The Request-URI of a REGISTER for `aor` (§10.2): the AOR without its user part.
+fn registrar_uri(aor: &str) -> Result<String, Error> {
+    let parsed = Uri::parse(aor)?;
+    let sip = parsed.as_sip().ok_or(Error::NotAllowed(
+        "only sip: and sips: AORs can be registered",
+    ))?;
+    let scheme = if sip.is_secure() { "sips" } else { "sip" };
+    let host = match sip.host() {
+        Host::Ipv4(a) => a.to_string(),
+        Host::Ipv6(a) => format!("[{a}]"),
+        Host::Domain(d) => d.to_string(),
+    };
+    Ok(match sip.port() {
+        Some(port) => format!("{scheme}:{host}:{port}"),
+        None => format!("{scheme}:{host}"),
+    })
+}
+
+/// `;transport=tcp` and the like; nothing for UDP.
+fn transport_param(transport: Transport) -> String {
+    if transport == Transport::Udp {
+        String::new()
+    } else {
+        format!(";transport={}", transport.as_str().to_ascii_lowercase())
     }
 }
 

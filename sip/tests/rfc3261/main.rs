@@ -4,6 +4,7 @@
 // Test helpers panic to fail the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod s10_2_ua_registration;
 mod s10_registrar;
 mod s12_dialogs;
 mod s13_ua_core;

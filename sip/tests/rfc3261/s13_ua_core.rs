@@ -176,6 +176,7 @@ fn s13_call_setup_and_teardown() {
         [
             "A> INVITE sip:bob@127.0.0.1:5080 SIP/2.0",
             "B> SIP/2.0 100 Trying",
+            "B> SIP/2.0 180 Ringing",
             "B> SIP/2.0 200 OK",
             "A> ACK sip:p2psip@127.0.0.1:5080 SIP/2.0",
             "A> BYE sip:p2psip@127.0.0.1:5080 SIP/2.0",
@@ -476,5 +477,5 @@ fn rfc4475_3_4_1_rfc2543_invite_is_answered() {
             Message::Request(_) => 0,
         })
         .collect();
-    assert_eq!(statuses, [100, 200]);
+    assert_eq!(statuses, [100, 180, 200], "auto-answer rings first");
 }
