@@ -1,8 +1,10 @@
 //! # p2psip: the command line
 //!
-//! The `p2psip` command: the top layer, over the node, the overlay and the testnet. Today it
-//! sets up a data directory (`p2psip init`) and shows the effective configuration
-//! (`p2psip config`); running a node and the commands that talk to it come next.
+//! The `p2psip` command: the top layer, over the node, the overlay and the testnet. It sets
+//! up a data directory (`p2psip init`), shows the effective configuration (`p2psip config`),
+//! runs a node (`p2psip node`), talks to a running node through its control API (`status`,
+//! `peers`, `lookup`, `register`, `unregister`, `call`, `message`) and runs a whole testnet
+//! in one process (`p2psip testnet`).
 //!
 //! # Layout
 //!
@@ -62,6 +64,24 @@ enum Command {
     Init(commands::init::Args),
     /// Print the effective configuration: the config file over the defaults.
     Config(commands::config::Args),
+    /// Run a node until Ctrl-C: join the overlay, serve softphones, answer the commands below.
+    Node(commands::node::Args),
+    /// What the running node knows: its addresses, peers, store and counters.
+    Status(commands::remote::ReadArgs),
+    /// The peers in the running node's routing table.
+    Peers(commands::remote::ReadArgs),
+    /// Find the devices registered for an AOR, with hops and time.
+    Lookup(commands::remote::LookupArgs),
+    /// Register an AOR with the running node's built-in user agent.
+    Register(commands::remote::AorArgs),
+    /// Remove the built-in user agent's registration of an AOR.
+    Unregister(commands::remote::AorArgs),
+    /// Call an AOR (or a SIP URI) from the running node; Ctrl-C hangs up.
+    Call(commands::remote::CallArgs),
+    /// Send a text MESSAGE to an AOR (or a SIP URI) from the running node.
+    Message(commands::remote::MessageArgs),
+    /// Start N nodes in this process for softphones (until Ctrl-C), or `run` a scenario.
+    Testnet(commands::testnet::Args),
 }
 
 impl Command {
@@ -70,6 +90,15 @@ impl Command {
         match self {
             Command::Init(args) => commands::init::run(args),
             Command::Config(args) => commands::config::run(args),
+            Command::Node(args) => commands::node::run(args),
+            Command::Status(args) => commands::remote::status(args),
+            Command::Peers(args) => commands::remote::peers(args),
+            Command::Lookup(args) => commands::remote::lookup(args),
+            Command::Register(args) => commands::remote::register(args, true),
+            Command::Unregister(args) => commands::remote::register(args, false),
+            Command::Call(args) => commands::remote::call(args),
+            Command::Message(args) => commands::remote::message(args),
+            Command::Testnet(args) => commands::testnet::run(args),
         }
     }
 
@@ -77,7 +106,8 @@ impl Command {
     /// results are their output; a long-running node will want `INFO`.
     fn default_log_level(&self) -> LevelFilter {
         match self {
-            Command::Init(_) | Command::Config(_) => LevelFilter::WARN,
+            Command::Node(_) => LevelFilter::INFO,
+            _ => LevelFilter::WARN,
         }
     }
 }

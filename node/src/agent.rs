@@ -81,6 +81,9 @@ enum Command {
         target: String,
         reply: oneshot::Sender<Result<Outgoing, SipError>>,
     },
+    Registrations {
+        reply: oneshot::Sender<Result<Vec<String>, SipError>>,
+    },
 }
 
 /// An event of the agent, when it happened, and the timings of its call.
@@ -255,6 +258,11 @@ impl Agent {
         self.ask(|reply| Command::Options { target, reply }).await
     }
 
+    /// The AORs the agent has registered or is registering, sorted.
+    pub async fn registrations(&self) -> Result<Vec<String>, Error> {
+        self.ask(|reply| Command::Registrations { reply }).await
+    }
+
     /// The next event; `None` once the agent has stopped.
     pub async fn next_event(&mut self) -> Option<ua::Event> {
         self.next_report().await.map(|r| r.event)
@@ -403,5 +411,10 @@ fn execute(agent: &mut UserAgent, command: Command, calls: &mut HashMap<Call, Ti
             reply,
         } => drop(reply.send(agent.message(t, &target, "text/plain", text.into()))),
         Command::Options { target, reply } => drop(reply.send(agent.options(t, &target))),
+        Command::Registrations { reply } => {
+            let mut aors: Vec<String> = agent.registrations().map(str::to_owned).collect();
+            aors.sort();
+            drop(reply.send(Ok(aors)));
+        }
     }
 }

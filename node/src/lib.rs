@@ -22,6 +22,8 @@
 
 pub mod agent;
 mod clock;
+pub mod control;
+pub mod limit;
 pub mod p2p;
 pub mod server;
 pub mod transport;

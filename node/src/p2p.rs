@@ -16,6 +16,21 @@
 //!   checks every entry as a replica would (signature, delegation, claim), and forwards the
 //!   request to every contact of every device (forking), over the overlay to each device's
 //!   node. No registration is 404.
+//! - **When nobody answers.** A request for an AOR whose devices all fail to answer gets 480
+//!   Temporarily Unavailable with a reason that says why: "(no device answered)" when every
+//!   branch timed out (Timer B or F) or could not be sent (the device's node is gone from the
+//!   overlay), from the proxy core's [`proxy::Config::unanswered`]; "(no device registered
+//!   here)" from a device's node that still has the registration in the overlay but no longer
+//!   the device. A device that rings and never answers is cancelled by Timer C
+//!   ([`proxy::Config::timer_c`]) and the caller gets 408; a CANCEL from the caller reaches
+//!   every branch, over the overlay too, and the caller gets 487.
+//! - **Flood limits.** Each local client (its source address and port) has two budgets
+//!   ([`limit`], [`Config::limits`]): one for REGISTERs, one for the other out-of-dialog
+//!   requests. A request beyond its budget is answered 503 "Service Unavailable (too many
+//!   requests from this client)" with Retry-After, counted in [`Stats::refused`], and logged
+//!   with its Call-ID (a warning for the first refusal of a flood, debug for the rest). Other
+//!   clients are not affected. Requests from other overlay nodes are not counted here: they
+//!   only reach the contacts registered at this node.
 //! - **Over the overlay**, a SIP message is the payload of a Route message to a node; the
 //!   Route's own answer only says the node took it. SIP responses come back the same way. To
 //!   the proxy core an overlay node is a reliable connection: a [`Peer`] whose connection id
@@ -47,12 +62,15 @@ use p2psip_sip::header::{CallId, To};
 use p2psip_sip::proxy::{self, Proxy, Target};
 use p2psip_sip::registrar::{self, Binding, Bindings, MemoryBindings, Registrar, StoreError};
 use p2psip_sip::transaction::TransactionId;
-use p2psip_sip::{ConnectionId, Host, Message, Method, Peer, Request, StatusCode, Transport, Uri};
+use p2psip_sip::{
+    ConnectionId, HeaderName, Host, Message, Method, Peer, Request, StatusCode, Transport, Uri,
+};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::clock::{now, sleep_until};
+use crate::limit::{self, Budget, Limiter};
 use crate::transport::{self, Incoming, Transports};
 
 /// Connection ids from this value up name overlay nodes, not sockets.
@@ -66,7 +84,8 @@ pub struct Config {
     pub overlay: overlay_node::Config,
     /// The SIP sockets; at least one TCP address (the overlay side of the proxy is reliable).
     pub sip: transport::Config,
-    /// The proxy core (its `listen` and `record_route_params` are filled in).
+    /// The proxy core (its `listen` and `record_route_params` are filled in). Its
+    /// `unanswered` is 480 "Temporarily Unavailable (no device answered)" unless changed.
     pub proxy: proxy::Config,
     /// The registrar of the local clients.
     pub registrar: registrar::Config,
@@ -78,6 +97,8 @@ pub struct Config {
     pub max_pending: usize,
     /// How many SIP messages from the overlay may wait for the node's task. Default 1024.
     pub overlay_queue: usize,
+    /// The flood limits of each local client (REGISTERs, other out-of-dialog requests).
+    pub limits: limit::Config,
 }
 
 impl Config {
@@ -91,17 +112,30 @@ impl Config {
                 tcp: vec![sip],
                 ..transport::Config::default()
             },
-            proxy: proxy::Config::default(),
+            proxy: proxy::Config {
+                unanswered: Some(proxy::Reply::new(
+                    StatusCode::TEMPORARILY_UNAVAILABLE,
+                    "Temporarily Unavailable (no device answered)",
+                )),
+                ..proxy::Config::default()
+            },
             registrar: registrar::Config::default(),
             claim_lifetime: Duration::from_secs(86_400),
             max_pending: 1024,
             overlay_queue: 1024,
+            limits: limit::Config::default(),
         }
     }
 
     /// Replaces the overlay node's configuration.
     pub fn with_overlay(mut self, overlay: overlay_node::Config) -> Config {
         self.overlay = overlay;
+        self
+    }
+
+    /// Replaces the flood limits of the local clients.
+    pub fn with_limits(mut self, limits: limit::Config) -> Config {
+        self.limits = limits;
         self
     }
 }
@@ -137,7 +171,8 @@ pub struct Stats {
     pub overlay_sent: AtomicU64,
     /// Registrations published in the overlay.
     pub published: AtomicU64,
-    /// Requests refused (REGISTER refused by the overlay, floods, bad payloads).
+    /// Requests refused: REGISTERs the overlay refused, failed lookups, clients over their
+    /// limits, bad payloads and messages from the overlay the node had no room for.
     pub refused: AtomicU64,
 }
 
@@ -193,10 +228,15 @@ impl Node {
         let stats = Arc::new(Stats::default());
         let handler_stats = stats.clone();
         overlay.set_route_handler(Box::new(move |origin, payload| {
-            let messages = unframe(&payload).inspect_err(|_| {
+            let messages = unframe(&payload).inspect_err(|error| {
                 handler_stats.refused.fetch_add(1, Ordering::Relaxed);
+                debug!(%origin, %error, "a Route payload refused");
             })?;
             if overlay_tx.capacity() < messages.len() {
+                handler_stats.refused.fetch_add(1, Ordering::Relaxed);
+                for message in &messages {
+                    debug!(%origin, call_id = message_call_id(message), "the node is overloaded; a SIP message from the overlay refused");
+                }
                 return Err(OverlayError::invalid(
                     "the node is overloaded; try again later",
                 ));
@@ -217,9 +257,11 @@ impl Node {
             proxy,
             registrar: Registrar::new(config.registrar.clone(), seed(&id) ^ 1),
             bindings: MemoryBindings::new(&config.registrar),
+            limiter: Limiter::new(config.limits.clone()),
             links,
             stats: stats.clone(),
             claimed: HashSet::new(),
+            expiries: HashMap::new(),
             pending: 0,
             queues: HashMap::new(),
             done: done_tx,
@@ -337,10 +379,13 @@ enum Done {
 }
 
 /// One registered device of an AOR, as found in the overlay.
+/// A device of an AOR found in the overlay: the node it registered at and its contacts.
 #[derive(Debug, Clone)]
-struct Device {
-    node: PeerId,
-    contacts: Vec<Contact>,
+pub struct Device {
+    /// The node that published the registration.
+    pub node: PeerId,
+    /// Its contacts (none once unregistered).
+    pub contacts: Vec<Contact>,
 }
 
 struct State {
@@ -350,10 +395,14 @@ struct State {
     proxy: Proxy,
     registrar: Registrar,
     bindings: MemoryBindings,
+    /// The flood limits of the local clients.
+    limiter: Limiter,
     links: Arc<Mutex<Links>>,
     stats: Arc<Stats>,
     /// The AORs this node has claimed for its user.
     claimed: HashSet<String>,
+    /// When the first published binding of each AOR expires.
+    expiries: HashMap<String, StdInstant>,
     /// Lookups and publications under way.
     pending: usize,
     /// The send queue of each overlay node this node talks to.
@@ -372,6 +421,7 @@ async fn run(
 ) {
     loop {
         let deadline = state.proxy.poll_timeout().map(Instant::from_std);
+        let expiry = state.next_expiry();
         tokio::select! {
             received = incoming.recv() => {
                 let Some(received) = received else { break };
@@ -382,6 +432,7 @@ async fn run(
             Some((origin, message)) = from_overlay.recv() => state.on_overlay_message(origin, message),
             Some(report) = done.recv() => state.on_done(report),
             () = sleep_until(deadline) => state.proxy.handle_timeout(now()),
+            () = sleep_until(expiry) => state.expire(),
             _ = &mut stopped => break,
         }
         while let Some(event) = state.proxy.poll_event() {
@@ -431,6 +482,9 @@ impl State {
     fn locate(&mut self, context: proxy::Context, request: Request, source: Peer) {
         let t = now();
         let from_node = lock(&self.links).node(&source);
+        if from_node.is_none() && !self.within_limits(context, &request, source) {
+            return;
+        }
         if *request.method() == Method::Register {
             if from_node.is_some() {
                 self.refuse(
@@ -449,12 +503,14 @@ impl State {
             // For a device registered here: only to its contacts.
             let targets = self.local_targets(&uri, t);
             if targets.is_empty() {
+                // The overlay still holds the registration, but the device is gone from here:
+                // the callee exists and is not reachable now.
                 debug!(%origin, %uri, call_id = call_id(&request), "no such device here");
                 let _ = self.proxy.respond(
                     t,
                     context,
-                    StatusCode::NOT_FOUND,
-                    "Not Found (no device registered here)",
+                    StatusCode::TEMPORARILY_UNAVAILABLE,
+                    "Temporarily Unavailable (no device registered here)",
                     &[],
                 );
             } else {
@@ -515,25 +571,7 @@ impl State {
             );
             return;
         }
-        let publication = Publication {
-            overlay: self.overlay.clone(),
-            user: self.user.clone(),
-            claim: !self.claimed.contains(&aor),
-            claim_lifetime: self.config.claim_lifetime,
-            aor: aor.clone(),
-            contacts: bindings
-                .iter()
-                .map(|b| Contact {
-                    uri: b.contact.clone(),
-                    q: b.q,
-                })
-                .collect(),
-            lifetime: bindings
-                .iter()
-                .map(|b| b.expires_at.saturating_duration_since(t).as_secs())
-                .max()
-                .unwrap_or(0),
-        };
+        let publication = self.publication(&aor, &bindings, t);
         let done = self.done.clone();
         tokio::spawn(async move {
             let result = publication.run().await;
@@ -549,6 +587,67 @@ impl State {
         });
     }
 
+    /// The publication of `bindings` as the AOR's registration entry.
+    fn publication(&self, aor: &str, bindings: &[Binding], t: StdInstant) -> Publication {
+        Publication {
+            overlay: self.overlay.clone(),
+            user: self.user.clone(),
+            claim: !self.claimed.contains(aor),
+            claim_lifetime: self.config.claim_lifetime,
+            aor: aor.to_owned(),
+            contacts: bindings
+                .iter()
+                .map(|b| Contact {
+                    uri: b.contact.clone(),
+                    q: b.q,
+                })
+                .collect(),
+            lifetime: bindings
+                .iter()
+                .map(|b| b.expires_at.saturating_duration_since(t).as_secs())
+                .max()
+                .unwrap_or(0),
+        }
+    }
+
+    /// When the next published binding expires.
+    fn next_expiry(&self) -> Option<Instant> {
+        self.expiries.values().min().copied().map(Instant::from_std)
+    }
+
+    /// Remembers when the first of the AOR's published bindings expires.
+    fn track_expiry(&mut self, aor: &str, t: StdInstant) {
+        let bindings = self.bindings.get(aor, t).unwrap_or_default();
+        match bindings.iter().map(|b| b.expires_at).min() {
+            Some(first) => self.expiries.insert(aor.to_owned(), first),
+            None => self.expiries.remove(aor),
+        };
+    }
+
+    /// Bindings that expired without a REGISTER (a softphone that went away): the overlay
+    /// entry is published again with what is left, without contacts once none is, so that
+    /// callers stop being sent to a device that is gone.
+    fn expire(&mut self) {
+        let t = now();
+        let due: Vec<String> = self
+            .expiries
+            .iter()
+            .filter(|(_, at)| **at <= t)
+            .map(|(aor, _)| aor.clone())
+            .collect();
+        for aor in due {
+            let bindings = self.bindings.get(&aor, t).unwrap_or_default();
+            self.track_expiry(&aor, t);
+            let publication = self.publication(&aor, &bindings, t);
+            debug!(%aor, left = bindings.len(), "bindings expired; publishing what is left");
+            tokio::spawn(async move {
+                if let Err(error) = publication.run().await {
+                    warn!(%aor, %error, "expired bindings could not be withdrawn");
+                }
+            });
+        }
+    }
+
     fn on_done(&mut self, report: Done) {
         let t = now();
         match report {
@@ -562,6 +661,7 @@ impl State {
                 self.pending -= 1;
                 match result {
                     Ok(()) => {
+                        self.track_expiry(&aor, t);
                         self.claimed.insert(aor);
                         self.stats.published.fetch_add(1, Ordering::Relaxed);
                         let _ = self.proxy.respond_with(t, context, response);
@@ -583,7 +683,7 @@ impl State {
                 self.pending -= 1;
                 match result {
                     Ok(devices) if devices.iter().all(|d| d.contacts.is_empty()) => {
-                        debug!(%aor, "no registration");
+                        debug!(%aor, call_id = self.context_call_id(context), "no registration");
                         let _ = self.proxy.respond(
                             t,
                             context,
@@ -597,7 +697,8 @@ impl State {
                         let _ = self.proxy.forward(t, context, targets);
                     }
                     Err(error) => {
-                        warn!(%aor, %error, "lookup failed");
+                        self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                        warn!(%aor, %error, call_id = self.context_call_id(context), "lookup failed");
                         let (status, reason) = sip_answer(&error);
                         let _ = self.proxy.respond(t, context, status, &reason, &[]);
                     }
@@ -726,6 +827,41 @@ impl State {
         }
         self.pending += 1;
         true
+    }
+
+    /// Takes the request from its client's budget ([`limit`]); a client over its budget is
+    /// answered 503 with Retry-After, and `false` comes back.
+    fn within_limits(&mut self, context: proxy::Context, request: &Request, source: Peer) -> bool {
+        let budget = if *request.method() == Method::Register {
+            Budget::Register
+        } else {
+            Budget::Requests
+        };
+        let Err(refusal) = self.limiter.check(now(), source.addr, budget) else {
+            return true;
+        };
+        self.stats.refused.fetch_add(1, Ordering::Relaxed);
+        let (client, method, call_id) = (source.addr, request.method(), call_id(request));
+        let retry_after = refusal.retry_after.as_secs();
+        if refusal.first {
+            warn!(%client, %method, call_id, retry_after, "a client sends too many requests; refusing them for now");
+        } else {
+            debug!(%client, %method, call_id, retry_after, "refused: too many requests from this client");
+        }
+        let retry = [(HeaderName::RetryAfter, retry_after.to_string())];
+        let _ = self.proxy.respond(
+            now(),
+            context,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Service Unavailable (too many requests from this client)",
+            &retry,
+        );
+        false
+    }
+
+    /// The Call-ID of a context's request, for logs.
+    fn context_call_id(&self, context: proxy::Context) -> String {
+        self.proxy.request(context).map(call_id).unwrap_or_default()
     }
 
     fn refuse(
@@ -913,7 +1049,7 @@ impl Publication {
 
 /// The devices registered under `aor` whose entries pass every check a replica makes
 /// (signature, delegation, the AOR's claim): a forged or stale entry is never used.
-async fn lookup(overlay: &Overlay, aor: &str) -> Result<Vec<Device>, overlay_node::Error> {
+pub async fn lookup(overlay: &Overlay, aor: &str) -> Result<Vec<Device>, overlay_node::Error> {
     let resource = ResourceId::for_aor(aor)?;
     let (claims, registrations) = tokio::join!(
         overlay.fetch(resource, Kind::AOR_CLAIM),
@@ -1022,6 +1158,10 @@ fn call_id(request: &Request) -> String {
 
 fn response_call_id(response: &p2psip_sip::Response) -> String {
     headers_call_id(response.headers())
+}
+
+fn message_call_id(message: &Message) -> String {
+    headers_call_id(message.headers())
 }
 
 fn headers_call_id(headers: &p2psip_sip::Headers) -> String {

@@ -35,7 +35,12 @@ async fn sipp_calls_an_aor_registered_at_another_node_200_times() {
         return;
     }
     overlay::logs();
-    let net = overlay::Nodes::start(5).await;
+    // sipp's UAC places every call from one port: a load generator, not a softphone, so the
+    // nodes do not limit their clients.
+    let net = overlay::Nodes::start_with(5, |_, config| {
+        config.limits = p2psip_node::limit::Config::unlimited();
+    })
+    .await;
     let (a, e) = (0, 4);
     let udp = p2psip_sip::Transport::Udp;
 

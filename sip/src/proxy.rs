@@ -16,6 +16,17 @@
 //! request goes ([`Event::Locate`]), which is where a location service, a redirect (302) or a
 //! refusal (404, 403, 401/407) come in.
 //!
+//! # Branches that end without an answer
+//!
+//! A branch that times out (Timer B or F) or cannot be sent (a transport error) gets a stand-in
+//! response, 408 or 503 (§16.7, §16.9); within the class chosen by §16.7 step 6, a response
+//! from downstream wins over a stand-in. When every branch ended that way before any
+//! provisional response other than 100, [`Config::unanswered`] may name the answer instead
+//! (a node says 480 Temporarily Unavailable: none of the callee's devices answered). Timer C
+//! cancels a ringing branch, and the branch then counts as timed out: its 487 goes upstream as
+//! 408. A cancelled branch that never sends its final response is given up 64*T1 after the
+//! CANCEL (§9.1), so that the request is always answered.
+//!
 //! # A proxy on several transports
 //!
 //! The proxy may listen on several transports ([`Config::listen`], e.g. UDP for local
@@ -77,6 +88,33 @@ pub struct Config {
     pub timer_c: Duration,
     /// The proxy's checks (§16.3), [`Role::Proxy`].
     pub policy: Policy,
+    /// What goes upstream when every branch of a request ended without an answer from
+    /// downstream: each timed out (Timer B or F, or Timer C, §16.8) or could not be sent (a
+    /// transport error, §16.9) before any provisional response other than 100. `None` (the
+    /// default): RFC 3261's stand-ins, 408 for a timeout and 503 for a transport error, and
+    /// the best of them goes upstream (§16.7 step 6; a 503 goes as 500). A transaction user
+    /// that knows its targets are registered devices may say 480 Temporarily Unavailable
+    /// instead. A request cancelled from upstream is answered 487 either way.
+    pub unanswered: Option<Reply>,
+}
+
+/// A status line the proxy answers with on its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The status code.
+    pub status: StatusCode,
+    /// The reason phrase.
+    pub reason: String,
+}
+
+impl Reply {
+    /// A reply with `status` and `reason`.
+    pub fn new(status: StatusCode, reason: impl Into<String>) -> Reply {
+        Reply {
+            status,
+            reason: reason.into(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -89,6 +127,7 @@ impl Default for Config {
             record_route_params: String::new(),
             timer_c: Duration::from_secs(180),
             policy: Policy::with_role(Role::Proxy),
+            unanswered: None,
         }
     }
 }
@@ -158,9 +197,26 @@ struct Branch {
     peer: Peer,
     /// The best response so far (final ones only).
     response: Option<Response>,
+    /// `response` is the proxy's stand-in for one that never came (a timeout, a transport
+    /// error, Timer C), not one from downstream.
+    stand_in: bool,
     provisional: bool,
+    /// A provisional response other than 100 came: someone downstream answered, beyond the
+    /// next hop's transaction layer.
+    ringing: bool,
     done: bool,
     cancel_when_provisional: bool,
+    /// A CANCEL went out for this branch: Timer C no longer runs, the give-up deadline does.
+    cancelled: bool,
+    /// Timer C cancelled the branch: its 487 counts as 408 (§16.8).
+    timed_out: bool,
+}
+
+impl Branch {
+    /// The branch ended without an answer from downstream ([`Config::unanswered`]).
+    fn unanswered(&self) -> bool {
+        self.stand_in && !self.ringing
+    }
 }
 
 #[derive(Debug)]
@@ -174,6 +230,8 @@ struct ContextState {
     decided: bool,
     /// The final response has gone upstream (for an INVITE, further 2xx still go).
     answered: bool,
+    /// A CANCEL came from upstream.
+    cancelled: bool,
     invite: bool,
     /// Where the request came from: its transport decides the inbound Record-Route
     /// (RFC 5658 §3.2).
@@ -203,9 +261,11 @@ pub struct Proxy {
     contexts: HashMap<Context, ContextState>,
     by_server: HashMap<TransactionId, Context>,
     by_client: HashMap<TransactionId, Context>,
-    /// Timer C deadlines: (when, context, branch transaction).
+    /// Branch deadlines: (when, context, branch transaction).
     timers: BinaryHeap<Reverse<(Instant, Context, TransactionId)>>,
-    timer_c: HashMap<TransactionId, Instant>,
+    /// The live deadline of each INVITE branch: Timer C, or once the branch is cancelled,
+    /// when the proxy gives up waiting for its final response (64*T1, §9.1).
+    branch_timers: HashMap<TransactionId, Instant>,
     next: u64,
     events: VecDeque<Event>,
     resolver: ResolverSlot,
@@ -222,7 +282,7 @@ impl Proxy {
             by_server: HashMap::new(),
             by_client: HashMap::new(),
             timers: BinaryHeap::new(),
-            timer_c: HashMap::new(),
+            branch_timers: HashMap::new(),
             next: 0,
             events: VecDeque::new(),
             resolver: ResolverSlot::default(),
@@ -262,9 +322,9 @@ impl Proxy {
                 break;
             }
             self.timers.pop();
-            if self.timer_c.get(&txn) == Some(&at) {
-                self.timer_c.remove(&txn);
-                self.on_timer_c(now, context, txn);
+            if self.branch_timers.get(&txn) == Some(&at) {
+                self.branch_timers.remove(&txn);
+                self.on_branch_timer(now, context, txn);
             }
         }
         self.pump(now);
@@ -410,7 +470,7 @@ impl Proxy {
         }
         // §16.3: reasonable syntax, URI scheme, Max-Forwards, Proxy-Require.
         if let Err(rejection) = check_request(&request, &self.config.policy) {
-            tracing::debug!(transaction = ?txn, status = %rejection.status, reason = %rejection.reason, "request refused");
+            tracing::debug!(transaction = ?txn, call_id = call_id(&request), status = %rejection.status, reason = %rejection.reason, "request refused");
             let _ = self.tx.respond(
                 now,
                 txn,
@@ -420,7 +480,7 @@ impl Proxy {
         }
         // §16.3 step 4: a request that went around back to us unchanged is a loop.
         if self.is_loop(&request) {
-            tracing::debug!(transaction = ?txn, "loop detected");
+            tracing::debug!(transaction = ?txn, call_id = call_id(&request), "loop detected");
             let resp = simple(&request, StatusCode::LOOP_DETECTED, "Loop Detected", &tag);
             let _ = self.tx.respond(now, txn, resp);
             return;
@@ -438,6 +498,7 @@ impl Proxy {
                 branches: Vec::new(),
                 decided: false,
                 answered: false,
+                cancelled: false,
                 source,
             },
         );
@@ -496,6 +557,7 @@ impl Proxy {
         }
         if let Some(state) = self.contexts.get_mut(&context) {
             state.decided = true;
+            state.cancelled = true;
             state.pending_targets.clear();
         }
         self.cancel_branches(now, context);
@@ -665,6 +727,12 @@ impl Proxy {
                 .get(&context)
                 .is_some_and(|s| s.branches.is_empty());
             if full && unanswered {
+                if let Some(state) = self.contexts.get(&context) {
+                    tracing::debug!(
+                        call_id = call_id(&state.request),
+                        "too many transactions; request refused"
+                    );
+                }
                 let retry = [(HeaderName::RetryAfter, "5".to_owned())];
                 let _ = self.respond(
                     now,
@@ -750,9 +818,13 @@ impl Proxy {
                 request: copy,
                 peer,
                 response: None,
+                stand_in: false,
                 provisional: false,
+                ringing: false,
                 done: false,
                 cancel_when_provisional: false,
+                cancelled: false,
+                timed_out: false,
             });
         }
         if invite {
@@ -761,9 +833,20 @@ impl Proxy {
         Ok(())
     }
 
+    /// (Re)starts Timer C of a branch, unless it is cancelled (its give-up deadline runs).
     fn arm_timer_c(&mut self, now: Instant, context: Context, txn: TransactionId) {
-        let at = now + self.config.timer_c;
-        self.timer_c.insert(txn, at);
+        let cancelled = self
+            .contexts
+            .get(&context)
+            .and_then(|s| s.branches.iter().find(|b| b.txn == txn))
+            .is_some_and(|b| b.cancelled);
+        if !cancelled {
+            self.arm_branch_timer(now + self.config.timer_c, context, txn);
+        }
+    }
+
+    fn arm_branch_timer(&mut self, at: Instant, context: Context, txn: TransactionId) {
+        self.branch_timers.insert(txn, at);
         self.timers.push(Reverse((at, context, txn)));
     }
 
@@ -787,6 +870,7 @@ impl Proxy {
         };
         if status.is_provisional() {
             branch.provisional = true;
+            branch.ringing |= status != StatusCode::TRYING;
             let cancel = std::mem::take(&mut branch.cancel_when_provisional);
             let (invite, answered, server) = (state.invite, state.answered, state.server);
             if invite {
@@ -801,7 +885,7 @@ impl Proxy {
             return;
         }
         branch.done = true;
-        self.timer_c.remove(&txn);
+        self.branch_timers.remove(&txn);
         if status.is_success() {
             // Step 5: a 2xx goes upstream at once, and ends the search.
             state.decided = true;
@@ -816,7 +900,18 @@ impl Proxy {
             }
             return;
         }
-        branch.response = Some(response);
+        if branch.timed_out && status == StatusCode::REQUEST_TERMINATED {
+            // §16.8: the branch ended because Timer C cancelled it; upstream learns that it
+            // timed out, not that someone cancelled it.
+            branch.response = Some(with_status(
+                &response,
+                StatusCode::REQUEST_TIMEOUT,
+                "Request Timeout",
+            ));
+            branch.stand_in = true;
+        } else {
+            branch.response = Some(response);
+        }
         if status.as_u16() >= 600 {
             state.decided = true;
             state.pending_targets.clear();
@@ -834,26 +929,47 @@ impl Proxy {
         };
         if let Some(branch) = state.branches.iter_mut().find(|b| b.txn == txn && !b.done) {
             branch.done = true;
-            let reason = if status == StatusCode::REQUEST_TIMEOUT {
-                "Request Timeout"
-            } else {
-                "Service Unavailable"
+            let reason = match status {
+                StatusCode::REQUEST_TIMEOUT => "Request Timeout",
+                StatusCode::REQUEST_TERMINATED => "Request Terminated",
+                _ => "Service Unavailable",
             };
-            branch.response = Some(simple(&branch.request, status, reason, ""));
-            self.timer_c.remove(&txn);
+            // Built from the request as received: it goes upstream as it is.
+            let tag = self.ids.tag();
+            branch.response = Some(simple(&state.request, status, reason, &tag));
+            branch.stand_in = true;
+            self.branch_timers.remove(&txn);
+            tracing::debug!(
+                call_id = call_id(&state.request),
+                %status,
+                peer = %branch.peer,
+                "branch ended without a final response"
+            );
             self.maybe_done(now, context);
         }
     }
 
-    /// Timer C: a branch that had a provisional response is cancelled; one that had none is
-    /// taken as timed out (§16.8).
-    fn on_timer_c(&mut self, now: Instant, context: Context, txn: TransactionId) {
-        let provisional = self
+    /// A branch deadline. Timer C (§16.8): a branch that had a provisional response is
+    /// cancelled, and counts as timed out; one that had none is taken as timed out at once.
+    /// The give-up deadline of a cancelled branch (§9.1: no final response 64*T1 after the
+    /// CANCEL): the branch ends as timed out (Timer C) or terminated (any other CANCEL).
+    fn on_branch_timer(&mut self, now: Instant, context: Context, txn: TransactionId) {
+        let Some(branch) = self
             .contexts
-            .get(&context)
-            .and_then(|s| s.branches.iter().find(|b| b.txn == txn))
-            .is_some_and(|b| b.provisional && !b.done);
-        if provisional {
+            .get_mut(&context)
+            .and_then(|s| s.branches.iter_mut().find(|b| b.txn == txn && !b.done))
+        else {
+            return;
+        };
+        if branch.cancelled {
+            let status = if branch.timed_out {
+                StatusCode::REQUEST_TIMEOUT
+            } else {
+                StatusCode::REQUEST_TERMINATED
+            };
+            self.on_branch_failure(now, txn, status);
+        } else if branch.provisional {
+            branch.timed_out = true;
             self.send_cancel(now, context, txn);
         } else {
             self.on_branch_failure(now, txn, StatusCode::REQUEST_TIMEOUT);
@@ -872,7 +988,33 @@ impl Proxy {
             self.next_group(now, context);
             return;
         }
-        let best = best_response(state.branches.iter().filter_map(|b| b.response.as_ref()));
+        let unanswered =
+            !state.branches.is_empty() && state.branches.iter().all(Branch::unanswered);
+        if unanswered {
+            let reply = if state.cancelled {
+                Some(Reply::new(
+                    StatusCode::REQUEST_TERMINATED,
+                    "Request Terminated",
+                ))
+            } else {
+                self.config.unanswered.clone()
+            };
+            if let Some(reply) = reply {
+                tracing::debug!(
+                    call_id = call_id(&state.request),
+                    status = %reply.status,
+                    "no branch was answered"
+                );
+                let _ = self.respond(now, context, reply.status, &reply.reason, &[]);
+                return;
+            }
+        }
+        let best = best_response(
+            state
+                .branches
+                .iter()
+                .filter_map(|b| Some((b.response.as_ref()?, b.stand_in))),
+        );
         match best {
             Some(resp) => {
                 let _ = self.send_upstream(now, context, resp);
@@ -930,19 +1072,23 @@ impl Proxy {
         }
     }
 
+    /// Sends the CANCEL of a branch (once), and starts its give-up deadline.
     fn send_cancel(&mut self, now: Instant, context: Context, txn: TransactionId) {
         let Some(branch) = self
             .contexts
-            .get(&context)
-            .and_then(|s| s.branches.iter().find(|b| b.txn == txn))
+            .get_mut(&context)
+            .and_then(|s| s.branches.iter_mut().find(|b| b.txn == txn))
         else {
             return;
         };
-        let Ok(cancel) = cancel_for(&branch.request) else {
+        if std::mem::replace(&mut branch.cancelled, true) {
             return;
-        };
-        let peer = branch.peer;
-        if let Ok(id) = self.tx.start_client(now, cancel, peer) {
+        }
+        let (cancel, peer) = (cancel_for(&branch.request), branch.peer);
+        // Even when the CANCEL cannot go, the branch is given up in time.
+        let give_up = now + self.config.transactions.timeout();
+        self.arm_branch_timer(give_up, context, txn);
+        if let Ok(id) = cancel.and_then(|cancel| self.tx.start_client(now, cancel, peer)) {
             self.by_client.insert(id, context);
         }
     }
@@ -1025,32 +1171,34 @@ impl Proxy {
     }
 }
 
-/// §16.7 step 6: the best final response of the branches: a 6xx if there is one, else the
-/// lowest class (3xx, then 4xx, then 5xx); 503 becomes 500; a 401 or 407 carries every
-/// challenge of every 401 and 407.
-fn best_response<'a>(finals: impl Iterator<Item = &'a Response>) -> Option<Response> {
-    let finals: Vec<&Response> = finals.collect();
+/// §16.7 step 6: the best final response of the branches, each with whether it is the
+/// proxy's stand-in (a timeout, a transport error): a 6xx if there is one, else the lowest
+/// class (3xx, then 4xx, then 5xx), in which a response from downstream wins over a stand-in
+/// (the step lets the proxy pick any of the class; a 486 says more than our 408), then the
+/// lowest code; 503 becomes 500; a 401 or 407 carries every challenge of every 401 and 407.
+fn best_response<'a>(finals: impl Iterator<Item = (&'a Response, bool)>) -> Option<Response> {
+    let finals: Vec<(&Response, bool)> = finals.collect();
     let best = finals
         .iter()
-        .find(|r| r.status().as_u16() >= 600)
+        .find(|(r, _)| r.status().as_u16() >= 600)
         .or_else(|| {
-            finals
-                .iter()
-                .min_by_key(|r| (r.status().as_u16() / 100, r.status().as_u16()))
+            finals.iter().min_by_key(|(r, stand_in)| {
+                let code = r.status().as_u16();
+                (code / 100, *stand_in, code)
+            })
         })?;
-    let mut best = (*best).clone();
+    let mut best = best.0.clone();
     if best.status() == StatusCode::SERVICE_UNAVAILABLE {
-        let mut converted =
-            Response::new(StatusCode::SERVER_INTERNAL_ERROR, "Server Internal Error");
-        for f in best.headers().iter() {
-            converted.headers_mut().push_named(f.name_str(), f.value);
-        }
-        best = converted;
+        best = with_status(
+            &best,
+            StatusCode::SERVER_INTERNAL_ERROR,
+            "Server Internal Error",
+        );
     }
     if matches!(best.status().as_u16(), 401 | 407) {
-        for other in finals
+        for (other, _) in finals
             .iter()
-            .filter(|r| matches!(r.status().as_u16(), 401 | 407))
+            .filter(|(r, _)| matches!(r.status().as_u16(), 401 | 407))
         {
             for name in [HeaderName::WwwAuthenticate, HeaderName::ProxyAuthenticate] {
                 for f in other.headers().get_all(name) {
@@ -1063,6 +1211,23 @@ fn best_response<'a>(finals: impl Iterator<Item = &'a Response>) -> Option<Respo
         }
     }
     Some(best)
+}
+
+/// `response` with another status line (headers and body kept).
+fn with_status(response: &Response, status: StatusCode, reason: &str) -> Response {
+    let mut converted = Response::new(status, reason);
+    for f in response.headers().iter() {
+        converted.headers_mut().push_named(f.name_str(), f.value);
+    }
+    if !response.body().is_empty() {
+        let content_type = response
+            .headers()
+            .get(HeaderName::ContentType)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default();
+        converted.set_body(&content_type, response.body().clone());
+    }
+    converted
 }
 
 /// The CANCEL of a request sent on a branch (§9.1).
@@ -1093,6 +1258,15 @@ fn cancel_for(invite: &Request) -> Result<Request, Error> {
     h.push(HeaderName::CSeq, format!("{seq} CANCEL"));
     h.push(HeaderName::ContentLength, "0");
     Ok(cancel)
+}
+
+/// The Call-ID of a request, for logs; empty when it has none.
+fn call_id(request: &Request) -> &str {
+    request
+        .headers()
+        .typed::<crate::header::CallId>()
+        .and_then(Result::ok)
+        .map_or("", |c| c.0)
 }
 
 fn simple(request: &Request, status: StatusCode, reason: &str, tag: &str) -> Response {
@@ -1182,13 +1356,29 @@ mod tests {
     fn s16_7_6_best_response_choice() {
         let pick = |codes: &[u16]| {
             let rs: Vec<Response> = codes.iter().map(|&c| response(c, None)).collect();
-            best_response(rs.iter()).map(|r| r.status().as_u16())
+            best_response(rs.iter().map(|r| (r, false))).map(|r| r.status().as_u16())
         };
         assert_eq!(pick(&[486, 603, 302]), Some(603));
         assert_eq!(pick(&[486, 302, 500]), Some(302));
         assert_eq!(pick(&[486, 404]), Some(404));
         assert_eq!(pick(&[503]), Some(500));
         assert_eq!(pick(&[]), None);
+    }
+
+    /// §16.7 step 6 lets the proxy pick any response of the chosen class: one from
+    /// downstream wins over the proxy's own stand-in (a timeout's 408), whatever the codes.
+    #[test]
+    fn s16_7_6_downstream_responses_win_over_stand_ins() {
+        let busy = response(486, None);
+        let timeout = response(408, None);
+        let unavailable = response(503, None);
+        let best = best_response([(&timeout, true), (&busy, false)].into_iter()).unwrap();
+        assert_eq!(best.status().as_u16(), 486);
+        let best = best_response([(&timeout, false), (&busy, false)].into_iter()).unwrap();
+        assert_eq!(best.status().as_u16(), 408);
+        // The class still comes first: a stand-in 408 beats a 5xx from downstream.
+        let best = best_response([(&timeout, true), (&unavailable, false)].into_iter()).unwrap();
+        assert_eq!(best.status().as_u16(), 408);
     }
 
     /// §16.7 step 7: the 401 or 407 sent upstream carries every branch's challenges.
@@ -1208,7 +1398,7 @@ mod tests {
                 "Digest realm=\"b\", nonce=\"2\"",
             )),
         );
-        let best = best_response([a, b].iter()).unwrap();
+        let best = best_response([a, b].iter().map(|r| (r, false))).unwrap();
         assert_eq!(best.status().as_u16(), 401);
         assert_eq!(best.headers().count(HeaderName::ProxyAuthenticate), 1);
         assert_eq!(best.headers().count(HeaderName::WwwAuthenticate), 1);

@@ -10,6 +10,12 @@
 //!
 //! Waiting is always for a condition, with a deadline: [`Testnet::settle`] polls the routing
 //! tables until each node knows enough peers.
+//!
+//! [`run`] is the scenario behind `p2psip testnet run` (users register, call each other,
+//! nodes churn); [`report`] holds what it measured and the report it writes.
+
+pub mod report;
+pub mod run;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -86,6 +92,15 @@ pub struct Testnet {
 impl Testnet {
     /// Starts `n` nodes: node 0 alone, then the others bootstrapping from it.
     pub async fn start(n: usize, options: Options) -> Result<Testnet> {
+        Testnet::start_with_progress(n, options, |_, _| {}).await
+    }
+
+    /// As [`Testnet::start`], calling `progress(started, n)` each time a node has started.
+    pub async fn start_with_progress(
+        n: usize,
+        options: Options,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<Testnet> {
         if n == 0 {
             bail!("a testnet needs at least one node");
         }
@@ -108,6 +123,7 @@ impl Testnet {
         };
         let first = testnet.launch(0, Vec::new()).await?;
         testnet.nodes.push(Some(first));
+        progress(1, n);
         let bootstrap = testnet.bootstrap_addrs(0).await?;
         // The others join at once, a few at a time: each start mostly waits for its
         // Kademlia bootstrap.
@@ -115,6 +131,7 @@ impl Testnet {
             let starts = batch.iter().map(|&i| testnet.launch(i, bootstrap.clone()));
             for node in futures::future::join_all(starts).await {
                 testnet.nodes.push(Some(node?));
+                progress(testnet.nodes.len(), n);
             }
         }
         Ok(testnet)
@@ -258,7 +275,11 @@ impl Testnet {
     async fn launch(&self, i: usize, bootstrap: Vec<Multiaddr>) -> Result<Node> {
         let overlay = node_config(&self.options, &self.data_dir(i), bootstrap);
         let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-        let config = p2p::Config::new(self.data_dir(i), loopback).with_overlay(overlay);
+        // A testnet is a load lab: sipp and benchmarks send from one port far faster than a
+        // softphone, so the per-client flood limits are off.
+        let config = p2p::Config::new(self.data_dir(i), loopback)
+            .with_overlay(overlay)
+            .with_limits(p2psip_node::limit::Config::unlimited());
         Node::start(config)
             .await
             .with_context(|| format!("node {i} did not start"))

@@ -20,7 +20,7 @@ use anyhow::{Context as _, anyhow, bail};
 use serde::{Deserialize, Serialize};
 
 pub(crate) use self::error::FileError;
-use self::value::{ListenAddr, OverlayName, PeerAddr, Replicas, SipListen};
+pub(crate) use self::value::{ListenAddr, OverlayName, PeerAddr, Replicas, SipListen};
 
 /// The config file's name in a data directory.
 pub(crate) const FILE_NAME: &str = "config.toml";

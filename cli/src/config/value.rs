@@ -95,6 +95,11 @@ impl OverlayName {
     pub(crate) fn p2psip() -> OverlayName {
         OverlayName("p2psip".to_owned())
     }
+
+    /// The name.
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 impl TryFrom<String> for OverlayName {
@@ -187,7 +192,36 @@ impl From<Replicas> for u8 {
     }
 }
 
+impl ListenAddr {
+    /// The multiaddr.
+    pub(crate) fn multiaddr(&self) -> &Multiaddr {
+        &self.0
+    }
+}
+
+impl PeerAddr {
+    /// The multiaddr, with its `/p2p/<peer id>`.
+    pub(crate) fn multiaddr(&self) -> &Multiaddr {
+        &self.0
+    }
+}
+
 impl SipListen {
+    /// The local address and port.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Whether it listens on UDP, TCP and TLS.
+    pub(crate) fn transports(&self) -> (bool, bool, bool) {
+        match self.transport {
+            None => (true, true, false),
+            Some(SipTransport::Udp) => (true, false, false),
+            Some(SipTransport::Tcp) => (false, true, false),
+            Some(SipTransport::Tls) => (false, false, true),
+        }
+    }
+
     /// UDP and TCP on 127.0.0.1:5060: a node serves the softphones of its own machine.
     pub(crate) fn loopback() -> SipListen {
         SipListen {

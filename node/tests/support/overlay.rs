@@ -46,17 +46,23 @@ fn config(dir: &std::path::Path, bootstrap: Vec<Multiaddr>) -> p2p::Config {
 impl Nodes {
     /// Starts `n` nodes and waits until they know each other.
     pub async fn start(n: usize) -> Nodes {
+        Nodes::start_with(n, |_, _| {}).await
+    }
+
+    /// Starts `n` nodes, each configured by `tweak(i, &mut config)` first (its data
+    /// directory is `config.overlay.data_dir`), and waits until they know each other.
+    pub async fn start_with(n: usize, tweak: impl Fn(usize, &mut p2p::Config)) -> Nodes {
         let dir = tempfile::tempdir().unwrap();
-        let first = Node::start(config(&dir.path().join("node-0"), Vec::new()))
-            .await
-            .unwrap();
+        let configure = |i: usize, bootstrap: Vec<Multiaddr>| {
+            let mut config = config(&dir.path().join(format!("node-{i}")), bootstrap);
+            tweak(i, &mut config);
+            config
+        };
+        let first = Node::start(configure(0, Vec::new())).await.unwrap();
         let bootstrap = first.overlay().listen_addrs().await.unwrap();
-        let others = (1..n).map(|i| {
-            Node::start(config(
-                &dir.path().join(format!("node-{i}")),
-                bootstrap.clone(),
-            ))
-        });
+        let others: Vec<_> = (1..n)
+            .map(|i| Node::start(configure(i, bootstrap.clone())))
+            .collect();
         let mut nodes = vec![first];
         for node in futures::future::join_all(others).await {
             nodes.push(node.unwrap());

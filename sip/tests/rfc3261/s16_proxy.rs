@@ -2,7 +2,7 @@
 //! clock. Every packet is routed by its destination address; the proxy's `Locate` events are
 //! answered from a location table, as a registrar would.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,8 @@ enum Answer {
     Auto,
     Reject(u16),
     Ring,
+    /// Only the transaction layer's 100 Trying.
+    Nothing,
 }
 
 struct Net {
@@ -37,6 +39,10 @@ struct Net {
     answered: Vec<StatusCode>,
     /// Answer `Locate` with 302 and the location's Contacts instead of forwarding.
     redirect: bool,
+    /// Addresses whose packets are lost from now on (a device gone silent).
+    deaf: HashSet<SocketAddr>,
+    /// Addresses the proxy cannot send to: each send is a transport error (§16.9).
+    unreachable: HashSet<SocketAddr>,
 }
 
 fn ua_at(at: &str, auto: bool, seed: u64) -> UserAgent {
@@ -82,7 +88,24 @@ impl Net {
             events: HashMap::new(),
             answered: Vec::new(),
             redirect: false,
+            deaf: HashSet::new(),
+            unreachable: HashSet::new(),
         }
+    }
+
+    /// The same network, with a proxy that answers `unanswered` when no branch got an
+    /// answer (`proxy::Config::unanswered`), and Timer C at `timer_c`.
+    fn with_proxy(mut self, unanswered: Option<proxy::Reply>, timer_c: Duration) -> Net {
+        self.proxy = Proxy::new(
+            proxy::Config {
+                listen: vec![Peer::new(Transport::Udp, addr(PROXY))],
+                unanswered,
+                timer_c,
+                ..proxy::Config::default()
+            },
+            7,
+        );
+        self
     }
 
     fn deliver(&mut self) {
@@ -113,8 +136,16 @@ impl Net {
                 }
             }
             let mut packets = Vec::new();
+            let mut failed = Vec::new();
             while let Some(t) = self.proxy.poll_transmit() {
+                if self.unreachable.contains(&t.to.addr) {
+                    failed.extend(t.transaction);
+                    continue;
+                }
                 packets.push((addr(PROXY), t.to, t.bytes));
+            }
+            for txn in &failed {
+                self.proxy.transport_error(self.now, *txn);
             }
             let addrs: Vec<SocketAddr> = self.agents.keys().copied().collect();
             for a in addrs {
@@ -139,7 +170,7 @@ impl Net {
                     self.events.entry(a).or_default().push(e);
                 }
             }
-            if packets.is_empty() {
+            if packets.is_empty() && failed.is_empty() {
                 return;
             }
             for (from, to, bytes) in packets {
@@ -150,6 +181,9 @@ impl Net {
                 self.wire.push((from, to.addr, line));
                 let msg = Message::parse(bytes).unwrap();
                 let source = Peer::new(Transport::Udp, from);
+                if self.deaf.contains(&to.addr) {
+                    continue;
+                }
                 if to.addr == addr(PROXY) {
                     self.proxy.handle(self.now, msg, source).unwrap();
                 } else if let Some(agent) = self.agents.get_mut(&to.addr) {
@@ -194,6 +228,14 @@ impl Net {
 
     fn alice_events(&self) -> &[ua::Event] {
         self.events.get(&addr(ALICE)).map_or(&[], Vec::as_slice)
+    }
+
+    /// The status of `call`'s failure at Alice, if it failed.
+    fn failure(&self, call: Call) -> Option<StatusCode> {
+        self.alice_events().iter().find_map(|e| match e {
+            ua::Event::Failed { call: c, status } if *c == call => Some(*status),
+            _ => None,
+        })
     }
 
     fn lines(&self, from: &str, to: &str) -> Vec<&str> {
@@ -379,7 +421,8 @@ fn s16_10_cancel_from_upstream() {
     assert_eq!(net.proxy.contexts(), 0);
 }
 
-/// §16.8: Timer C cancels a branch that rings for too long; the caller gets 487... or 408.
+/// §16.8: Timer C cancels a branch that rings for too long, and the caller gets a final
+/// answer (408: see `s16_8_timer_c_answers_408_not_487`).
 #[test]
 fn s16_8_timer_c() {
     let mut net = Net::new(
@@ -525,4 +568,224 @@ fn s16_6_unknown_methods_are_forwarded() {
             .iter()
             .any(|l| l.starts_with("SIP/2.0 405"))
     );
+}
+
+/// The node's choice for requests nobody answered (`proxy::Config::unanswered`).
+fn temporarily_unavailable() -> Option<proxy::Reply> {
+    Some(proxy::Reply::new(
+        StatusCode::TEMPORARILY_UNAVAILABLE,
+        "Temporarily Unavailable (no device answered)",
+    ))
+}
+
+/// §16.8: Timer C cancels a branch that rings for too long; the branch answers the CANCEL
+/// with 487, but the caller learns that the request timed out: 408, not 487.
+#[test]
+fn s16_8_timer_c_answers_408_not_487() {
+    let mut net = Net::new(
+        vec![(BOB1, Answer::Ring)],
+        vec![Target::new(format!("sip:bob@{BOB1}"))],
+    )
+    .with_proxy(None, Duration::from_secs(10));
+    let call = net.call();
+    assert!(
+        net.alice_events().contains(&ua::Event::Ringing { call }),
+        "{:?}",
+        net.wire
+    );
+    net.run_to(Duration::from_secs(9));
+    assert_eq!(net.failure(call), None, "Timer C has not fired yet");
+    net.run_to(Duration::from_secs(11));
+    assert_eq!(
+        net.lines(PROXY, BOB1)
+            .iter()
+            .filter(|l| l.starts_with("CANCEL"))
+            .count(),
+        1
+    );
+    assert!(
+        net.lines(BOB1, PROXY)
+            .iter()
+            .any(|l| l.starts_with("SIP/2.0 487")),
+        "{:?}",
+        net.wire
+    );
+    assert_eq!(
+        net.failure(call),
+        Some(StatusCode::REQUEST_TIMEOUT),
+        "{:?} {:?}",
+        net.wire,
+        net.alice_events()
+    );
+    assert!(
+        net.lines(PROXY, ALICE)
+            .iter()
+            .all(|l| !l.starts_with("SIP/2.0 487")),
+        "{:?}",
+        net.lines(PROXY, ALICE)
+    );
+    assert_eq!(net.answered, vec![StatusCode::REQUEST_TIMEOUT]);
+    // The same holds with `unanswered` set: the device rang, so it answered.
+    let mut net = Net::new(
+        vec![(BOB1, Answer::Ring)],
+        vec![Target::new(format!("sip:bob@{BOB1}"))],
+    )
+    .with_proxy(temporarily_unavailable(), Duration::from_secs(10));
+    let call = net.call();
+    net.run_to(Duration::from_secs(11));
+    assert_eq!(net.failure(call), Some(StatusCode::REQUEST_TIMEOUT));
+}
+
+/// §9.1: a branch that rings, is cancelled by Timer C and then says nothing more is given up
+/// 64*T1 after the CANCEL: the caller still gets 408.
+#[test]
+fn s9_1_a_cancelled_branch_that_never_answers_is_given_up() {
+    let mut net = Net::new(
+        vec![(BOB1, Answer::Ring)],
+        vec![Target::new(format!("sip:bob@{BOB1}"))],
+    )
+    .with_proxy(None, Duration::from_secs(10));
+    let call = net.call();
+    assert!(net.alice_events().contains(&ua::Event::Ringing { call }));
+    net.deaf.insert(addr(BOB1));
+    // Timer C at 10 s, then 64*T1 = 32 s of waiting for the final response.
+    net.run_to(Duration::from_secs(41));
+    assert_eq!(net.failure(call), None, "{:?}", net.wire);
+    net.run_to(Duration::from_secs(43));
+    assert_eq!(net.failure(call), Some(StatusCode::REQUEST_TIMEOUT));
+    assert!(
+        net.lines(PROXY, BOB1)
+            .iter()
+            .any(|l| l.starts_with("CANCEL")),
+        "Timer C sent a CANCEL (retransmitted: nobody answers it)"
+    );
+}
+
+/// §16.7 (Timer B) and `proxy::Config::unanswered`: a target that never answers gets the
+/// stand-in 408 (RFC 3261's default), or the configured 480 with its reason.
+#[test]
+fn s16_7_a_silent_target_is_408_or_the_configured_480() {
+    let silent = vec![Target::new(format!("sip:bob@{BOB1}"))];
+    let mut net = Net::new(vec![], silent.clone());
+    let call = net.call();
+    net.run_to(Duration::from_secs(40));
+    assert_eq!(net.failure(call), Some(StatusCode::REQUEST_TIMEOUT));
+
+    let mut net =
+        Net::new(vec![], silent).with_proxy(temporarily_unavailable(), Duration::from_secs(180));
+    let call = net.call();
+    net.run_to(Duration::from_secs(31));
+    assert_eq!(net.failure(call), None, "Timer B is 64*T1 = 32 s");
+    net.run_to(Duration::from_secs(40));
+    assert_eq!(net.failure(call), Some(StatusCode::TEMPORARILY_UNAVAILABLE));
+    assert!(
+        net.lines(PROXY, ALICE)
+            .contains(&"SIP/2.0 480 Temporarily Unavailable (no device answered)"),
+        "{:?}",
+        net.lines(PROXY, ALICE)
+    );
+    assert_eq!(net.proxy.contexts(), 0, "nothing left behind");
+}
+
+/// §16.9: a transport error counts as a 503 (sent upstream as 500); with every branch failed
+/// that way or timed out, the configured answer goes instead.
+#[test]
+fn s16_9_unreachable_and_silent_targets_are_the_configured_480() {
+    let targets = vec![
+        Target::new(format!("sip:bob@{BOB1}")),
+        Target::new(format!("sip:bob@{BOB2}")),
+    ];
+    let mut net = Net::new(vec![], targets.clone());
+    net.unreachable.insert(addr(BOB1));
+    net.unreachable.insert(addr(BOB2));
+    let call = net.call();
+    assert_eq!(net.failure(call), Some(StatusCode::SERVER_INTERNAL_ERROR));
+
+    let mut net =
+        Net::new(vec![], targets).with_proxy(temporarily_unavailable(), Duration::from_secs(180));
+    net.unreachable.insert(addr(BOB1));
+    let call = net.call();
+    assert_eq!(net.failure(call), None, "BOB2 may still answer");
+    net.run_to(Duration::from_secs(40));
+    assert_eq!(net.failure(call), Some(StatusCode::TEMPORARILY_UNAVAILABLE));
+}
+
+/// §16.7 step 6: when one device answers (486) and another is silent, the device's answer
+/// goes upstream, not the stand-in 408, and not the configured 480.
+#[test]
+fn s16_7_6_a_device_answer_beats_a_silent_branch() {
+    let targets = vec![
+        Target::new(format!("sip:bob@{BOB1}")),
+        Target::new(format!("sip:bob@{BOB2}")),
+    ];
+    for unanswered in [None, temporarily_unavailable()] {
+        let mut net = Net::new(vec![(BOB2, Answer::Reject(486))], targets.clone())
+            .with_proxy(unanswered, Duration::from_secs(180));
+        let call = net.call();
+        net.run_to(Duration::from_secs(40));
+        assert_eq!(net.failure(call), StatusCode::new(486), "{:?}", net.wire);
+    }
+}
+
+/// §16.10 with `unanswered` set: a CANCEL from upstream ends a request whose branches never
+/// answered with 487, not with the 480 meant for callees that did not answer.
+#[test]
+fn s16_10_cancelled_requests_are_487_even_when_unanswered() {
+    let mut net = Net::new(vec![], vec![Target::new(format!("sip:bob@{BOB1}"))])
+        .with_proxy(temporarily_unavailable(), Duration::from_secs(180));
+    let call = net.call();
+    let alice = net.agents.get_mut(&addr(ALICE)).unwrap();
+    alice.hangup(net.now, call).unwrap();
+    net.deliver();
+    assert!(
+        net.lines(PROXY, ALICE)
+            .iter()
+            .any(|l| l.starts_with("SIP/2.0 200")),
+        "the CANCEL is answered: {:?}",
+        net.wire
+    );
+    net.run_to(Duration::from_secs(40));
+    assert_eq!(
+        net.failure(call),
+        Some(StatusCode::REQUEST_TERMINATED),
+        "{:?}",
+        net.wire
+    );
+}
+
+/// §16.8 and `proxy::Config::unanswered`: a branch whose only answer was the next hop's 100
+/// Trying is cancelled by Timer C like a ringing one, but nobody behind that hop answered:
+/// 408 by default, the configured 480 when set.
+#[test]
+fn s16_8_timer_c_after_only_100_counts_as_unanswered() {
+    for (unanswered, want) in [
+        (None, StatusCode::REQUEST_TIMEOUT),
+        (
+            temporarily_unavailable(),
+            StatusCode::TEMPORARILY_UNAVAILABLE,
+        ),
+    ] {
+        let mut net = Net::new(
+            vec![(BOB1, Answer::Nothing)],
+            vec![Target::new(format!("sip:bob@{BOB1}"))],
+        )
+        .with_proxy(unanswered, Duration::from_secs(10));
+        let call = net.call();
+        assert!(
+            net.lines(BOB1, PROXY)
+                .iter()
+                .any(|l| l.starts_with("SIP/2.0 100")),
+            "{:?}",
+            net.wire
+        );
+        net.run_to(Duration::from_secs(11));
+        assert!(
+            net.lines(PROXY, BOB1)
+                .iter()
+                .any(|l| l.starts_with("CANCEL")),
+            "{:?}",
+            net.wire
+        );
+        assert_eq!(net.failure(call), Some(want), "{:?}", net.wire);
+    }
 }

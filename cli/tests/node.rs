@@ -1,0 +1,234 @@
+//! `p2psip node` and the commands that talk to it, as a user runs them: two nodes on
+//! 127.0.0.1 (the second bootstraps from the first's ready file), the built-in user agents
+//! register, look each other up, call and message; Ctrl-C leaves. And every bad input is one
+//! sentence and a non-zero exit: a data directory in use, a SIP port in use, an unreachable
+//! bootstrap peer, a malformed multiaddr or AOR, an unknown AOR, no node running.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Background, Sandbox};
+
+const READY: Duration = Duration::from_secs(60);
+
+/// Starts a node with its data in `name`, SIP on a free port, no mDNS, the overlay on
+/// loopback QUIC; waits for its ready file and gives it parsed.
+fn start(
+    sandbox: &Sandbox,
+    name: &str,
+    bootstrap: Option<&str>,
+) -> (Background, serde_json::Value) {
+    let ready = format!("{name}/ready.json");
+    let mut args = vec![
+        "node",
+        "--data-dir",
+        name,
+        "--sip-listen",
+        "127.0.0.1:0",
+        "--listen",
+        "/ip4/127.0.0.1/udp/0/quic-v1",
+        "--no-mdns",
+        "--ready-file",
+        &ready,
+    ];
+    if let Some(peer) = bootstrap {
+        args.extend(["--bootstrap", peer]);
+    }
+    let mut node = sandbox.spawn(name, &args);
+    let text = node.wait_for_file(&sandbox.path(&ready), READY);
+    let json: serde_json::Value = serde_json::from_str(&text).expect("ready file is JSON");
+    (node, json)
+}
+
+#[test]
+fn two_nodes_register_look_up_call_message_and_leave() {
+    let sandbox = Sandbox::new();
+    let (mut one, ready) = start(&sandbox, "one", None);
+    for key in ["peer_id", "overlay_addrs", "sip_addrs", "control_addr"] {
+        assert!(!ready[key].is_null(), "{key} missing from {ready}");
+    }
+    let peer_id = ready["peer_id"].as_str().expect("peer_id");
+    let bootstrap = ready["overlay_addrs"][0]
+        .as_str()
+        .expect("an overlay address");
+    assert!(
+        bootstrap.ends_with(&format!("/p2p/{peer_id}")),
+        "{bootstrap}"
+    );
+    let sip = ready["sip_addrs"].as_array().expect("sip_addrs");
+    assert!(
+        sip.iter()
+            .any(|a| a.as_str().is_some_and(|a| a.starts_with("udp:127.0.0.1:")))
+    );
+    assert!(
+        sip.iter()
+            .any(|a| a.as_str().is_some_and(|a| a.starts_with("tcp:127.0.0.1:")))
+    );
+    let printed = one.output().0;
+    assert!(
+        printed.contains(&format!("p2psip node --bootstrap {bootstrap}")),
+        "{printed}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(sandbox.path("one/control.json"))
+            .expect("control.json")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the control token is the user's only");
+    }
+
+    let (mut two, _) = start(&sandbox, "two", Some(bootstrap));
+    let status = sandbox.run(&["status", "--data-dir", "two", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(status.ok()).expect("JSON");
+    assert!(status["routing_table"].as_u64() >= Some(1), "{status}");
+    let peers = sandbox.run(&["peers", "--data-dir", "two"]);
+    assert!(peers.ok().contains(peer_id), "node two knows node one");
+
+    let alice = "sip:alice@cli.p2p";
+    let bob = "sip:bob@cli.p2p";
+    assert!(
+        sandbox
+            .run(&["register", alice, "--data-dir", "one"])
+            .ok()
+            .contains("registered")
+    );
+    assert!(
+        sandbox
+            .run(&["register", bob, "--data-dir", "two"])
+            .ok()
+            .contains("registered")
+    );
+
+    let found = sandbox.run(&["lookup", bob, "--data-dir", "one", "--json"]);
+    let found: serde_json::Value = serde_json::from_str(found.ok()).expect("JSON");
+    let devices = found["devices"].as_array().expect("devices");
+    assert_eq!(devices.len(), 1, "{found}");
+    assert_ne!(
+        devices[0]["node"],
+        serde_json::Value::from(peer_id),
+        "Bob is at node two"
+    );
+    assert_eq!(devices[0]["hops"], 1);
+
+    let call = sandbox.run(&["call", bob, "--duration", "0.5", "--data-dir", "one"]);
+    let text = call.ok();
+    for step in [
+        "calling sip:bob@cli.p2p",
+        "ringing",
+        "answered",
+        "ended by you",
+    ] {
+        assert!(text.contains(step), "no {step:?} in {text}");
+    }
+    let message = sandbox.run(&["message", alice, "hello alice", "--data-dir", "two"]);
+    assert!(
+        message
+            .ok()
+            .starts_with("delivered to sip:alice@cli.p2p (200 OK)")
+    );
+
+    // An unknown AOR: one sentence, for lookup and for a call.
+    let unknown = "sip:nobody@cli.p2p";
+    let line = sandbox
+        .run(&["lookup", unknown, "--data-dir", "one"])
+        .fails(1)
+        .to_owned();
+    assert!(
+        line.starts_with("nobody is registered as sip:nobody@cli.p2p"),
+        "{line}"
+    );
+    let line = sandbox.run(&["call", unknown, "--data-dir", "one"]);
+    assert_eq!(line.code, 1);
+    assert!(line.stderr.contains("answered 404"), "{line:?}");
+
+    // A second node on the same data directory is refused before it touches anything.
+    let held = sandbox.run(&[
+        "node",
+        "-q",
+        "--data-dir",
+        "one",
+        "--sip-listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(held.fails(1).contains("is in use by another running node"));
+
+    // A SIP port in use: node one's.
+    let taken = sip[0]
+        .as_str()
+        .and_then(|a| a.strip_prefix("udp:"))
+        .expect("udp address");
+    let busy = sandbox.run(&[
+        "node",
+        "-q",
+        "--data-dir",
+        "three",
+        "--sip-listen",
+        taken,
+        "--no-mdns",
+    ]);
+    let line = busy.fails(1);
+    assert!(
+        line.contains(taken) && line.contains("--sip-listen"),
+        "{line}"
+    );
+
+    // Ctrl-C: the nodes leave and say so.
+    assert_eq!(two.interrupt(Duration::from_secs(30)), 0);
+    assert!(two.output().1.contains("left"));
+    assert!(
+        !sandbox.path("two/control.json").exists(),
+        "control.json removed"
+    );
+    assert_eq!(one.interrupt(Duration::from_secs(30)), 0);
+    let after = sandbox.run(&["status", "--data-dir", "one"]);
+    assert!(
+        after
+            .fails(1)
+            .starts_with("no node is running with the data directory")
+    );
+}
+
+#[test]
+fn bad_input_is_one_sentence_and_a_non_zero_exit() {
+    let sandbox = Sandbox::new();
+    let line = sandbox
+        .run(&["node", "--data-dir", "d", "--bootstrap", "/ip4/1.2.3/udp/1"])
+        .fails(2)
+        .to_owned();
+    assert!(line.contains("is not a multiaddr"), "{line}");
+    let line = sandbox
+        .run(&["lookup", "alice", "--data-dir", "d"])
+        .fails(1)
+        .to_owned();
+    assert!(line.contains("is not an address-of-record"), "{line}");
+    let line = sandbox
+        .run(&["status", "--data-dir", "d"])
+        .fails(1)
+        .to_owned();
+    assert!(
+        line.contains("start one with `p2psip node --data-dir"),
+        "{line}"
+    );
+
+    // A bootstrap peer nobody answers at: a sentence after the bootstrap timeout.
+    let silent =
+        "/ip4/127.0.0.1/udp/9/quic-v1/p2p/12D3KooWRNL7HpV4czEfd5RBwzdgn15Suaz7DcnVXMxBNiRhpL3F";
+    let line = sandbox
+        .run(&[
+            "node",
+            "-q",
+            "--data-dir",
+            "d",
+            "--sip-listen",
+            "127.0.0.1:0",
+            "--no-mdns",
+            "--bootstrap",
+            silent,
+        ])
+        .fails(1)
+        .to_owned();
+    assert!(line.starts_with("no bootstrap peer answered"), "{line}");
+}
