@@ -7,7 +7,8 @@ use crate::config::{self, Loaded};
 /// `--data-dir`: where the node's keys, config file and store live.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct DataDir {
-    /// The data directory: the keys, config.toml and the node's store [default: the
+    /// The data directory: the keys and the node's store (and config.toml, when given)
+    /// [default: the
     /// platform's data directory, e.g. ~/.local/share/p2psip].
     #[arg(long = "data-dir", env = "P2PSIP_DATA_DIR", value_name = "DIR")]
     pub(crate) path: Option<PathBuf>,
@@ -19,7 +20,8 @@ pub(crate) struct NodeArgs {
     /// The data directory.
     #[command(flatten)]
     pub(crate) data_dir: DataDir,
-    /// The config file [default: DIR/config.toml; none there means the defaults].
+    /// The config file [default: DIR/config.toml with --data-dir, else the platform's config
+    /// directory, e.g. ~/.config/p2psip/config.toml; none there means the defaults].
     #[arg(long, env = "P2PSIP_CONFIG", value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,
 }

@@ -108,12 +108,22 @@ fn init_takes_the_data_dir_from_the_environment() {
 
 #[cfg(target_os = "linux")]
 #[test]
-fn init_defaults_to_the_platform_data_dir() {
+fn init_defaults_to_the_platform_data_and_config_dirs() {
     let sandbox = Sandbox::new();
     let stdout = sandbox.run(&["init"]).ok().to_owned();
     let data = sandbox.path(".local/share/p2psip");
     assert!(data.join("node.key").is_file());
     assert_eq!(field(&stdout, "data dir:"), data.display().to_string());
+    // The config goes to the platform's config directory, where `p2psip config` reads it.
+    let config = sandbox.path(".config/p2psip/config.toml");
+    assert!(config.is_file());
+    assert!(!data.join("config.toml").exists());
+    assert_eq!(field(&stdout, "config:"), config.display().to_string());
+    let shown = sandbox.run(&["config"]).ok().to_owned();
+    assert!(shown.contains(&config.display().to_string()), "{shown}");
+    // Running init again finds it there.
+    let again = sandbox.run(&["init"]).fails(1).to_owned();
+    assert!(again.contains("already exists"), "{again}");
 }
 
 #[test]

@@ -147,7 +147,7 @@ fn two_nodes_register_look_up_call_message_and_leave() {
     // A second node on the same data directory is refused before it touches anything.
     let held = sandbox.run(&[
         "node",
-        "-q",
+        "-qq",
         "--data-dir",
         "one",
         "--sip-listen",
@@ -162,7 +162,7 @@ fn two_nodes_register_look_up_call_message_and_leave() {
         .expect("udp address");
     let busy = sandbox.run(&[
         "node",
-        "-q",
+        "-qq",
         "--data-dir",
         "three",
         "--sip-listen",
@@ -174,6 +174,10 @@ fn two_nodes_register_look_up_call_message_and_leave() {
         line.contains(taken) && line.contains("--sip-listen"),
         "{line}"
     );
+    let written: Vec<_> = std::fs::read_dir(sandbox.path("three"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert_eq!(written, ["node.lock"], "nothing but the lock is written");
 
     // Ctrl-C: the nodes leave and say so.
     assert_eq!(two.interrupt(Duration::from_secs(30)), 0);
@@ -219,7 +223,7 @@ fn bad_input_is_one_sentence_and_a_non_zero_exit() {
     let line = sandbox
         .run(&[
             "node",
-            "-q",
+            "-qq",
             "--data-dir",
             "d",
             "--sip-listen",

@@ -205,13 +205,15 @@ impl Node {
         {
             warn!("SIP listens beyond loopback: any client that reaches it can register");
         }
+        // The SIP sockets first: a port in use stops the node before anything is written to
+        // its data directory.
+        let (sockets, incoming) = Transports::bind(config.sip.clone()).await?;
         let dir = config.overlay.data_dir.clone();
         let user = tokio::task::spawn_blocking(move || UserKey::load_or_create(&dir))
             .await
             .map_err(|_| Error::Config("the user key could not be read".into()))?
             .map_err(Error::UserKey)?;
         let overlay = Arc::new(Overlay::start(config.overlay.clone()).await?);
-        let (sockets, incoming) = Transports::bind(config.sip.clone()).await?;
         let id = overlay.node_id();
         config.proxy.listen = sockets.local_addrs().to_vec();
         config.proxy.record_route = true;

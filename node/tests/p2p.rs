@@ -1,14 +1,15 @@
 //! The P2PSIP node's answers, over real sockets on a 3-node overlay: a REGISTER is stored in
 //! the overlay before its 200; another user key cannot take the AOR (403 "AOR is owned by
 //! another key") and the first registration stays; a request for an AOR nobody registered gets
-//! 100 then 404; a Route whose payload is not SIP is refused with InvalidMessage.
+//! 100 then 404; a Route whose payload is not SIP is refused with InvalidMessage; an entry
+//! whose signature fails is never used.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use p2psip_overlay::data::Kind;
+use p2psip_overlay::data::{Kind, RegistrationValue};
 use p2psip_overlay::error::ErrorCode;
 use p2psip_overlay::id::ResourceId;
 use p2psip_sip::{Message, Response, Transport};
@@ -121,5 +122,61 @@ async fn registrations_are_owned_unknown_aors_are_404_and_bad_payloads_refused()
             .refused
             .load(std::sync::atomic::Ordering::Relaxed),
         1
+    );
+}
+
+/// A registration whose signature fails is never used: a forger who rewrites the stored entry
+/// of every replica (here straight into their stores, as a compromised replica would) to
+/// point at its own socket gets nothing; the caller gets 404, as for no registration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_that_fails_its_signature_is_never_forwarded() {
+    overlay::logs();
+    let net = overlay::Nodes::start(3).await;
+    let aor = "sip:carol@example.p2p";
+    let resource = ResourceId::for_aor(aor).unwrap();
+    let carol = Client::new().await;
+    let at1 = net.sip(1, Transport::Udp);
+    let (_, ok) = carol.ask(at1, carol.register(aor, "reg-c", at1)).await;
+    assert_eq!(ok.status().as_u16(), 200, "{ok}");
+
+    let forger = Client::new().await;
+    let stored = net.nodes[0]
+        .overlay()
+        .fetch(resource, Kind::SIP_REGISTRATION)
+        .await
+        .unwrap();
+    let (key, mut forged) = stored.into_iter().next().expect("carol's entry");
+    let mut value = RegistrationValue::decode(&forged.value).unwrap();
+    value.contacts[0].uri = format!("sip:device@127.0.0.1:{}", forger.port());
+    forged.value = value.encode();
+    let now_ms = u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    for node in &net.nodes {
+        node.overlay()
+            .local_store()
+            .put(&resource, Kind::SIP_REGISTRATION, &key, &forged, now_ms)
+            .unwrap();
+    }
+
+    let caller = Client::new().await;
+    let port = caller.port();
+    let invite = format!(
+        "INVITE sip:carol@example.p2p SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-f1;rport\r\nFrom: <sip:caller@example.p2p>;tag=f1\r\nTo: <{aor}>\r\nCall-ID: forged-1\r\nCSeq: 1 INVITE\r\nContact: <sip:caller@127.0.0.1:{port}>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    let (_, answer) = caller.ask(net.sip(0, Transport::Udp), invite).await;
+    assert_eq!(answer.status().as_u16(), 404, "{answer}");
+    let mut buf = [0u8; 2048];
+    assert!(
+        forger.socket.try_recv_from(&mut buf).is_err(),
+        "the forger's socket got a request"
+    );
+    assert!(
+        carol.socket.try_recv_from(&mut buf).is_err(),
+        "nor did Carol's: her real entry was overwritten, and a forged one is never used"
     );
 }

@@ -2,7 +2,9 @@
 //!
 //! It creates the directory (mode 0700), the node key (`node.key`, the node's Node-ID) and a
 //! user key (`user.key`, whose self-certifying AOR no one else can hold) with mode 0600, and
-//! last a commented `config.toml`: a data directory with a config file is complete. Keys that
+//! last a commented `config.toml`: in the platform's config directory
+//! (`~/.config/p2psip/config.toml` on Linux), or in the data directory given with
+//! `--data-dir`. A data directory with a config file is complete. Keys that
 //! exist are kept, never replaced: they are the node's and the user's identity.
 
 use std::io::ErrorKind;
@@ -48,7 +50,8 @@ struct Report {
 /// Sets up the data directory and prints its Node-ID and AOR.
 pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let dir = args.data_dir.resolve()?;
-    let config = dir.join(config::FILE_NAME);
+    let given = args.data_dir.path.as_ref().map(|_| dir.as_path());
+    let config = config::default_file(given)?;
     // Refuse before touching anything; the link below refuses again if the file appears now.
     if !args.force && config.exists() {
         bail!(already_set_up(&config));
@@ -60,6 +63,15 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             dir.display()
         )
     })?;
+    if let Some(folder) = config.parent() {
+        files::create_private_dir(folder).with_context(|| {
+            format!(
+                "cannot create the config directory {}; check its permissions, or choose a data \
+                 directory (which then holds the config) with --data-dir",
+                folder.display()
+            )
+        })?;
+    }
     let node = NodeKey::load_or_create(&dir).map_err(|e| key_error(e, &dir))?;
     let user = UserKey::load_or_create(&dir).map_err(|e| key_error(e, &dir))?;
     let existing = if args.force {

@@ -6,6 +6,9 @@
 //! ([`FileError`]). `template.toml` documents every key with its default; `p2psip init` writes
 //! it, and the tests check it stays equal to [`Config::default`].
 //!
+//! Where the file is: `--config FILE`, else `DIR/config.toml` with `--data-dir DIR`, else the
+//! platform's config directory (`~/.config/p2psip/config.toml` on Linux).
+//!
 //! Precedence: `--data-dir` (or `P2PSIP_DATA_DIR`) over the file's `data_dir` over the
 //! platform's data directory. Relative paths in a file are relative to the file's folder.
 
@@ -148,13 +151,7 @@ pub(crate) fn load(data_dir: Option<&Path>, file: Option<&Path>) -> anyhow::Resu
     let given_dir = data_dir.map(absolute).transpose()?;
     let (file, must_exist) = match file {
         Some(file) => (absolute(file)?, true),
-        None => {
-            let dir = match &given_dir {
-                Some(dir) => dir.clone(),
-                None => default_data_dir()?,
-            };
-            (dir.join(FILE_NAME), false)
-        }
+        None => (default_file(given_dir.as_deref())?, false),
     };
     let (mut config, exists) = match read(&file)? {
         Some(text) => (Config::parse(&text, &file)?, true),
@@ -175,6 +172,23 @@ pub(crate) fn load(data_dir: Option<&Path>, file: Option<&Path>) -> anyhow::Resu
         file,
         exists,
     })
+}
+
+/// Where the config file is when `--config` does not say: in the data directory given with
+/// `--data-dir`, else in the platform's config directory (`~/.config/p2psip/config.toml` on
+/// Linux).
+pub(crate) fn default_file(data_dir: Option<&Path>) -> anyhow::Result<PathBuf> {
+    match data_dir {
+        Some(dir) => Ok(dir.join(FILE_NAME)),
+        None => directories::ProjectDirs::from("", "", "p2psip")
+            .map(|dirs| dirs.config_dir().join(FILE_NAME))
+            .ok_or_else(|| {
+                anyhow!(
+                    "cannot find a home directory for the default config file; give one with \
+                     --config FILE, or a data directory with --data-dir DIR"
+                )
+            }),
+    }
 }
 
 /// The platform's data directory for p2psip, e.g. `~/.local/share/p2psip` on Linux.
