@@ -1094,6 +1094,16 @@ impl Inner {
                 .map_err(|_| Error::Stopped)??
         };
         resources.extend(self.owned_resources());
+        // A peer pushed to before counts as holding its copy only while a connection to it
+        // is open: one that died silently (killed, not left) is pushed to again, which is
+        // how it is found to be down, and its data goes to the next closest.
+        let connected: HashSet<PeerId> = self
+            .network
+            .connected_peers()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
         let r = self.config.replicas.max(1);
         let mut pushed_entries = 0;
         let mut failed: HashSet<PeerId> = HashSet::new();
@@ -1133,7 +1143,7 @@ impl Inner {
                     here = true;
                     self.hold_owned(resource, kind, &local, &owned).await;
                 }
-                if peer == self.id || done.contains(&peer) {
+                if peer == self.id || (done.contains(&peer) && connected.contains(&peer)) {
                     live += 1;
                     now_done.insert(peer);
                     continue;
