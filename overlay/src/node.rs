@@ -32,7 +32,8 @@
 //! [`Config::repair_delay`]), every [`Config::replication_interval`], and on
 //! [`Overlay::replicate`], the node walks its store: for each resource it computes the `r`
 //! closest live peers it knows (routing table and connected peers, itself included) and pushes
-//! the entries to the members it has not pushed them to yet; the entries it publishes are
+//! the entries to the members it has not pushed them to yet or has no connection to (to all of
+//! them every sixth pass, since a member may have dropped its copy); the entries it publishes are
 //! walked the same way, so an owner restores its entries even when every replica died. A peer
 //! that disconnected or failed a push is skipped (and no longer counts as a holder) until it
 //! answers a ping again. A node that finds itself outside a resource's replica set once the
@@ -74,6 +75,10 @@ use crate::store::{Limits, Store};
 /// say). It runs on the node's task: it must not block.
 pub type RouteHandler =
     Box<dyn Fn(PeerId, Vec<u8>) -> Result<Vec<u8>, overlay_error::Error> + Send + Sync>;
+
+/// Every this many replication passes, a node pushes its entries to the whole replica set
+/// again, not only to the peers it has not pushed them to.
+const VERIFY_EVERY: u64 = 6;
 
 /// How a node is set up. Start from [`Config::new`] (or [`Config::default`]) and change the
 /// fields you need.
@@ -229,6 +234,8 @@ struct Inner {
     forwarded: AtomicU64,
     /// For each (resource, kind), the peers its entries were pushed to.
     pushed: Mutex<HashMap<(ResourceId, Kind), HashSet<PeerId>>>,
+    /// Replication passes run, for [`VERIFY_EVERY`].
+    passes: AtomicU64,
     /// Peers that disconnected or failed a request, skipped as replicas until they answer.
     down: Mutex<HashSet<PeerId>>,
     /// One replication pass at a time.
@@ -286,6 +293,7 @@ impl Overlay {
             bad_messages: AtomicU64::new(0),
             forwarded: AtomicU64::new(0),
             pushed: Mutex::new(HashMap::new()),
+            passes: AtomicU64::new(1),
             down: Mutex::new(HashSet::new()),
             replicating: tokio::sync::Mutex::new(()),
             owned: Mutex::new(HashMap::new()),
@@ -1096,7 +1104,14 @@ impl Inner {
         resources.extend(self.owned_resources());
         // A peer pushed to before counts as holding its copy only while a connection to it
         // is open: one that died silently (killed, not left) is pushed to again, which is
-        // how it is found to be down, and its data goes to the next closest.
+        // how it is found to be down, and its data goes to the next closest. Every
+        // VERIFY_EVERY passes, everything is pushed again whatever was pushed before: a
+        // replica may have dropped its copy (its view of the replica set differed), and
+        // only a push tells.
+        let verify = self
+            .passes
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(VERIFY_EVERY);
         let connected: HashSet<PeerId> = self
             .network
             .connected_peers()
@@ -1122,7 +1137,7 @@ impl Inner {
                 candidates.push(self.id);
             }
             let ranked = closest_nodes(&resource, candidates, usize::MAX);
-            let done: HashSet<PeerId> = if handover {
+            let done: HashSet<PeerId> = if handover || verify {
                 HashSet::new()
             } else {
                 self.pushed
