@@ -28,6 +28,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
 use crate::agent::{Agent, Report};
+use crate::clock::sleep_until;
 use crate::p2p::{self, Node};
 
 /// The file in the data directory that says where the control API is and holds its token.
@@ -325,8 +326,8 @@ impl Drop for RemoveOnDrop {
 /// One client: its hello, then the replies.
 async fn serve_one(stream: TcpStream, token: &str, node: &Node, agent: &Agent) {
     let (read, mut write) = stream.into_split();
-    let mut lines = Lines::new(read);
-    let hello = match tokio::time::timeout(HELLO_TIMEOUT, lines.next()).await {
+    let mut lines = BufReader::new(read);
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, read_line(&mut lines)).await {
         Ok(Ok(Some(line))) => serde_json::from_str::<Hello>(&line).map_err(|e| e.to_string()),
         Ok(Ok(None)) => return,
         Ok(Err(e)) => Err(e.to_string()),
@@ -526,7 +527,7 @@ async fn call(
     agent: &Agent,
     target: &str,
     duration_s: Option<f64>,
-    lines: &mut Lines,
+    lines: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
     out: &mut Out<'_>,
 ) {
     let mut events = agent.clone();
@@ -561,7 +562,7 @@ async fn call(
                     return;
                 }
             }
-            line = lines.next(), if !hung_up => {
+            line = read_line(lines), if !hung_up => {
                 // A hangup request, or the client gone: hang up either way.
                 let asked = matches!(&line, Ok(Some(l)) if l.contains("hangup"));
                 if asked || !matches!(line, Ok(Some(_))) {
@@ -580,13 +581,6 @@ async fn call(
 async fn hang_up(agent: &Agent, call: Call) {
     if let Err(e) = agent.hangup(call).await {
         debug!(error = %e, "hangup");
-    }
-}
-
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 
@@ -627,24 +621,6 @@ fn update(
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-/// Lines from the client, each at most [`MAX_LINE`] bytes.
-struct Lines {
-    reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
-}
-
-impl Lines {
-    fn new(read: tokio::net::tcp::OwnedReadHalf) -> Lines {
-        Lines {
-            reader: BufReader::new(read),
-        }
-    }
-
-    /// The next line, `None` at the end.
-    async fn next(&mut self) -> io::Result<Option<String>> {
-        read_line(&mut self.reader).await
-    }
 }
 
 /// Reads one line of at most [`MAX_LINE`] bytes; `None` at the end of the stream.
@@ -800,26 +776,17 @@ fn same_token(given: &str, ours: &str) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Writes `bytes` to `path` with mode 0600, atomically (a temporary file renamed).
+/// Writes `bytes` to `path` atomically (a temporary file in the same folder, renamed over
+/// it) with mode 0600 (tempfile's default: the token is the owner's only).
 fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     use std::io::Write as _;
-    let temporary = path.with_extension("json.tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
-    }
-    let result = options.open(&temporary).and_then(|mut file| {
-        file.write_all(bytes)?;
-        file.sync_all()
-    });
-    let result = result.and_then(|()| std::fs::rename(&temporary, path));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temporary);
-    }
-    result
+    let folder = path.parent().unwrap_or(Path::new("."));
+    let mut file = tempfile::NamedTempFile::new_in(folder)?;
+    file.write_all(bytes)?;
+    file.as_file().sync_all()?;
+    // On failure the temporary file is deleted when `PersistError` drops.
+    file.persist(path)?;
+    Ok(())
 }
 
 #[cfg(test)]

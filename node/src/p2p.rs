@@ -617,9 +617,8 @@ impl State {
         self.expiries.values().min().copied().map(Instant::from_std)
     }
 
-    /// Remembers when the first of the AOR's published bindings expires.
-    fn track_expiry(&mut self, aor: &str, t: StdInstant) {
-        let bindings = self.bindings.get(aor, t).unwrap_or_default();
+    /// Remembers when the first of the AOR's published `bindings` expires.
+    fn track_expiry(&mut self, aor: &str, bindings: &[Binding]) {
         match bindings.iter().map(|b| b.expires_at).min() {
             Some(first) => self.expiries.insert(aor.to_owned(), first),
             None => self.expiries.remove(aor),
@@ -639,7 +638,7 @@ impl State {
             .collect();
         for aor in due {
             let bindings = self.bindings.get(&aor, t).unwrap_or_default();
-            self.track_expiry(&aor, t);
+            self.track_expiry(&aor, &bindings);
             let publication = self.publication(&aor, &bindings, t);
             debug!(%aor, left = bindings.len(), "bindings expired; publishing what is left");
             tokio::spawn(async move {
@@ -663,7 +662,8 @@ impl State {
                 self.pending -= 1;
                 match result {
                     Ok(()) => {
-                        self.track_expiry(&aor, t);
+                        let bindings = self.bindings.get(&aor, t).unwrap_or_default();
+                        self.track_expiry(&aor, &bindings);
                         self.claimed.insert(aor);
                         self.stats.published.fetch_add(1, Ordering::Relaxed);
                         let _ = self.proxy.respond_with(t, context, response);

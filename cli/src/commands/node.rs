@@ -286,10 +286,12 @@ fn start_error(error: &p2p::Error) -> anyhow::Error {
             "{error}; stop what uses {addr} or give another address with --sip-listen \
              (e.g. --sip-listen 127.0.0.1:5070)"
         ),
-        p2p::Error::Overlay(e) if e.to_string().contains("ddress") => anyhow!(
-            "the overlay cannot listen: {e}; give another address with --listen (e.g. \
+        p2p::Error::Overlay(overlay_node::Error::Network(e @ network::Error::Listen { .. })) => {
+            anyhow!(
+                "the overlay cannot listen: {e}; give another address with --listen (e.g. \
              --listen /ip4/0.0.0.0/udp/0/quic-v1)"
-        ),
+            )
+        }
         other => anyhow!("the node could not start: {other}"),
     }
 }
