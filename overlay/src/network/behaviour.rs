@@ -1,7 +1,12 @@
 //! The composed libp2p behaviour and the swarm built around it.
 
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex, PoisonError},
+};
+
 use libp2p::{
-    Swarm, SwarmBuilder, autonat, connection_limits, dcutr, identify,
+    Multiaddr, PeerId, Swarm, SwarmBuilder, autonat, connection_limits, dcutr, identify,
     identity::Keypair,
     kad::{self, store::MemoryStore},
     mdns, noise, ping, relay,
@@ -10,7 +15,7 @@ use libp2p::{
     tcp, yamux,
 };
 
-use super::{Config, Error, codec::FrameCodec};
+use super::{Config, Error, Relay, codec::FrameCodec};
 
 /// Every protocol a node speaks. The connection limits come first, so that a connection over
 /// the limit is denied before any other behaviour sees it.
@@ -26,11 +31,56 @@ pub(crate) struct Behaviour {
     pub(crate) dcutr: dcutr::Behaviour,
     pub(crate) autonat: autonat::Behaviour,
     pub(crate) reload: request_response::Behaviour<FrameCodec>,
+    pub(crate) media: libp2p_stream::Behaviour,
+}
+
+/// The connected peers that identify confirmed as members of this overlay. The relay server
+/// asks it before it grants a reservation or opens a circuit, so a relay serves its own
+/// overlay only. Bounded by the connected peers: the task removes a peer when its last
+/// connection closes.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Members(Arc<Mutex<HashSet<PeerId>>>);
+
+impl Members {
+    pub(crate) fn insert(&self, peer: PeerId) {
+        self.lock().insert(peer);
+    }
+
+    pub(crate) fn remove(&self, peer: &PeerId) {
+        self.lock().remove(peer);
+    }
+
+    pub(crate) fn contains(&self, peer: &PeerId) -> bool {
+        self.lock().contains(peer)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<PeerId>> {
+        // The set stays consistent whatever panicked while holding it: take it back.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Members {
+    /// A relay rate limiter that lets members pass and refuses everyone else.
+    fn gate(&self) -> Box<dyn relay::RateLimiter> {
+        let members = self.clone();
+        Box::new(move |peer: PeerId, _addr: &Multiaddr, _now| {
+            let member = members.contains(&peer);
+            if !member {
+                tracing::debug!(%peer, "relay refused to a peer that is not of this overlay");
+            }
+            member
+        })
+    }
 }
 
 /// Builds the swarm: TCP (noise, yamux), QUIC and the relay client transport, with the
 /// behaviours of [`Behaviour`]. The config must have been validated.
-pub(crate) fn build_swarm(keypair: Keypair, config: &Config) -> Result<Swarm<Behaviour>, Error> {
+pub(crate) fn build_swarm(
+    keypair: Keypair,
+    config: &Config,
+    members: &Members,
+) -> Result<Swarm<Behaviour>, Error> {
     let swarm = SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_tcp(
@@ -42,7 +92,7 @@ pub(crate) fn build_swarm(keypair: Keypair, config: &Config) -> Result<Swarm<Beh
         .with_quic()
         .with_relay_client(noise::Config::new, yamux::Config::default)
         .map_err(|e| Error::Setup(Box::new(e)))?
-        .with_behaviour(|key, relay_client| Behaviour::new(key, relay_client, config))
+        .with_behaviour(|key, relay_client| Behaviour::new(key, relay_client, config, members))
         .map_err(|e| Error::Setup(Box::new(e)))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(config.idle_connection_timeout))
         .build();
@@ -54,6 +104,7 @@ impl Behaviour {
         key: &Keypair,
         relay_client: relay::client::Behaviour,
         config: &Config,
+        members: &Members,
     ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
         let peer = key.public().to_peer_id();
 
@@ -85,9 +136,48 @@ impl Behaviour {
         } else {
             None
         };
-        let relay = config
-            .relay_server
-            .then(|| relay::Behaviour::new(peer, relay::Config::default()));
+        let relay = (config.relay != Relay::Off).then(|| {
+            let limits = config.relay_limits;
+            // libp2p's rate limiters (per peer and per IP address) stay; ours comes first.
+            let mut relay_config = relay::Config {
+                max_reservations: limits.max_reservations,
+                max_reservations_per_peer: limits.max_reservations_per_peer,
+                reservation_duration: limits.reservation_duration,
+                max_circuits: limits.max_circuits,
+                max_circuits_per_peer: limits.max_circuits_per_peer,
+                max_circuit_duration: limits.max_circuit_duration,
+                max_circuit_bytes: limits.max_circuit_bytes,
+                ..relay::Config::default()
+            };
+            relay_config
+                .reservation_rate_limiters
+                .insert(0, members.gate());
+            relay_config
+                .circuit_src_rate_limiters
+                .insert(0, members.gate());
+            let mut relay = relay::Behaviour::new(peer, relay_config);
+            // Auto: libp2p's relay advertises itself once the swarm has a confirmed external
+            // address, which AutoNAT gives.
+            if config.relay == Relay::On {
+                relay.set_status(Some(relay::Status::Enable));
+            }
+            relay
+        });
+
+        let autonat = autonat::Behaviour::new(
+            peer,
+            autonat::Config {
+                boot_delay: config.autonat_boot_delay,
+                retry_interval: config.autonat_interval,
+                // One failed or successful dial-back is enough to change our mind: a test lab
+                // and a small overlay have few servers to ask.
+                confidence_max: 1,
+                // Overlays run on private networks too (and the lab on documentation ranges).
+                only_global_ips: false,
+                timeout: config.request_timeout,
+                ..autonat::Config::default()
+            },
+        );
 
         let reload = request_response::Behaviour::with_codec(
             FrameCodec::new(config.max_frame_size),
@@ -104,8 +194,9 @@ impl Behaviour {
             relay_client,
             relay: relay.into(),
             dcutr: dcutr::Behaviour::new(peer),
-            autonat: autonat::Behaviour::new(peer, autonat::Config::default()),
+            autonat,
             reload,
+            media: libp2p_stream::Behaviour::new(),
         })
     }
 }

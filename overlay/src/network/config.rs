@@ -45,8 +45,21 @@ pub struct Config {
     pub query_timeout: Duration,
     /// How long a connection with nothing to do stays open. Default 60 s.
     pub idle_connection_timeout: Duration,
-    /// Act as a circuit relay (v2) server for peers behind NAT. Default off.
-    pub relay_server: bool,
+    /// Whether this node serves circuit relay v2 to peers of its overlay behind NAT. Default
+    /// [`Relay::Auto`]: once AutoNAT confirms a public address.
+    pub relay: Relay,
+    /// The caps of the relay server: reservations, circuits, and how long and how much one
+    /// circuit may carry.
+    pub relay_limits: RelayLimits,
+    /// On how many relays a node that AutoNAT finds unreachable reserves a slot (and publishes
+    /// the relayed addresses). 0 never reserves. Default 2.
+    pub relay_reservations: usize,
+    /// How AutoNAT probes this node's reachability: first probe after `autonat_boot_delay`,
+    /// again every `autonat_interval` while the answer is unknown or changes. Defaults 2 s and
+    /// 30 s.
+    pub autonat_boot_delay: Duration,
+    /// See [`Config::autonat_boot_delay`].
+    pub autonat_interval: Duration,
     /// How many bad frames (over the size limit) a peer may send before it is disconnected.
     /// Default 3.
     pub max_bad_frames: u32,
@@ -71,7 +84,11 @@ impl Default for Config {
             request_timeout: Duration::from_secs(10),
             query_timeout: Duration::from_secs(30),
             idle_connection_timeout: Duration::from_secs(60),
-            relay_server: false,
+            relay: Relay::Auto,
+            relay_limits: RelayLimits::default(),
+            relay_reservations: 2,
+            autonat_boot_delay: Duration::from_secs(2),
+            autonat_interval: Duration::from_secs(30),
             max_bad_frames: 3,
             max_pending: 256,
             event_buffer: 256,
@@ -135,9 +152,28 @@ impl Config {
         self
     }
 
-    /// Turns the circuit relay server on or off.
-    pub fn with_relay_server(mut self, on: bool) -> Self {
-        self.relay_server = on;
+    /// Sets when this node serves circuit relay to its overlay's peers.
+    pub fn with_relay(mut self, relay: Relay) -> Self {
+        self.relay = relay;
+        self
+    }
+
+    /// Sets the relay server's caps.
+    pub fn with_relay_limits(mut self, limits: RelayLimits) -> Self {
+        self.relay_limits = limits;
+        self
+    }
+
+    /// Sets on how many relays an unreachable node reserves a slot.
+    pub fn with_relay_reservations(mut self, n: usize) -> Self {
+        self.relay_reservations = n;
+        self
+    }
+
+    /// Sets AutoNAT's first probe delay and its retry interval.
+    pub fn with_autonat(mut self, boot_delay: Duration, interval: Duration) -> Self {
+        self.autonat_boot_delay = boot_delay;
+        self.autonat_interval = interval;
         self
     }
 
@@ -167,6 +203,12 @@ impl Config {
     /// The request/response protocol of this overlay: `/p2psip/<overlay>/reload/1`.
     pub fn reload_protocol(&self) -> StreamProtocol {
         protocol(format!("/p2psip/{}/reload/1", self.overlay))
+    }
+
+    /// The media protocol of this overlay: `/p2psip/<overlay>/media/1`, the streams that carry
+    /// RTP and RTCP between the two end nodes of a call.
+    pub fn media_protocol(&self) -> StreamProtocol {
+        protocol(format!("/p2psip/{}/media/1", self.overlay))
     }
 
     /// The identify protocol version this overlay announces: `/p2psip/<overlay>/id/1.0.0`.
@@ -218,7 +260,10 @@ impl Config {
                 "max_pending and event_buffer must be at least 1".into(),
             ));
         }
+        self.relay_limits.validate()?;
         for (what, timeout) in [
+            ("autonat_boot_delay", self.autonat_boot_delay),
+            ("autonat_interval", self.autonat_interval),
             ("request_timeout", self.request_timeout),
             ("query_timeout", self.query_timeout),
             ("idle_connection_timeout", self.idle_connection_timeout),
@@ -233,6 +278,85 @@ impl Config {
                     "the bootstrap address {addr} does not end in /p2p/<peer id>"
                 )));
             }
+        }
+        Ok(())
+    }
+}
+
+/// When a node serves circuit relay v2 to the peers of its overlay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Relay {
+    /// Once AutoNAT has confirmed a public address of this node (and while it has one).
+    #[default]
+    Auto,
+    /// Always, even before AutoNAT has answered (a node an operator knows to be public).
+    On,
+    /// Never.
+    Off,
+}
+
+/// The caps of a relay server. Only peers of the relay's own overlay get a reservation or a
+/// circuit, whatever the caps.
+///
+/// The defaults let a relayed G.711 call run for hours: libp2p's own defaults (a circuit ends
+/// after 2 minutes or 128 KiB) would cut a call's audio after a few seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RelayLimits {
+    /// Reservations held at once, all peers together. Default 128.
+    pub max_reservations: usize,
+    /// Reservations held at once by one peer. Default 4.
+    pub max_reservations_per_peer: usize,
+    /// How long a reservation lasts before the peer must renew it. Default 1 hour.
+    pub reservation_duration: Duration,
+    /// Circuits open at once, all peers together. Default 64.
+    pub max_circuits: usize,
+    /// Circuits open at once from or to one peer. Default 8.
+    pub max_circuits_per_peer: usize,
+    /// How long one circuit may stay open. Default 12 hours.
+    pub max_circuit_duration: Duration,
+    /// How many bytes one circuit may carry, both directions together. Default 4 GiB (about
+    /// 70 hours of a G.711 call with its RTCP).
+    pub max_circuit_bytes: u64,
+}
+
+impl Default for RelayLimits {
+    fn default() -> Self {
+        Self {
+            max_reservations: 128,
+            max_reservations_per_peer: 4,
+            reservation_duration: Duration::from_secs(60 * 60),
+            max_circuits: 64,
+            max_circuits_per_peer: 8,
+            max_circuit_duration: Duration::from_secs(12 * 60 * 60),
+            max_circuit_bytes: 4 << 30,
+        }
+    }
+}
+
+impl RelayLimits {
+    fn validate(&self) -> Result<(), Error> {
+        if self.max_reservations == 0
+            || self.max_reservations_per_peer == 0
+            || self.max_circuits == 0
+            || self.max_circuits_per_peer == 0
+        {
+            return Err(Error::Config(
+                "the relay limits must allow at least one reservation and one circuit (turn the \
+                 relay off instead)"
+                    .into(),
+            ));
+        }
+        if self.reservation_duration.is_zero()
+            || self.max_circuit_duration.is_zero()
+            || self.max_circuit_bytes == 0
+        {
+            return Err(Error::Config(
+                "the relay's reservation duration, circuit duration and circuit bytes must not \
+                 be zero"
+                    .into(),
+            ));
         }
         Ok(())
     }
@@ -286,6 +410,15 @@ mod tests {
             Config::default().with_max_bad_frames(0),
             Config::default().with_max_pending(0),
             Config::default().with_request_timeout(Duration::ZERO),
+            Config::default().with_autonat(Duration::ZERO, Duration::from_secs(1)),
+            Config::default().with_relay_limits(RelayLimits {
+                max_circuit_bytes: 0,
+                ..RelayLimits::default()
+            }),
+            Config::default().with_relay_limits(RelayLimits {
+                max_circuits: 0,
+                ..RelayLimits::default()
+            }),
             Config::default().with_bootstrap(["/ip4/127.0.0.1/tcp/1".parse().unwrap()]),
         ] {
             assert!(

@@ -12,8 +12,12 @@
 //! [`Responder`]), peers coming and going, listen addresses, bad frames.
 //!
 //! Also wired in: QUIC and TCP (noise, yamux), identify (its listen addresses feed Kademlia,
-//! for peers of the same overlay only), ping, mDNS (optional), circuit relay v2 client and
-//! (optional) server, dcutr hole punching, autonat, connection limits.
+//! for peers of the same overlay only), ping, mDNS (optional), connection limits, and NAT
+//! traversal: AutoNAT tells a node whether it is reachable; a reachable node serves circuit
+//! relay v2 to the peers of its own overlay only, within [`RelayLimits`]; an unreachable one
+//! reserves slots on relays and announces the relayed addresses; DCUtR upgrades relayed
+//! connections to direct ones where the NATs allow (the policy is in `nat.rs`). Streams of the
+//! media protocol ([`Network::media`]) carry RTP between the end nodes of a call.
 //!
 //! Invariants: every channel and every table of pending operations is bounded
 //! ([`Config::max_pending`], [`Config::event_buffer`]); the task never waits for the reader of
@@ -25,6 +29,7 @@ mod behaviour;
 mod codec;
 mod config;
 mod error;
+mod nat;
 mod task;
 
 use std::{
@@ -37,8 +42,9 @@ use libp2p::{Multiaddr, PeerId, identity::Keypair, multiaddr::Protocol};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument as _;
 
-pub use config::Config;
+pub use config::{Config, Relay, RelayLimits};
 pub use error::Error;
+pub use nat::{NatState, Path, Reachability};
 
 use task::{Command, Task};
 
@@ -48,11 +54,22 @@ const COMMAND_BUFFER: usize = 64;
 /// A handle on the running network. Cheap to clone; every clone talks to the same task.
 ///
 /// The task stops on [`Network::shutdown`], or when every handle is dropped.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Network {
     commands: mpsc::Sender<Command>,
     local_peer_id: PeerId,
     max_frame_size: usize,
+    media: libp2p_stream::Control,
+    media_protocol: libp2p::StreamProtocol,
+}
+
+impl std::fmt::Debug for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Network")
+            .field("local_peer_id", &self.local_peer_id)
+            .field("media_protocol", &self.media_protocol)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The events of the network, in order, from a bounded channel. Read them promptly: when the
@@ -89,6 +106,15 @@ pub enum Event {
     RoutingUpdated(PeerId),
     /// The node listens on a new address.
     Listening(Multiaddr),
+    /// AutoNAT changed its verdict on this node's reachability.
+    Reachability(Reachability),
+    /// Hole punching (DCUtR) with a peer we were connected to through a relay ended.
+    HolePunch {
+        /// The peer.
+        peer: PeerId,
+        /// Whether a direct connection now exists.
+        direct: bool,
+    },
     /// A peer sent a frame over the size limit; after [`Config::max_bad_frames`] of them it is
     /// disconnected.
     BadFrame {
@@ -112,7 +138,9 @@ impl Network {
     pub async fn start(keypair: Keypair, config: Config) -> Result<(Network, Events), Error> {
         config.validate()?;
         let local_peer_id = keypair.public().to_peer_id();
-        let swarm = behaviour::build_swarm(keypair, &config)?;
+        let members = behaviour::Members::default();
+        let swarm = behaviour::build_swarm(keypair, &config, &members)?;
+        let media = swarm.behaviour().media.new_control();
         let (commands, command_rx) = mpsc::channel(COMMAND_BUFFER);
         let (event_tx, event_rx) = mpsc::channel(config.event_buffer);
         let span = tracing::info_span!("network", peer = %local_peer_id, overlay = %config.overlay);
@@ -120,9 +148,11 @@ impl Network {
             commands,
             local_peer_id,
             max_frame_size: config.max_frame_size,
+            media,
+            media_protocol: config.media_protocol(),
         };
 
-        let mut task = Task::new(swarm, command_rx, event_tx, config);
+        let mut task = Task::new(swarm, command_rx, event_tx, config, members);
         task.start().instrument(span.clone()).await?;
         tokio::spawn(task.run().instrument(span));
         Ok((network, Events(event_rx)))
@@ -167,6 +197,25 @@ impl Network {
     /// The peers with at least one open connection.
     pub async fn connected_peers(&self) -> Result<Vec<PeerId>, Error> {
         self.call(Command::ConnectedPeers).await
+    }
+
+    /// How this node is connected to `peer` now: directly, only through relays, or not at all.
+    pub async fn path(&self, peer: PeerId) -> Result<Option<Path>, Error> {
+        self.call(|reply| Command::Path { peer, reply }).await
+    }
+
+    /// What this node knows of its own reachability: AutoNAT's verdict, confirmed external
+    /// addresses, relayed addresses, whether it serves relay.
+    pub async fn nat(&self) -> Result<NatState, Error> {
+        self.call(Command::Nat).await
+    }
+
+    /// Streams of the overlay's media protocol ([`Config::media_protocol`]) to and from peers,
+    /// over whatever connection the peer has (direct or relayed). The carrier of a node's
+    /// media: open one with `open_stream(peer, protocol)`, take inbound ones with `accept`
+    /// (once per node).
+    pub fn media(&self) -> (libp2p_stream::Control, libp2p::StreamProtocol) {
+        (self.media.clone(), self.media_protocol.clone())
     }
 
     /// Sends `frame` to `peer` and returns its response frame. Dials the peer if needed, with

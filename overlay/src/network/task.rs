@@ -5,11 +5,15 @@
 //! requests awaiting their answer by [`Config::max_pending`] each; bad-frame counts by the
 //! connected peers (an entry goes when the peer's last connection closes).
 
-use std::{collections::HashMap, io, time::Duration};
+use std::{
+    collections::HashMap,
+    io,
+    time::{Duration, Instant},
+};
 
 use futures::{StreamExt, future::BoxFuture, stream::FuturesUnordered};
 use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, Swarm, identify, kad, mdns,
+    Multiaddr, PeerId, StreamProtocol, Swarm, autonat, dcutr, identify, kad, mdns, relay,
     request_response::{self, Message, OutboundFailure, OutboundRequestId, ResponseChannel},
     swarm::{
         ConnectionId, SwarmEvent,
@@ -24,8 +28,9 @@ use tracing::{debug, info, warn};
 
 use super::{
     Config, Error, Event, Responder,
-    behaviour::{Behaviour, BehaviourEvent},
+    behaviour::{Behaviour, BehaviourEvent, Members},
     codec::{FrameTooLarge, Request},
+    nat::{self, NatState, Path, Reachability, Traversal},
     peer_of,
 };
 
@@ -33,6 +38,8 @@ use super::{
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How many of a peer's identified listen addresses enter the routing table.
 const MAX_ADDRS_PER_PEER: usize = 8;
+/// How often the task looks again for relays to reserve on, when it needs some.
+const RELAY_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
 /// What a [`Network`](super::Network) handle asks of the task; each carries its reply channel.
 pub(crate) enum Command {
@@ -48,6 +55,11 @@ pub(crate) enum Command {
     },
     RoutingTable(oneshot::Sender<Vec<PeerId>>),
     ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
+    Path {
+        peer: PeerId,
+        reply: oneshot::Sender<Option<Path>>,
+    },
+    Nat(oneshot::Sender<NatState>),
     Request {
         peer: PeerId,
         frame: Vec<u8>,
@@ -90,6 +102,20 @@ pub(crate) struct Task {
     outbound: HashMap<OutboundRequestId, Reply<Vec<u8>>>,
     inbound: FuturesUnordered<BoxFuture<'static, Answer>>,
     bad_frames: HashMap<PeerId, u32>,
+    /// The open connections of each connected peer: whether each is relayed, and the address
+    /// we dialled for those we opened directly. Bounded by the connection limits.
+    connections: HashMap<PeerId, HashMap<ConnectionId, Link>>,
+    /// Peers identify confirmed as of this overlay (the relay server's gate).
+    members: Members,
+    nat: Traversal,
+    relay_serving: bool,
+}
+
+/// One open connection.
+struct Link {
+    relayed: bool,
+    /// The address we dialled, for a direct connection we opened.
+    dialled: Option<Multiaddr>,
 }
 
 impl Task {
@@ -98,8 +124,13 @@ impl Task {
         commands: mpsc::Receiver<Command>,
         events: mpsc::Sender<Event>,
         config: Config,
+        members: Members,
     ) -> Self {
         Self {
+            connections: HashMap::new(),
+            members,
+            nat: Traversal::new(config.relay_reservations),
+            relay_serving: false,
             swarm,
             commands,
             events,
@@ -187,9 +218,12 @@ impl Task {
 
     /// Runs until [`Command::Shutdown`] or until every handle is gone.
     pub(crate) async fn run(mut self) {
+        let mut relay_check = tokio::time::interval(RELAY_CHECK_INTERVAL);
+        relay_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let shutdown = loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                _ = relay_check.tick() => self.update_reservations(),
                 command = self.commands.recv() => match command {
                     Some(Command::Shutdown(reply)) => break Some(reply),
                     Some(command) => self.on_command(command),
@@ -249,6 +283,33 @@ impl Task {
             }
             Command::ConnectedPeers(reply) => {
                 let _ = reply.send(self.swarm.connected_peers().copied().collect());
+            }
+            Command::Path { peer, reply } => {
+                let path = self.connections.get(&peer).map(|links| {
+                    if links.values().any(|link| !link.relayed) {
+                        Path::Direct
+                    } else {
+                        Path::Relayed
+                    }
+                });
+                let _ = reply.send(path);
+            }
+            Command::Nat(reply) => {
+                let _ = reply.send(NatState {
+                    reachability: self.nat.reachability(),
+                    external_addrs: self
+                        .swarm
+                        .external_addresses()
+                        .map(ToString::to_string)
+                        .collect(),
+                    relayed_addrs: self
+                        .nat
+                        .relayed_addrs()
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect(),
+                    relay_serving: self.relay_serving,
+                });
             }
             Command::Request { peer, frame, reply } => {
                 let max = self.config.max_frame_size;
@@ -335,7 +396,14 @@ impl Task {
                 num_established,
                 ..
             } => {
-                debug!(peer = %peer_id, address = %endpoint.get_remote_address(), "connected");
+                let address = endpoint.get_remote_address();
+                let relayed = nat::is_relayed(address);
+                debug!(peer = %peer_id, %address, relayed, "connected");
+                let dialled = (endpoint.is_dialer() && !relayed).then(|| address.clone());
+                self.connections
+                    .entry(peer_id)
+                    .or_default()
+                    .insert(connection_id, Link { relayed, dialled });
                 if let Some((_, reply)) = self.dials.remove(&connection_id) {
                     let _ = reply.send(Ok(peer_id));
                 }
@@ -345,12 +413,21 @@ impl Task {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
+                connection_id,
                 num_established,
                 cause,
                 ..
             } => {
                 debug!(peer = %peer_id, ?cause, "connection closed");
+                if let Some(links) = self.connections.get_mut(&peer_id) {
+                    links.remove(&connection_id);
+                    if !links.values().any(|link| link.dialled.is_some()) {
+                        self.nat.peer_gone(&peer_id);
+                    }
+                }
                 if num_established == 0 {
+                    self.connections.remove(&peer_id);
+                    self.members.remove(&peer_id);
                     self.bad_frames.remove(&peer_id);
                     self.emit(Event::PeerDisconnected(peer_id));
                 }
@@ -375,14 +452,31 @@ impl Task {
             } => {
                 debug!(%send_back_addr, %error, "incoming connection failed");
             }
-            SwarmEvent::NewListenAddr { address, .. } => {
-                info!(%address, "listening");
+            SwarmEvent::NewListenAddr {
+                listener_id,
+                address,
+            } => {
+                if self.nat.listening(listener_id, &address) {
+                    info!(%address, "reserved a slot on a relay: reachable through it");
+                } else {
+                    info!(%address, "listening");
+                }
                 self.emit(Event::Listening(address));
             }
             SwarmEvent::ListenerClosed {
-                addresses, reason, ..
+                listener_id,
+                addresses,
+                reason,
             } => {
-                warn!(?addresses, ?reason, "listener closed");
+                if let Some(relay) = self.nat.listener_closed(listener_id, Instant::now()) {
+                    info!(%relay, ?reason, "a relay reservation ended; trying another relay");
+                    self.update_reservations();
+                } else {
+                    warn!(?addresses, ?reason, "listener closed");
+                }
+            }
+            SwarmEvent::ExternalAddrConfirmed { address } => {
+                info!(%address, "reachable from outside at this address");
             }
             SwarmEvent::ListenerError { error, .. } => {
                 warn!(%error, "listener error");
@@ -399,10 +493,12 @@ impl Task {
             BehaviourEvent::Ping(_) => {}
             BehaviourEvent::Mdns(event) => self.on_mdns_event(event),
             BehaviourEvent::RelayClient(event) => debug!(?event, "relay client"),
-            BehaviourEvent::Relay(event) => debug!(?event, "relay server"),
-            BehaviourEvent::Dcutr(event) => debug!(?event, "hole punching"),
-            BehaviourEvent::Autonat(event) => debug!(?event, "autonat"),
+            BehaviourEvent::Relay(event) => self.on_relay_event(event),
+            BehaviourEvent::Dcutr(event) => self.on_dcutr_event(event),
+            BehaviourEvent::Autonat(event) => self.on_autonat_event(event),
             BehaviourEvent::Reload(event) => self.on_reload_event(event),
+            // libp2p-stream reports nothing; its streams reach `Network::media`'s users.
+            BehaviourEvent::Media(()) => {}
         }
     }
 
@@ -486,14 +582,106 @@ impl Task {
         peers
     }
 
+    fn on_relay_event(&mut self, event: relay::Event) {
+        match event {
+            relay::Event::ReservationReqAccepted { src_peer_id, .. } => {
+                info!(peer = %src_peer_id, "relay: reservation granted");
+            }
+            relay::Event::ReservationReqDenied { src_peer_id, .. } => {
+                info!(peer = %src_peer_id, "relay: reservation refused");
+            }
+            relay::Event::CircuitReqAccepted {
+                src_peer_id,
+                dst_peer_id,
+            } => {
+                debug!(src = %src_peer_id, dst = %dst_peer_id, "relay: circuit opened");
+            }
+            relay::Event::CircuitReqDenied {
+                src_peer_id,
+                dst_peer_id,
+                ..
+            } => {
+                info!(src = %src_peer_id, dst = %dst_peer_id, "relay: circuit refused");
+            }
+            event => debug!(?event, "relay server"),
+        }
+    }
+
+    fn on_dcutr_event(&mut self, event: dcutr::Event) {
+        let dcutr::Event {
+            remote_peer_id,
+            result,
+        } = event;
+        match &result {
+            Ok(_) => info!(peer = %remote_peer_id, "hole punching: direct connection"),
+            Err(error) => info!(peer = %remote_peer_id, %error, "hole punching failed; relayed"),
+        }
+        self.emit(Event::HolePunch {
+            peer: remote_peer_id,
+            direct: result.is_ok(),
+        });
+    }
+
+    fn on_autonat_event(&mut self, event: autonat::Event) {
+        let autonat::Event::StatusChanged { new, .. } = event else {
+            debug!(?event, "autonat");
+            return;
+        };
+        let reachability = match &new {
+            autonat::NatStatus::Public(_) => Reachability::Public,
+            autonat::NatStatus::Private => Reachability::Private,
+            autonat::NatStatus::Unknown => Reachability::Unknown,
+        };
+        info!(status = ?new, "AutoNAT: reachability changed");
+        self.nat.set_reachability(reachability);
+        self.update_reservations();
+        self.emit(Event::Reachability(reachability));
+    }
+
+    /// Makes and gives up relay reservations as [`Traversal`] decides, and notes whether this
+    /// node serves relay now.
+    fn update_reservations(&mut self) {
+        self.relay_serving = self.swarm.behaviour().relay.is_enabled()
+            && (self.config.relay == super::Relay::On
+                || self.swarm.external_addresses().count() > 0);
+        for listener in self.nat.reservations_to_drop() {
+            self.swarm.remove_listener(listener);
+        }
+        let now = Instant::now();
+        for (relay, addr) in self.nat.reservations_to_make(now) {
+            match self.swarm.listen_on(addr.clone()) {
+                Ok(listener) => {
+                    debug!(%relay, %addr, "asking a relay for a reservation");
+                    self.nat.reserving(relay, listener);
+                }
+                Err(error) => {
+                    debug!(%relay, %addr, %error, "could not listen through a relay");
+                    self.nat.reservation_failed(relay, now);
+                }
+            }
+        }
+    }
+
     fn on_identify_event(&mut self, event: identify::Event) {
         let identify::Event::Received { peer_id, info, .. } = event else {
             return;
         };
+        let member = info.protocol_version == self.protocol_version
+            && info.protocols.contains(&self.kad_protocol);
+        if member {
+            self.members.insert(peer_id);
+            if info.protocols.contains(&relay::HOP_PROTOCOL_NAME)
+                && let Some(addr) = self
+                    .connections
+                    .get(&peer_id)
+                    .and_then(|links| links.values().find_map(|link| link.dialled.clone()))
+            {
+                self.nat.add_candidate(peer_id, addr);
+                self.update_reservations();
+            }
+        }
         let kad = &mut self.swarm.behaviour_mut().kad;
-        if info.protocol_version == self.protocol_version
-            && info.protocols.contains(&self.kad_protocol)
-        {
+        if member {
             let addrs: Vec<_> = info
                 .listen_addrs
                 .into_iter()
