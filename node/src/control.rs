@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt as _;
 use futures::stream::FuturesUnordered;
 use p2psip_overlay::id::ResourceId;
+use p2psip_overlay::network;
 use p2psip_sip::ua::{self, Call};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
@@ -181,6 +182,8 @@ pub struct Status {
     pub overlay_in_dialog: u64,
     /// Overlay messages forwarded for others.
     pub forwarded: u64,
+    /// Reachability (AutoNAT), external and relayed addresses, whether it relays for others.
+    pub nat: network::NatState,
 }
 
 /// A peer of the routing table.
@@ -190,6 +193,8 @@ pub struct PeerInfo {
     pub peer_id: String,
     /// Whether a connection is open.
     pub connected: bool,
+    /// How: directly or through a relay; `None` when not connected.
+    pub path: Option<network::Path>,
 }
 
 /// What `p2psip lookup` shows.
@@ -400,6 +405,7 @@ async fn status(node: &Node, agent: &Agent) -> Result<Status, String> {
         overlay_requests: load(&stats.overlay_requests),
         overlay_in_dialog: load(&stats.overlay_in_dialog),
         forwarded: overlay.forwarded(),
+        nat: network.nat().await.map_err(|e| e.to_string())?,
     })
 }
 
@@ -407,13 +413,14 @@ async fn peers(node: &Node) -> Result<Vec<PeerInfo>, String> {
     let network = node.overlay().network();
     let table = network.routing_table().await.map_err(|e| e.to_string())?;
     let connected = network.connected_peers().await.map_err(|e| e.to_string())?;
-    let mut peers: Vec<PeerInfo> = table
-        .into_iter()
-        .map(|p| PeerInfo {
+    let mut peers = Vec::with_capacity(table.len());
+    for p in table {
+        peers.push(PeerInfo {
             connected: connected.contains(&p),
+            path: network.path(p).await.map_err(|e| e.to_string())?,
             peer_id: p.to_string(),
-        })
-        .collect();
+        });
+    }
     peers.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
     Ok(peers)
 }

@@ -27,7 +27,7 @@ use serde::Serialize;
 use tracing::info;
 
 use crate::args::NodeArgs;
-use crate::config::{Config, ListenAddr, OverlayName, PeerAddr, SipListen};
+use crate::config::{Config, ListenAddr, OverlayName, PeerAddr, RelayMode, SipListen};
 use crate::files::{self, Existing};
 
 /// How long a node with bootstrap peers waits to reach one of them.
@@ -57,6 +57,10 @@ pub(crate) struct Args {
     /// Do not look for peers on the local network [config: overlay.mdns = false].
     #[arg(long)]
     no_mdns: bool,
+    /// When to serve circuit relay to the overlay's nodes behind NAT: auto (once AutoNAT
+    /// confirms a public address), on, off [config: relay.mode].
+    #[arg(long, value_name = "MODE", value_enum)]
+    relay: Option<RelayMode>,
     /// Write the node's addresses as JSON to this file once it is ready.
     #[arg(long, value_name = "PATH")]
     ready_file: Option<PathBuf>,
@@ -122,6 +126,9 @@ fn apply(config: &mut Config, args: &Args) {
     }
     if args.no_mdns {
         config.overlay.mdns = false;
+    }
+    if let Some(mode) = args.relay {
+        config.relay.mode = mode;
     }
 }
 
@@ -250,7 +257,10 @@ fn node_config(config: &Config, dir: &Path) -> anyhow::Result<p2p::Config> {
                 .iter()
                 .map(|p| p.multiaddr().clone()),
         )
-        .with_mdns(config.overlay.mdns);
+        .with_mdns(config.overlay.mdns)
+        .with_relay(config.relay.mode())
+        .with_relay_limits(config.relay.limits())
+        .with_relay_reservations(config.relay.reservations);
     let mut overlay = overlay_node::Config::new(dir)
         .with_network(network)
         .with_replicas(usize::from(u8::from(config.overlay.replicas)));

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow, bail};
 use p2psip_node::control::{CallState, CallUpdate, Client, Reply, Request};
 use p2psip_overlay::id::ResourceId;
+use p2psip_overlay::network;
 
 use crate::args::{DataDir, Output};
 
@@ -118,6 +119,26 @@ pub(crate) fn status(args: ReadArgs) -> anyhow::Result<()> {
         "counters:       {} published, {} refused, {} requests and {} in-dialog over the overlay, {} forwarded",
         s.published, s.refused, s.overlay_requests, s.overlay_in_dialog, s.forwarded
     );
+    let reachability = match s.nat.reachability {
+        network::Reachability::Public => "public (other nodes can dial this one)",
+        network::Reachability::Private => "behind NAT (reached through relays)",
+        _ => "not known yet (AutoNAT has not answered)",
+    };
+    println!("reachability:   {reachability}");
+    for addr in &s.nat.external_addrs {
+        println!("external:       {addr}");
+    }
+    for addr in &s.nat.relayed_addrs {
+        println!("relayed:        {addr}");
+    }
+    println!(
+        "relay:          {}",
+        if s.nat.relay_serving {
+            "serving the overlay's nodes behind NAT"
+        } else {
+            "not serving"
+        }
+    );
     Ok(())
 }
 
@@ -134,7 +155,11 @@ pub(crate) fn peers(args: ReadArgs) -> anyhow::Result<()> {
         println!("no peers yet: the node is alone (start another with --bootstrap)");
     }
     for peer in &peers {
-        let state = if peer.connected { "connected" } else { "known" };
+        let state = match peer.path {
+            Some(network::Path::Relayed) => "connected through a relay",
+            Some(_) => "connected",
+            None => "known",
+        };
         println!("{}  {state}", peer.peer_id);
     }
     Ok(())

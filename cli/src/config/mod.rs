@@ -17,6 +17,7 @@ mod value;
 
 use std::io::{ErrorKind, Read as _};
 use std::net::SocketAddr;
+use std::num::{NonZeroU64, NonZeroUsize};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, anyhow, bail};
@@ -45,8 +46,92 @@ pub(crate) struct Config {
     pub(crate) overlay: Overlay,
     /// The local SIP service for softphones.
     pub(crate) sip: Sip,
+    /// The circuit relay this node serves, and the reservations it makes behind NAT.
+    pub(crate) relay: Relay,
     /// The local control API the other commands use.
     pub(crate) control: Control,
+}
+
+/// `[relay]`: NAT traversal. A reachable node relays for the overlay's nodes behind NAT; an
+/// unreachable one reserves slots on relays.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Relay {
+    /// When to serve relay: `auto` (once AutoNAT confirms a public address), `on`, `off`.
+    pub(crate) mode: RelayMode,
+    /// On how many relays to reserve a slot while behind NAT. Default 2.
+    pub(crate) reservations: usize,
+    /// Reservations held at once, all peers together. Default 128.
+    pub(crate) max_reservations: NonZeroUsize,
+    /// Reservations held at once by one peer. Default 4.
+    pub(crate) max_reservations_per_peer: NonZeroUsize,
+    /// Circuits open at once, all peers together. Default 64.
+    pub(crate) max_circuits: NonZeroUsize,
+    /// Circuits open at once from or to one peer. Default 8.
+    pub(crate) max_circuits_per_peer: NonZeroUsize,
+    /// How long one circuit may stay open, in seconds. Default 43200 (12 hours).
+    pub(crate) max_circuit_seconds: NonZeroU64,
+    /// How many bytes one circuit may carry. Default 4 GiB.
+    pub(crate) max_circuit_bytes: NonZeroU64,
+}
+
+/// The overlay's defaults are never zero; a zero would be refused when the network starts.
+fn nonzero(n: usize) -> NonZeroUsize {
+    NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN)
+}
+
+/// `relay.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RelayMode {
+    /// Serve once AutoNAT confirms a public address.
+    Auto,
+    /// Always serve.
+    On,
+    /// Never serve.
+    Off,
+}
+
+impl Default for Relay {
+    fn default() -> Relay {
+        let limits = p2psip_overlay::network::RelayLimits::default();
+        Relay {
+            mode: RelayMode::Auto,
+            reservations: 2,
+            max_reservations: nonzero(limits.max_reservations),
+            max_reservations_per_peer: nonzero(limits.max_reservations_per_peer),
+            max_circuits: nonzero(limits.max_circuits),
+            max_circuits_per_peer: nonzero(limits.max_circuits_per_peer),
+            max_circuit_seconds: NonZeroU64::new(limits.max_circuit_duration.as_secs())
+                .unwrap_or(NonZeroU64::MIN),
+            max_circuit_bytes: NonZeroU64::new(limits.max_circuit_bytes).unwrap_or(NonZeroU64::MIN),
+        }
+    }
+}
+
+impl Relay {
+    /// The overlay's relay mode.
+    pub(crate) fn mode(&self) -> p2psip_overlay::network::Relay {
+        use p2psip_overlay::network::Relay;
+        match self.mode {
+            RelayMode::Auto => Relay::Auto,
+            RelayMode::On => Relay::On,
+            RelayMode::Off => Relay::Off,
+        }
+    }
+
+    /// The overlay's relay limits.
+    pub(crate) fn limits(&self) -> p2psip_overlay::network::RelayLimits {
+        let mut limits = p2psip_overlay::network::RelayLimits::default();
+        limits.max_reservations = self.max_reservations.get();
+        limits.max_reservations_per_peer = self.max_reservations_per_peer.get();
+        limits.max_circuits = self.max_circuits.get();
+        limits.max_circuits_per_peer = self.max_circuits_per_peer.get();
+        limits.max_circuit_duration =
+            std::time::Duration::from_secs(self.max_circuit_seconds.get());
+        limits.max_circuit_bytes = self.max_circuit_bytes.get();
+        limits
+    }
 }
 
 /// `[overlay]`: which overlay to join, where to listen, whom to ask first.

@@ -96,7 +96,7 @@ fn an_unknown_key_names_its_line_its_table_and_the_known_keys() {
         "{error}"
     );
     assert!(
-        error.contains("known keys: data_dir, overlay, sip, control"),
+        error.contains("known keys: data_dir, overlay, sip, relay, control"),
         "{error}"
     );
 }
@@ -172,4 +172,21 @@ fn paths_in_a_file_are_relative_to_its_folder() {
     config.resolve_paths(Path::new("/etc/p2psip"));
     assert_eq!(config.data_dir, Some("/etc/p2psip/data".into()));
     assert_eq!(config.overlay.enrollment_ca, Some("/ca.pub".into()));
+}
+
+#[test]
+fn relay_caps_of_zero_name_their_line() {
+    let error = parse("[relay]\nmode = \"on\"\nmax_circuits = 0\n").expect_err("zero");
+    assert!(
+        error.contains("line 3") && error.contains("max_circuits"),
+        "{error}"
+    );
+    let error = parse("[relay]\nmode = \"sometimes\"\n").expect_err("mode");
+    assert!(
+        error.contains("line 2") && error.contains("auto") && error.contains("off"),
+        "{error}"
+    );
+    let config = parse("[relay]\nmode = \"off\"\nreservations = 0\n").expect("valid");
+    assert_eq!(config.relay.mode(), p2psip_overlay::network::Relay::Off);
+    assert_eq!(config.relay.reservations, 0);
 }

@@ -29,7 +29,7 @@ pub(crate) const RETRY_AFTER: Duration = Duration::from_secs(30);
 const MAX_CANDIDATES: usize = 16;
 
 /// Whether other nodes can dial this node directly, as AutoNAT last found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum Reachability {
@@ -43,7 +43,7 @@ pub enum Reachability {
 }
 
 /// How this node is connected to a peer now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum Path {
@@ -54,7 +54,7 @@ pub enum Path {
 }
 
 /// What the node knows of its own reachability, for status pages and tests.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct NatState {
     /// AutoNAT's last verdict.
