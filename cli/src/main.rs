@@ -65,6 +65,7 @@ enum Command {
     /// Print the effective configuration: the config file over the defaults.
     Config(commands::config::Args),
     /// Run a node until Ctrl-C: join the overlay, serve softphones, answer the commands below.
+    #[command(after_long_help = commands::node::PUBLIC_NODE_HELP)]
     Node(commands::node::Args),
     /// What the running node knows: its addresses, peers, store and counters.
     Status(commands::remote::ReadArgs),

@@ -30,6 +30,25 @@ use crate::args::NodeArgs;
 use crate::config::{Config, ListenAddr, OverlayName, PeerAddr, RelayMode, SipListen};
 use crate::files::{self, Existing};
 
+/// The end of `p2psip node --help`: how to run a reachable bootstrap and relay node.
+pub(crate) const PUBLIC_NODE_HELP: &str = "\
+Running a public bootstrap and relay node:
+  On a machine with a public address, listen on a fixed port on every address and relay
+  for the overlay's nodes behind NAT:
+
+    p2psip node --listen /ip4/0.0.0.0/udp/4001/quic-v1 --listen /ip6/::/udp/4001/quic-v1 \\
+        --listen /ip4/0.0.0.0/tcp/4001 --relay on
+
+  Open UDP 4001 (QUIC) and TCP 4001 in its firewall; SIP (5060) stays on 127.0.0.1. The
+  node prints its multiaddrs: give one, with its /p2p/<peer id>, to the other nodes as
+  --bootstrap. The same in config.toml: overlay.listen and relay.mode = \"on\"; the relay's
+  caps are the relay.max_* keys. cli/dist/p2psip.service in the source tree is a systemd
+  unit for it.
+
+Behind a NAT, nothing needs configuring: AutoNAT finds the node unreachable, it reserves a
+slot on two relays of the overlay, other nodes reach it through them, and hole punching
+makes the connection direct where the NATs allow. `p2psip status` shows which.";
+
 /// How long a node with bootstrap peers waits to reach one of them.
 const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(20);
 
