@@ -290,7 +290,9 @@ pub enum Relay {
     /// Once AutoNAT has confirmed a public address of this node (and while it has one).
     #[default]
     Auto,
-    /// Always, even before AutoNAT has answered (a node an operator knows to be public).
+    /// Always, even before AutoNAT has answered: a node an operator knows to be public. Its
+    /// listen addresses count as its external addresses (the ones its reservations hand
+    /// out), so give it addresses others can reach.
     On,
     /// Never.
     Off,
@@ -417,6 +419,10 @@ mod tests {
             }),
             Config::default().with_relay_limits(RelayLimits {
                 max_circuits: 0,
+                ..RelayLimits::default()
+            }),
+            Config::default().with_relay_limits(RelayLimits {
+                reservation_duration: Duration::ZERO,
                 ..RelayLimits::default()
             }),
             Config::default().with_bootstrap(["/ip4/127.0.0.1/tcp/1".parse().unwrap()]),

@@ -114,6 +114,8 @@ pub(crate) struct Task {
 /// One open connection.
 struct Link {
     relayed: bool,
+    /// Whether the peer's address is a loopback one (the peer runs on this machine).
+    loopback: bool,
     /// The address we dialled, for a direct connection we opened.
     dialled: Option<Multiaddr>,
 }
@@ -400,10 +402,14 @@ impl Task {
                 let relayed = nat::is_relayed(address);
                 debug!(peer = %peer_id, %address, relayed, "connected");
                 let dialled = (endpoint.is_dialer() && !relayed).then(|| address.clone());
-                self.connections
-                    .entry(peer_id)
-                    .or_default()
-                    .insert(connection_id, Link { relayed, dialled });
+                self.connections.entry(peer_id).or_default().insert(
+                    connection_id,
+                    Link {
+                        relayed,
+                        loopback: is_loopback(address),
+                        dialled,
+                    },
+                );
                 if let Some((_, reply)) = self.dials.remove(&connection_id) {
                     let _ = reply.send(Ok(peer_id));
                 }
@@ -460,6 +466,11 @@ impl Task {
                     info!(%address, "reserved a slot on a relay: reachable through it");
                 } else {
                     info!(%address, "listening");
+                    // An operator who turns the relay on declares the node reachable where it
+                    // listens: those are the addresses its reservations hand out.
+                    if self.config.relay == super::Relay::On {
+                        self.swarm.add_external_address(address.clone());
+                    }
                 }
                 self.emit(Event::Listening(address));
             }
@@ -680,11 +691,18 @@ impl Task {
                 self.update_reservations();
             }
         }
+        // A peer that listens on every interface announces its loopback addresses too; they
+        // name this machine's loopback, not the peer's, unless the peer is on this machine.
+        let local_peer = self
+            .connections
+            .get(&peer_id)
+            .is_some_and(|links| links.values().any(|link| link.loopback));
         let kad = &mut self.swarm.behaviour_mut().kad;
         if member {
             let addrs: Vec<_> = info
                 .listen_addrs
                 .into_iter()
+                .filter(|addr| local_peer || !is_loopback(addr))
                 .take(MAX_ADDRS_PER_PEER)
                 .collect();
             for addr in &addrs {
@@ -889,6 +907,16 @@ impl Task {
             }
             Err(TrySendError::Closed(_)) => false,
         }
+    }
+}
+
+/// Whether `addr` starts with a loopback IP address.
+fn is_loopback(addr: &Multiaddr) -> bool {
+    use libp2p::multiaddr::Protocol;
+    match addr.iter().next() {
+        Some(Protocol::Ip4(ip)) => ip.is_loopback(),
+        Some(Protocol::Ip6(ip)) => ip.is_loopback(),
+        _ => false,
     }
 }
 
