@@ -629,6 +629,17 @@ impl Proxy {
         if sip.user().is_some() {
             return false;
         }
+        // A URI with one of our Record-Route parameters set to another value names another
+        // proxy at the same address (two nodes of one machine, each on its own loopback).
+        let params = sip.params();
+        let theirs = parse_params(&self.config.record_route_params).any(|(name, value)| {
+            params
+                .get(name)
+                .is_some_and(|their| !their.unwrap_or("").eq_ignore_ascii_case(value))
+        });
+        if theirs {
+            return false;
+        }
         let host = sip.host().to_string();
         if self
             .config
@@ -1295,6 +1306,16 @@ fn peer_for_via(via: &Via<'_>) -> Option<Peer> {
         .or(via.port())
         .unwrap_or(transport.default_port());
     Some(Peer::new(transport, SocketAddr::new(ip, port)))
+}
+
+/// The `name=value` pairs of a parameter string such as `;node=12D3;x=y` (a name without a
+/// value has the empty value).
+fn parse_params(params: &str) -> impl Iterator<Item = (&str, &str)> {
+    params
+        .split(';')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
 }
 
 fn host_port(addr: SocketAddr) -> String {

@@ -452,3 +452,29 @@ fn s16_6_7_resolver_gives_the_next_hop() {
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].0, udp(CAROL));
 }
+
+/// §16.4: a Route URI names this proxy only if it carries this proxy's own
+/// `record_route_params`. Two P2PSIP nodes on two hosts may both listen on 127.0.0.1:5060 and
+/// tell their Record-Routes apart by `;node=`: the second Route, with the other node's
+/// parameter, is the next hop, not a second Route of ours.
+#[test]
+fn s16_4_a_route_with_another_proxys_parameters_is_not_ours() {
+    let mut proxy = proxy_with(|c| c.record_route_params = ";node=me".into());
+    proxy.set_resolver(Box::new(|uri: &str| {
+        uri.contains("node=other").then_some(udp(CAROL))
+    }));
+    let now = Instant::now();
+    let routes =
+        format!("Route: <sip:{PROXY_UDP};node=me;lr>, <sip:{PROXY_UDP};node=other;lr>\r\n");
+    let uri = format!("sip:bob@{BOB}");
+    let bye = in_dialog("BYE", &uri, &routes, "z9hG4bKbye3");
+    proxy.handle(now, bye, udp(ALICE)).unwrap();
+    let out = sent(&mut proxy);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, udp(CAROL), "the BYE goes to the other node");
+    assert_eq!(
+        elements(&out[0].1, HeaderName::Route),
+        [format!("<sip:{PROXY_UDP};node=other;lr>")],
+        "only our own Route is removed"
+    );
+}
