@@ -156,11 +156,14 @@ impl Behaviour {
                 .circuit_src_rate_limiters
                 .insert(0, members.gate());
             let mut relay = relay::Behaviour::new(peer, relay_config);
-            // Auto: libp2p's relay advertises itself once the swarm has a confirmed external
-            // address, which AutoNAT gives.
-            if config.relay == Relay::On {
-                relay.set_status(Some(relay::Status::Enable));
-            }
+            // Auto: the task turns it on while AutoNAT finds the node public. (libp2p's own
+            // automatic mode also counts relayed addresses as external: a node behind NAT
+            // would advertise itself as a relay.)
+            relay.set_status(Some(if config.relay == Relay::On {
+                relay::Status::Enable
+            } else {
+                relay::Status::Disable
+            }));
             relay
         });
 

@@ -27,6 +27,8 @@ use libp2p::{Multiaddr, PeerId, core::transport::ListenerId, multiaddr::Protocol
 pub(crate) const RETRY_AFTER: Duration = Duration::from_secs(30);
 /// How many relays a node remembers as candidates.
 const MAX_CANDIDATES: usize = 16;
+/// How many relayed addresses one reservation keeps (one per address the relay hands out).
+const MAX_RELAYED_ADDRS: usize = 8;
 
 /// Whether other nodes can dial this node directly, as AutoNAT last found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -71,8 +73,8 @@ pub struct NatState {
 #[derive(Debug)]
 struct Reservation {
     listener: ListenerId,
-    /// The relayed address, once the relay accepted.
-    addr: Option<Multiaddr>,
+    /// The relayed addresses, once the relay accepted (one per address of the relay).
+    addrs: Vec<Multiaddr>,
 }
 
 /// The NAT traversal decisions of one node (see the module docs).
@@ -153,7 +155,7 @@ impl Traversal {
             relay,
             Reservation {
                 listener,
-                addr: None,
+                addrs: Vec::new(),
             },
         );
     }
@@ -172,7 +174,10 @@ impl Traversal {
             .find(|reservation| reservation.listener == listener)
         {
             Some(reservation) => {
-                reservation.addr = Some(addr.clone());
+                if !reservation.addrs.contains(addr) && reservation.addrs.len() < MAX_RELAYED_ADDRS
+                {
+                    reservation.addrs.push(addr.clone());
+                }
                 true
             }
             None => false,
@@ -207,7 +212,7 @@ impl Traversal {
         let mut addrs: Vec<_> = self
             .reservations
             .values()
-            .filter_map(|reservation| reservation.addr.clone())
+            .flat_map(|reservation| reservation.addrs.iter().cloned())
             .collect();
         addrs.sort();
         addrs

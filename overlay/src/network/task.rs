@@ -132,7 +132,7 @@ impl Task {
             connections: HashMap::new(),
             members,
             nat: Traversal::new(config.relay_reservations),
-            relay_serving: false,
+            relay_serving: config.relay == super::Relay::On,
             swarm,
             commands,
             events,
@@ -652,9 +652,22 @@ impl Task {
     /// Makes and gives up relay reservations as [`Traversal`] decides, and notes whether this
     /// node serves relay now.
     fn update_reservations(&mut self) {
-        self.relay_serving = self.swarm.behaviour().relay.is_enabled()
-            && (self.config.relay == super::Relay::On
-                || self.swarm.external_addresses().count() > 0);
+        let serve = match self.config.relay {
+            super::Relay::On => true,
+            super::Relay::Auto => self.nat.reachability() == Reachability::Public,
+            _ => false,
+        };
+        if serve != self.relay_serving
+            && let Some(relay) = self.swarm.behaviour_mut().relay.as_mut()
+        {
+            relay.set_status(Some(if serve {
+                relay::Status::Enable
+            } else {
+                relay::Status::Disable
+            }));
+            info!(serving = serve, "relay for the overlay's nodes behind NAT");
+            self.relay_serving = serve;
+        }
         for listener in self.nat.reservations_to_drop() {
             self.swarm.remove_listener(listener);
         }
