@@ -282,6 +282,30 @@ pub struct Config {
     pub extra_config: Vec<(String, String)>,
     /// Print every SIP message sent and received into the output (`-s`). Default: off.
     pub sip_trace: bool,
+    /// Where baresip runs: this process's network namespace (the default), or another one
+    /// ([`Config::inside`]).
+    pub place: Place,
+}
+
+/// Opens a TCP connection from inside another network namespace.
+pub type Connector = Arc<dyn Fn(SocketAddr) -> io::Result<std::net::TcpStream> + Send + Sync>;
+
+/// Where baresip runs. In another network namespace, its program is started through a
+/// launcher (`ip netns exec NS`) and its control socket, on that namespace's loopback, is
+/// reached through a [`Connector`] that connects from inside it.
+#[derive(Clone, Default)]
+pub struct Place {
+    launcher: Vec<OsString>,
+    connector: Option<Connector>,
+}
+
+impl fmt::Debug for Place {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Place")
+            .field("launcher", &self.launcher)
+            .field("connector", &self.connector.is_some())
+            .finish()
+    }
 }
 
 impl Config {
@@ -303,7 +327,20 @@ impl Config {
             extra_modules: Vec::new(),
             extra_config: Vec::new(),
             sip_trace: false,
+            place: Place::default(),
         }
+    }
+
+    /// Runs baresip in another network namespace: `launcher` is the program and arguments
+    /// that run a command there (`["ip", "netns", "exec", NS]`), `connector` connects to an
+    /// address from inside it. Ports are then chosen in this process's namespace and may be
+    /// taken in the other one: the start is retried on other ports, as always.
+    pub fn inside(mut self, launcher: Vec<OsString>, connector: Connector) -> Self {
+        self.place = Place {
+            launcher,
+            connector: Some(connector),
+        };
+        self
     }
 
     /// The registrar/proxy every out-of-dialog request goes through.
@@ -986,8 +1023,15 @@ impl Baresip {
         write("config", config.config_file(modules, sip_port, ctrl_port))?;
         write("accounts", config.account_line())?;
 
-        let program = baresip_program();
-        let mut args: Vec<OsString> = vec!["-f".into(), dir.clone().into_os_string()];
+        let mut args: Vec<OsString> = config.place.launcher.clone();
+        let program = if args.is_empty() {
+            baresip_program()
+        } else {
+            let launcher = args.remove(0);
+            args.push(baresip_program());
+            launcher
+        };
+        args.extend(["-f".into(), dir.clone().into_os_string()]);
         if config.sip_trace {
             args.push("-s".into());
         }
@@ -1168,7 +1212,20 @@ impl Starting {
 
     /// Connects to the control socket and starts reading it.
     async fn connect(mut self) -> Result<Baresip, StartError> {
-        let stream = match TcpStream::connect(self.ctrl_addr).await {
+        let connected = match self.config.place.connector.clone() {
+            None => TcpStream::connect(self.ctrl_addr).await,
+            Some(connector) => {
+                let addr = self.ctrl_addr;
+                match tokio::task::spawn_blocking(move || connector(addr)).await {
+                    Ok(Ok(stream)) => stream
+                        .set_nonblocking(true)
+                        .and_then(|()| TcpStream::from_std(stream)),
+                    Ok(Err(e)) => Err(e),
+                    Err(e) => Err(io::Error::other(e)),
+                }
+            }
+        };
+        let stream = match connected {
             Ok(stream) => stream,
             Err(e) => {
                 return Err(StartError::Failed(format!(
