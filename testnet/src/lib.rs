@@ -13,7 +13,12 @@
 //!
 //! [`run`] is the scenario behind `p2psip testnet run` (users register, call each other,
 //! nodes churn); [`report`] holds what it measured and the report it writes.
+//!
+//! [`lab`] is the network lab: hosts in Linux network namespaces behind real nftables NATs
+//! (full cone, port-restricted, symmetric, CGNAT, dual stack), for real node and softphone
+//! processes, with a NAT probe; it needs root.
 
+pub mod lab;
 pub mod report;
 pub mod run;
 
