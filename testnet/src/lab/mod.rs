@@ -110,11 +110,13 @@
 
 mod nat;
 mod netns;
+mod node;
 mod plan;
 mod probe;
 
 pub use nat::{Filtering, Mapping, Nat, UnknownNat};
 pub use netns::Namespace;
+pub use node::NodeProcess;
 pub use probe::{Observation, Probe, Report, Transport};
 
 use std::collections::HashSet;
