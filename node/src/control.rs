@@ -129,6 +129,9 @@ pub enum Reply {
         aor: String,
         /// How long the binding lasts (the agent refreshes it).
         expires_s: u64,
+        /// From the REGISTER sent to its 200 (RFC 6076's registration request delay), in
+        /// milliseconds.
+        elapsed_ms: f64,
     },
     /// The binding is gone.
     Unregistered {
@@ -458,6 +461,7 @@ async fn lookup(node: &Node, aor: &str) -> Result<Lookup, String> {
 
 async fn register(agent: &Agent, aor: &str, register: bool) -> Result<Reply, String> {
     let mut events = agent.clone();
+    let started = Instant::now();
     let asked = if register {
         agent.register(aor, REGISTER_EXPIRES).await
     } else {
@@ -474,6 +478,7 @@ async fn register(agent: &Agent, aor: &str, register: bool) -> Result<Reply, Str
         ua::Event::Registered { expires, .. } => Ok(Reply::Registered {
             aor: aor.to_owned(),
             expires_s: expires.as_secs(),
+            elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
         }),
         ua::Event::Unregistered { .. } => Ok(Reply::Unregistered {
             aor: aor.to_owned(),

@@ -221,9 +221,14 @@ pub(crate) fn register(args: AorArgs, register: bool) -> anyhow::Result<()> {
         return print_json(&reply);
     }
     match reply {
-        Reply::Registered { aor, expires_s } => {
+        Reply::Registered {
+            aor,
+            expires_s,
+            elapsed_ms,
+        } => {
             println!(
-                "registered {aor} in the overlay (kept fresh while the node runs; {expires_s} s at a time)"
+                "registered {aor} in the overlay in {elapsed_ms:.1} ms (kept fresh while the node \
+                 runs; {expires_s} s at a time)"
             );
         }
         Reply::Unregistered { aor } => println!("unregistered {aor}"),
