@@ -10,6 +10,8 @@
 //!   [`transport::Received`] with its exact source [`transport::Peer`].
 //! - [`p2p`]: the P2PSIP node, [`p2p::Node`]: registrations in the overlay, requests routed
 //!   through peers, dialogs end to end.
+//! - [`media`]: the media of a node's softphones anchored at the node and carried to the
+//!   other end node over libp2p streams ([`media::Media`]).
 //! - [`server`]: a plain SIP proxy and registrar; [`agent`]: a user agent over its own
 //!   sockets.
 //!
@@ -24,6 +26,7 @@ pub mod agent;
 mod clock;
 pub mod control;
 pub mod limit;
+pub mod media;
 pub mod p2p;
 pub mod server;
 pub mod transport;

@@ -40,6 +40,11 @@
 //! - **Dialogs end to end.** Both end nodes Record-Route with a URI that carries
 //!   `;node=<Node-ID>`; a next hop with that parameter is sent over the overlay straight to
 //!   that node (libp2p dials it), so in-dialog requests never cross a third peer.
+//! - **Media** ([`media`], [`Config::media`]): each end node anchors its softphones' RTP and
+//!   RTCP. An SDP from another node is rewritten (before the proxy core sees it) to ports the
+//!   node opens for its softphone; an SDP its softphone sends to another node tells where
+//!   that softphone wants the media; packets go between the two end nodes on a libp2p stream
+//!   of the overlay's media protocol, never through third nodes. Counted in [`Stats::media`].
 //! - **Outside the overlay**, a Request-URI whose host is an IP address other than this node's
 //!   (`sip:carol@192.0.2.7:5070`) is proxied over plain SIP.
 
@@ -71,6 +76,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::clock::{now, sleep_until};
 use crate::limit::{self, Budget, Limiter};
+use crate::media::{self, Ingress, Media};
 use crate::transport::{self, Incoming, Transports};
 
 /// Connection ids from this value up name overlay nodes, not sockets.
@@ -99,6 +105,8 @@ pub struct Config {
     pub overlay_queue: usize,
     /// The flood limits of each local client (REGISTERs, other out-of-dialog requests).
     pub limits: limit::Config,
+    /// Media anchoring: on by default; see [`media`].
+    pub media: media::Config,
 }
 
 impl Config {
@@ -124,12 +132,19 @@ impl Config {
             max_pending: 1024,
             overlay_queue: 1024,
             limits: limit::Config::default(),
+            media: media::Config::default(),
         }
     }
 
     /// Replaces the overlay node's configuration.
     pub fn with_overlay(mut self, overlay: overlay_node::Config) -> Config {
         self.overlay = overlay;
+        self
+    }
+
+    /// Replaces the media configuration.
+    pub fn with_media(mut self, media: media::Config) -> Config {
+        self.media = media;
         self
     }
 
@@ -174,6 +189,9 @@ pub struct Stats {
     /// Requests refused: REGISTERs the overlay refused, failed lookups, clients over their
     /// limits, bad payloads and messages from the overlay the node had no room for.
     pub refused: AtomicU64,
+    /// What the media side counted: sessions, packets to and from the softphones, frames
+    /// between nodes and the drops.
+    pub media: Arc<media::Stats>,
 }
 
 /// A running P2PSIP node; dropping it stops its SIP side (see [`Node::leave`]).
@@ -250,6 +268,20 @@ impl Node {
             }
             Ok(Vec::new())
         }));
+        let media = config.media.enabled.then(|| {
+            let mut listen: Vec<SocketAddr> = sip
+                .iter()
+                .filter(|p| p.transport == Transport::Udp)
+                .map(|p| p.addr)
+                .collect();
+            listen.extend(sip.iter().map(|p| p.addr));
+            Media::start(
+                config.media.clone(),
+                overlay.network(),
+                &listen,
+                stats.media.clone(),
+            )
+        });
         let (done_tx, done_rx) = mpsc::channel(config.max_pending.max(1));
         let (stop, stopped) = oneshot::channel();
         let state = State {
@@ -266,6 +298,7 @@ impl Node {
             expiries: HashMap::new(),
             pending: 0,
             queues: HashMap::new(),
+            media,
             done: done_tx,
             config,
         };
@@ -409,6 +442,8 @@ struct State {
     pending: usize,
     /// The send queue of each overlay node this node talks to.
     queues: HashMap<PeerId, mpsc::Sender<(Bytes, Option<TransactionId>)>>,
+    /// The media anchors of the softphones, unless media is off.
+    media: Option<Media>,
     done: mpsc::Sender<Done>,
     config: Config,
 }
@@ -427,6 +462,9 @@ async fn run(
         tokio::select! {
             received = incoming.recv() => {
                 let Some(received) = received else { break };
+                if let Some(media) = &state.media {
+                    media.seen_from_softphone(&received.message, received.source.addr);
+                }
                 if let Err(e) = state.proxy.handle(now(), received.message, received.source) {
                     debug!(source = %received.source, error = %e, "message dropped");
                 }
@@ -450,8 +488,21 @@ async fn run(
         while let Some(t) = state.proxy.poll_transmit() {
             let overlay_node = lock(&state.links).node(&t.to);
             match overlay_node {
-                Some(node) => state.send_over_overlay(node, t.bytes, t.transaction),
+                Some(node) => {
+                    if let Some(Err(error)) = state.media.as_ref().map(|m| m.egress(node, &t.bytes))
+                    {
+                        debug!(%node, %error, "not sent: its media cannot be anchored");
+                        if let Some(txn) = t.transaction {
+                            state.proxy.transport_error(now(), txn);
+                        }
+                        continue;
+                    }
+                    state.send_over_overlay(node, t.bytes, t.transaction);
+                }
                 None => {
+                    if let Some(media) = &state.media {
+                        media.sent_to_softphone(&t.bytes);
+                    }
                     if let Err(e) = sockets.send(t.to, t.bytes).await {
                         warn!(to = %t.to, error = %e, "send failed");
                         if let Some(txn) = t.transaction {
@@ -474,6 +525,19 @@ impl State {
             Message::Request(_) => &self.stats.overlay_requests,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        let ingress = match &self.media {
+            Some(media) => media.ingress(origin, message),
+            None => Ingress::Pass(message),
+        };
+        let message = match ingress {
+            Ingress::Pass(message) => message,
+            Ingress::Refuse(response) => {
+                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                self.send_over_overlay(origin, response.to_bytes(), None);
+                return;
+            }
+            Ingress::Absorb => return,
+        };
         let source = lock(&self.links).peer(origin);
         if let Err(e) = self.proxy.handle(now(), message, source) {
             debug!(%origin, error = %e, "message from the overlay dropped");
