@@ -15,6 +15,14 @@
 //!   never 0, which would read as a measurement.
 //! - Delays are in milliseconds, rounded to the microsecond.
 //!
+//! # Runs in the network lab
+//!
+//! A run of real node processes on hosts behind NATs (`p2psip testnet run --lab`,
+//! [`crate::lab::scenario`]) names each node's host and NAT ([`NodeInfo::host`]) and each
+//! call's path ([`CallSample::path`]); [`Report::lab`] then adds what only such a run has:
+//! the SRD split by the path between the two nodes, the RRD by NAT kind, and a row per call
+//! (the HTML page's table of calls).
+//!
 //! # Files
 //!
 //! [`write()`] replaces each file atomically (a temporary file in the same directory, then a
@@ -29,7 +37,10 @@ use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use p2psip_overlay::network::Path as NodePath;
 use serde::Serialize;
+
+use crate::lab::Nat;
 
 /// The name of the JSON report in the report directory.
 pub const JSON_FILE: &str = "report.json";
@@ -63,6 +74,19 @@ pub struct NodeInfo {
     pub node_id: String,
     /// Where the node's SIP side listens (`host:port`).
     pub sip_addr: String,
+    /// For a node of the network lab: its host and NAT; `None` in other runs.
+    pub host: Option<LabHost>,
+}
+
+/// Where a node of a run in the network lab sat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LabHost {
+    /// The host's name in the lab.
+    pub name: String,
+    /// The NAT it sat behind.
+    pub nat: Nat,
+    /// AutoNAT's verdict on its node once it settled (`public`, `private`).
+    pub reachability: String,
 }
 
 /// One registration: a user's REGISTER sent to a node.
@@ -101,6 +125,9 @@ pub struct CallSample {
     /// How many overlay hops the INVITE took from the caller's node to the callee's node;
     /// `None` when unknown.
     pub hops: Option<u32>,
+    /// How the caller's node was connected to the callee's right after the call (lab runs):
+    /// directly or through a relay; `None` when unknown or not connected.
+    pub path: Option<NodePath>,
     /// What went wrong, for a failed call.
     pub error: Option<String>,
 }
@@ -134,6 +161,60 @@ pub struct Report {
     pub hops: Hops,
     /// The churn.
     pub churn: Churn,
+    /// What a run in the network lab adds; `None` (and left out of the JSON) for other runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lab: Option<LabFigures>,
+}
+
+/// The figures only a run in the network lab has: its nodes are on hosts behind NATs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct LabFigures {
+    /// The registrations (with their delays) by the NAT of the host whose node took them,
+    /// keyed by [`Nat::name`].
+    pub registrations_by_nat: BTreeMap<String, Registrations>,
+    /// The session request delays of the calls whose nodes were connected directly right
+    /// after the call.
+    pub srd_ms_direct: Percentiles,
+    /// The session request delays of the calls whose nodes were connected through a relay
+    /// right after the call.
+    pub srd_ms_relayed: Percentiles,
+    /// How many calls ended with their nodes connected directly.
+    pub direct: usize,
+    /// How many ended with their nodes connected through a relay.
+    pub relayed: usize,
+    /// How many ended with no known path between their nodes.
+    pub unknown_path: usize,
+    /// Every call, in the order they were placed.
+    pub calls: Vec<LabCall>,
+}
+
+/// One call of a run in the network lab.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct LabCall {
+    /// The caller's host.
+    pub from: String,
+    /// The NAT the caller's host sat behind.
+    pub from_nat: Option<Nat>,
+    /// The callee's host.
+    pub to: String,
+    /// The NAT the callee's host sat behind.
+    pub to_nat: Option<Nat>,
+    /// Whether the call was set up.
+    pub ok: bool,
+    /// The status code of the final response; `None` when none came.
+    pub status: Option<u16>,
+    /// INVITE to 180, in milliseconds.
+    pub srd_ms: Option<f64>,
+    /// INVITE to 200, in milliseconds.
+    pub setup_ms: Option<f64>,
+    /// The path between the two nodes right after the call; `None` when unknown.
+    pub path: Option<NodePath>,
+    /// The overlay hops from the caller's node to the callee's.
+    pub hops: Option<u32>,
+    /// What went wrong, for a failed call.
+    pub error: Option<String>,
 }
 
 /// The registrations of a run.
@@ -207,6 +288,7 @@ impl Report {
             calls: Calls::from_samples(&run.calls),
             hops: Hops::from_samples(&run.calls),
             churn: run.churn.clone(),
+            lab: LabFigures::from_run(run),
         }
     }
 
@@ -214,11 +296,18 @@ impl Report {
     pub fn summary(&self) -> String {
         let registrations = &self.registrations;
         let calls = &self.calls;
-        let mut lines = vec![
-            format!(
+        let heading = match &self.lab {
+            None => format!(
                 "testnet run: {} nodes, seed {}, {:.1} s",
                 self.nodes, self.seed, self.elapsed_s
             ),
+            Some(_) => format!(
+                "testnet run in the network lab: {} nodes, {:.1} s",
+                self.nodes, self.elapsed_s
+            ),
+        };
+        let mut lines = vec![
+            heading,
             format!(
                 "registrations {}/{}  RRD {}",
                 registrations.succeeded,
@@ -245,8 +334,98 @@ impl Report {
                 .max
                 .map_or_else(not_available, |max| max.to_string())
         ));
-        lines.push(self.churn.summary());
+        match &self.lab {
+            None => lines.push(self.churn.summary()),
+            Some(lab) => lines.extend(lab.summary()),
+        }
         lines.join("\n")
+    }
+}
+
+impl LabFigures {
+    /// The lab figures of `run`; `None` unless one of its nodes sat on a lab host.
+    fn from_run(run: &Run) -> Option<LabFigures> {
+        if run.nodes.iter().all(|node| node.host.is_none()) {
+            return None;
+        }
+        let host = |index: usize| {
+            run.nodes
+                .iter()
+                .find(|node| node.index == index)
+                .and_then(|node| node.host.as_ref())
+        };
+        let mut by_nat: BTreeMap<String, Vec<RegistrationSample>> = BTreeMap::new();
+        for sample in &run.registrations {
+            if let Some(host) = host(sample.node) {
+                let samples = by_nat.entry(host.nat.name().to_owned()).or_default();
+                samples.push(sample.clone());
+            }
+        }
+        let srd_on = |wanted: NodePath| {
+            Percentiles::of(
+                run.calls
+                    .iter()
+                    .filter(|call| call.path == Some(wanted))
+                    .filter_map(|call| call.srd),
+            )
+        };
+        let on = |wanted: Option<NodePath>| run.calls.iter().filter(|c| c.path == wanted).count();
+        let name =
+            |index: usize| host(index).map_or_else(|| format!("node {index}"), |h| h.name.clone());
+        let calls = run
+            .calls
+            .iter()
+            .map(|call| LabCall {
+                from: name(call.from_node),
+                from_nat: host(call.from_node).map(|h| h.nat),
+                to: name(call.to_node),
+                to_nat: host(call.to_node).map(|h| h.nat),
+                ok: call.ok,
+                status: call.status,
+                srd_ms: call.srd.map(millis),
+                setup_ms: call.setup.map(millis),
+                path: call.path,
+                hops: call.hops,
+                error: call.error.clone(),
+            })
+            .collect();
+        Some(LabFigures {
+            registrations_by_nat: by_nat
+                .into_iter()
+                .map(|(nat, samples)| (nat, Registrations::from_samples(&samples)))
+                .collect(),
+            srd_ms_direct: srd_on(NodePath::Direct),
+            srd_ms_relayed: srd_on(NodePath::Relayed),
+            direct: on(Some(NodePath::Direct)),
+            relayed: on(Some(NodePath::Relayed)),
+            unknown_path: on(None),
+            calls,
+        })
+    }
+
+    /// The summary's lines: the paths, the SRD by path, the RRD by NAT.
+    fn summary(&self) -> Vec<String> {
+        let rrd: Vec<String> = self
+            .registrations_by_nat
+            .iter()
+            .map(|(nat, registrations)| format!("{nat} {}", ms_text(registrations.rrd_ms.p50)))
+            .collect();
+        vec![
+            format!(
+                "paths after the calls: direct {}, relayed {}, unknown {}",
+                self.direct, self.relayed, self.unknown_path
+            ),
+            format!("SRD direct  {}", self.srd_ms_direct.summary()),
+            format!("SRD relayed {}", self.srd_ms_relayed.summary()),
+            format!(
+                "RRD by NAT (p50): {}",
+                if rrd.is_empty() {
+                    not_available()
+                } else {
+                    rrd.join(", ")
+                }
+            ),
+        ]
     }
 }
 
@@ -342,13 +521,12 @@ impl Percentiles {
 
     /// `p50 12.1 ms, p95 20.3 ms, p99 25.0 ms, max 30.2 ms`, with `n/a` for a missing value.
     fn summary(&self) -> String {
-        let ms = |value: Option<f64>| value.map_or_else(not_available, |ms| format!("{ms:.1} ms"));
         format!(
             "p50 {}, p95 {}, p99 {}, max {}",
-            ms(self.p50),
-            ms(self.p95),
-            ms(self.p99),
-            ms(self.max)
+            ms_text(self.p50),
+            ms_text(self.p95),
+            ms_text(self.p99),
+            ms_text(self.max)
         )
     }
 }
@@ -380,19 +558,21 @@ pub fn write(dir: &Path, run: &Run, report: &Report) -> io::Result<(PathBuf, Pat
     Ok((json_path, html_path))
 }
 
-/// The HTML page of a run: the figures as a table, then SVG charts of the SRD distribution, of
-/// the hop histogram and of the overlay with the calls, then the error messages.
+/// The HTML page of a run: the figures as a table (for a lab run, then the calls across the
+/// NATs), then SVG charts of the SRD distribution, of the hop histogram and of the overlay
+/// with the calls, then the error messages.
 pub fn html(run: &Run, report: &Report) -> String {
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
          <title>p2psip testnet run</title>\n<style>\n{STYLE}</style>\n</head>\n<body>\n\
-         <h1>p2psip testnet run</h1>\n{figures}\
+         <h1>p2psip testnet run</h1>\n{figures}{lab}\
          <h2>Session request delay (INVITE to 180)</h2>\n{srd}\
          <h2>Overlay hops per call</h2>\n{hops}\
          <h2>The overlay and the calls</h2>\n{overlay}\
          <h2>Errors</h2>\n{errors}</body>\n</html>\n",
         figures = figures_table(report),
+        lab = report.lab.as_ref().map_or_else(String::new, lab_section),
         srd = srd_chart(run),
         hops = hops_chart(report),
         overlay = overlay_chart(run),
@@ -441,6 +621,11 @@ fn round3(value: f64) -> f64 {
 /// What the summary prints for a figure without samples.
 fn not_available() -> String {
     "n/a".to_owned()
+}
+
+/// `12.1 ms`, or `n/a`.
+fn ms_text(value: Option<f64>) -> String {
+    value.map_or_else(not_available, |ms| format!("{ms:.1} ms"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -537,8 +722,12 @@ fn figures_table(report: &Report) -> String {
     ]
     .concat();
     let churn = &report.churn;
+    let about = match report.lab {
+        None => format!("seed {}", report.seed),
+        Some(_) => "in the network lab".to_owned(),
+    };
     format!(
-        "<p class=\"run\">{nodes} nodes, seed {seed}, {elapsed:.1} s</p>\n\
+        "<p class=\"run\">{nodes} nodes, {about}, {elapsed:.1} s</p>\n\
          <table>\n<tr><th></th><th>succeeded</th><th>p50 (ms)</th><th>p95 (ms)</th>\
          <th>p99 (ms)</th><th>max (ms)</th></tr>\n{rows}</table>\n\
          <table>\n\
@@ -547,7 +736,6 @@ fn figures_table(report: &Report) -> String {
          <tr><td>Churn</td><td class=\"text\">{percent}%: killed {killed}, restarted {restarted}</td></tr>\n\
          </table>\n",
         nodes = report.nodes,
-        seed = report.seed,
         elapsed = report.elapsed_s,
         failures = escape(&calls.failures_text()),
         mean = report
@@ -558,6 +746,80 @@ fn figures_table(report: &Report) -> String {
         percent = churn.percent,
         killed = node_list(&churn.killed),
         restarted = node_list(&churn.restarted),
+    )
+}
+
+/// The calls of a lab run: the SRD by path and the RRD by NAT as a delays table, then a row
+/// per call with the NATs of its two hosts, its outcome, its delays and the path between its
+/// nodes.
+fn lab_section(lab: &LabFigures) -> String {
+    let (direct, relayed) = (lab.direct, lab.relayed);
+    let rang = |wanted: NodePath| {
+        lab.calls
+            .iter()
+            .filter(|call| call.path == Some(wanted) && call.srd_ms.is_some())
+            .count()
+    };
+    let mut rows = [
+        delay_row(
+            "Calls, direct, SRD",
+            rang(NodePath::Direct),
+            direct,
+            &lab.srd_ms_direct,
+        ),
+        delay_row(
+            "Calls, relayed, SRD",
+            rang(NodePath::Relayed),
+            relayed,
+            &lab.srd_ms_relayed,
+        ),
+    ]
+    .concat();
+    for (nat, registrations) in &lab.registrations_by_nat {
+        rows.push_str(&delay_row(
+            &format!("Registrations behind {nat}, RRD"),
+            registrations.succeeded,
+            registrations.attempted,
+            &registrations.rrd_ms,
+        ));
+    }
+    let ms = |value: Option<f64>| value.map_or_else(dash, |ms| format!("{ms:.1}"));
+    let nat = |nat: Option<Nat>| nat.map_or_else(dash, |nat| nat.name().to_owned());
+    let calls: String = lab
+        .calls
+        .iter()
+        .map(|call| {
+            let outcome = if call.ok { "answered" } else { "failed" };
+            let path = match call.path {
+                Some(NodePath::Direct) => "direct",
+                Some(NodePath::Relayed) => "relayed",
+                _ => "–",
+            };
+            format!(
+                "<tr><td>{from}</td><td class=\"text\">{from_nat}</td><td class=\"text\">{to}</td>\
+                 <td class=\"text\">{to_nat}</td><td class=\"text\">{outcome}</td><td>{status}</td>\
+                 <td>{srd}</td><td>{setup}</td><td class=\"text\">{path}</td><td>{hops}</td></tr>\n",
+                from = escape(&call.from),
+                from_nat = nat(call.from_nat),
+                to = escape(&call.to),
+                to_nat = nat(call.to_nat),
+                status = call.status.map_or_else(dash, |s| s.to_string()),
+                srd = ms(call.srd_ms),
+                setup = ms(call.setup_ms),
+                hops = call.hops.map_or_else(dash, |h| h.to_string()),
+            )
+        })
+        .collect();
+    format!(
+        "<h2>Calls across NATs</h2>\n\
+         <p>The path is how the caller's node reached the callee's right after the call: \
+         direct {direct}, relayed {relayed}, unknown {unknown}.</p>\n\
+         <table>\n<tr><th></th><th>succeeded</th><th>p50 (ms)</th><th>p95 (ms)</th>\
+         <th>p99 (ms)</th><th>max (ms)</th></tr>\n{rows}</table>\n\
+         <table>\n<tr><th>caller</th><th>NAT</th><th>callee</th><th>NAT</th><th>outcome</th>\
+         <th>status</th><th>SRD (ms)</th><th>setup (ms)</th><th>path</th><th>hops</th></tr>\n\
+         {calls}</table>\n",
+        unknown = lab.unknown_path,
     )
 }
 
@@ -904,12 +1166,15 @@ fn node_marks(run: &Run) -> String {
             } else {
                 ("node", "")
             };
+            let site = node.host.as_ref().map_or_else(String::new, |host| {
+                format!("\nhost {} behind {}, {}", host.name, host.nat, host.reachability)
+            });
             format!(
                 "<g class=\"{class}\"><circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"{radius:.1}\">\
                  <title>{title}</title></circle><text x=\"{label_x:.1}\" y=\"{label_y:.1}\" \
                  font-size=\"{font}\" text-anchor=\"middle\" dominant-baseline=\"middle\">{index}</text></g>\n",
                 title = escape(&format!(
-                    "node {}\nNode-ID {}\nSIP {}{fate}",
+                    "node {}\nNode-ID {}\nSIP {}{site}{fate}",
                     node.index, node.node_id, node.sip_addr
                 )),
                 index = node.index,
@@ -997,6 +1262,7 @@ mod tests {
             index,
             node_id: format!("id{index:02}"),
             sip_addr: format!("127.0.0.1:{}", 5060 + index),
+            host: None,
         }
     }
 
@@ -1009,6 +1275,7 @@ mod tests {
             setup: Some(ms(srd + 5)),
             status: Some(200),
             hops: Some(hops),
+            path: None,
             error: None,
         }
     }
@@ -1022,6 +1289,7 @@ mod tests {
             setup: None,
             status,
             hops: None,
+            path: None,
             error: Some(format!("call failed with {status:?}")),
         }
     }
@@ -1255,6 +1523,130 @@ mod tests {
         assert!(page.contains("&quot;a&quot; &amp; &#39;b&#39;"));
         assert!(!page.contains("<b>bad</b>"));
         assert!(page.contains("&lt;b&gt;bad&lt;/b&gt;"));
+    }
+
+    /// A lab run: the relay (node 0) and three NAT hosts; four calls, two direct, one
+    /// relayed, one failed with no path; the symmetric host's registration failed.
+    fn lab_run() -> Run {
+        let mut run = Run::default();
+        let hosts = [
+            ("relay", Nat::Public),
+            ("full-cone", Nat::FullCone),
+            ("symmetric", Nat::Symmetric),
+            ("<cgnat>", Nat::Cgnat),
+        ];
+        for (index, (name, nat)) in hosts.into_iter().enumerate() {
+            let mut info = node(index);
+            info.host = Some(LabHost {
+                name: name.to_owned(),
+                nat,
+                reachability: "private".to_owned(),
+            });
+            run.nodes.push(info);
+        }
+        run.registrations = vec![
+            registration("sip:full-cone@lab.p2p", 1, true, 40),
+            registration("sip:symmetric@lab.p2p", 2, false, 30_000),
+            registration("sip:cgnat@lab.p2p", 3, true, 60),
+        ];
+        let on = |mut call: CallSample, path| {
+            call.path = Some(path);
+            call
+        };
+        run.calls = vec![
+            on(call(1, 2, 10, 1), NodePath::Direct),
+            on(call(2, 3, 30, 1), NodePath::Direct),
+            on(call(3, 1, 200, 1), NodePath::Relayed),
+            failed_call(1, 3, Some(480)),
+        ];
+        run
+    }
+
+    #[test]
+    fn lab_figures_split_the_srd_by_path_and_the_rrd_by_nat() {
+        let report = Report::from_run(&lab_run());
+        let lab = report.lab.as_ref().expect("a lab run has lab figures");
+        assert_eq!((lab.direct, lab.relayed, lab.unknown_path), (2, 1, 1));
+        assert_eq!(lab.srd_ms_direct.p50, Some(10.0));
+        assert_eq!(lab.srd_ms_direct.max, Some(30.0));
+        assert_eq!(lab.srd_ms_relayed.p50, Some(200.0));
+        let nats: Vec<&str> = lab
+            .registrations_by_nat
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(nats, ["cgnat", "full-cone", "symmetric"]);
+        assert_eq!(lab.registrations_by_nat["full-cone"].rrd_ms.p50, Some(40.0));
+        assert_eq!(lab.registrations_by_nat["symmetric"].failed, 1);
+        assert_eq!(lab.registrations_by_nat["symmetric"].rrd_ms.p50, None);
+        assert_eq!(lab.calls.len(), 4);
+        let first = &lab.calls[0];
+        assert_eq!(
+            (
+                first.from.as_str(),
+                first.from_nat,
+                first.to.as_str(),
+                first.to_nat
+            ),
+            (
+                "full-cone",
+                Some(Nat::FullCone),
+                "symmetric",
+                Some(Nat::Symmetric)
+            )
+        );
+        assert_eq!(lab.calls[3].path, None);
+        assert_eq!(lab.calls[3].status, Some(480));
+
+        let v = serde_json::to_value(&report).unwrap();
+        assert_eq!(v["lab"]["calls"][0]["from_nat"], "full-cone");
+        assert_eq!(v["lab"]["calls"][0]["path"], "direct");
+        assert_eq!(v["lab"]["calls"][2]["path"], "relayed");
+        assert!(v["lab"]["calls"][3]["path"].is_null());
+        assert_eq!(v["lab"]["srd_ms_relayed"]["p50"], 200.0);
+        assert_eq!(
+            v["lab"]["registrations_by_nat"]["cgnat"]["rrd_ms"]["p50"],
+            60.0
+        );
+        // Outside the lab, the JSON is what it was.
+        let plain = serde_json::to_value(Report::from_run(&sample_run())).unwrap();
+        assert!(plain.get("lab").is_none(), "{plain}");
+    }
+
+    #[test]
+    fn lab_summary_gives_the_paths_the_srd_by_path_and_the_rrd_by_nat() {
+        let summary = Report::from_run(&lab_run()).summary();
+        for line in [
+            "testnet run in the network lab: 4 nodes",
+            "paths after the calls: direct 2, relayed 1, unknown 1",
+            "SRD direct  p50 10.0 ms",
+            "SRD relayed p50 200.0 ms",
+            "RRD by NAT (p50): cgnat 60.0 ms, full-cone 40.0 ms, symmetric n/a",
+        ] {
+            assert!(summary.contains(line), "{line:?} in\n{summary}");
+        }
+        assert!(!summary.contains("churn"), "{summary}");
+    }
+
+    #[test]
+    fn lab_html_has_a_row_per_call_with_its_nats_and_path() {
+        let run = lab_run();
+        let page = html(&run, &Report::from_run(&run));
+        assert!(page.contains("<h2>Calls across NATs</h2>"));
+        assert_eq!(page.matches("<svg").count(), 3);
+        assert_eq!(page.matches("class=\"text\">answered</td>").count(), 3);
+        assert_eq!(page.matches("class=\"text\">failed</td>").count(), 1);
+        assert!(page.contains(
+            "<tr><td>full-cone</td><td class=\"text\">full-cone</td><td class=\"text\">symmetric</td>\
+             <td class=\"text\">symmetric</td><td class=\"text\">answered</td><td>200</td>\
+             <td>10.0</td><td>15.0</td><td class=\"text\">direct</td><td>1</td></tr>"
+        ), "{page}");
+        assert!(page.contains("<td class=\"text\">relayed</td>"));
+        assert!(page.contains("Registrations behind symmetric, RRD</td><td>0/1</td>"));
+        assert!(page.contains("host full-cone behind full-cone, private"));
+        // Host names are escaped like every string of the run.
+        assert!(!page.contains("<cgnat>"));
+        assert!(page.contains("&lt;cgnat&gt;"));
     }
 
     #[test]

@@ -381,6 +381,7 @@ impl<'p> Scenario<'p> {
                 index: i,
                 node_id: node.node_id().to_string(),
                 sip_addr: sip_addr(testnet, i).map_or_else(String::new, |a| a.to_string()),
+                host: None,
             });
         }
 
@@ -593,6 +594,7 @@ impl<'p> Scenario<'p> {
             setup: None,
             status: None,
             hops: None,
+            path: None,
             error: Some("the call's task failed".to_owned()),
         };
         let target = self.users[callee].aor.clone();

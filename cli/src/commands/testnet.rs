@@ -1,6 +1,8 @@
 //! `p2psip testnet`: N nodes in this process on 127.0.0.1, for softphones, until Ctrl-C; and
 //! `p2psip testnet run`: a whole scenario (users registered on random nodes, calls between
-//! random pairs, optional churn) with a summary, `report.json` and `report.html`.
+//! random pairs, optional churn) with a summary, `report.json` and `report.html`; with
+//! `--lab`, the same report of real node processes on hosts behind real NATs
+//! (`p2psip_testnet::lab::scenario`).
 
 use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
@@ -8,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use p2psip_sip::Transport;
+use p2psip_testnet::lab::scenario;
 use p2psip_testnet::run::{self, Plan, Progress};
 use p2psip_testnet::{Options, Testnet, report};
 
@@ -31,7 +34,8 @@ pub(crate) struct Args {
 /// What `p2psip testnet` can do besides serving.
 #[derive(Debug, clap::Subcommand)]
 enum Action {
-    /// Register users on random nodes, call between random pairs, report SRD, RRD and hops.
+    /// Register users on random nodes, call between random pairs, report SRD, RRD and hops;
+    /// with --lab, across real NATs.
     Run(RunArgs),
 }
 
@@ -44,9 +48,10 @@ struct RunArgs {
     /// How many users, each with its own user agent at a random node.
     #[arg(long, default_value_t = 32)]
     users: usize,
-    /// How many calls between random pairs of users.
-    #[arg(long, default_value_t = 100)]
-    calls: usize,
+    /// How many calls between random pairs of users [default: 100]; with --lab, how many
+    /// rounds of calls between every ordered pair of NAT hosts [default: 1].
+    #[arg(long)]
+    calls: Option<usize>,
     /// The share of nodes (percent) killed and restarted while the calls are placed.
     #[arg(long, value_name = "PERCENT", default_value_t = 0)]
     churn: u8,
@@ -54,6 +59,12 @@ struct RunArgs {
     /// the clock].
     #[arg(long)]
     seed: Option<u64>,
+    /// Run real `p2psip node` processes in a network lab instead (needs root): a public
+    /// relay and one host behind each NAT kind (full-cone, port-restricted, symmetric,
+    /// cgnat, dual-stack); their agents call each other, and the report gives each call's
+    /// NATs and path (direct or relayed).
+    #[arg(long, conflicts_with_all = ["nodes", "users", "churn", "seed"])]
+    lab: bool,
     /// Where to write report.json and report.html.
     #[arg(long, value_name = "DIR", default_value = "testnet-report")]
     report: PathBuf,
@@ -69,6 +80,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     match args.action {
+        // Blocking: it waits for processes in the lab's namespaces, not for tasks.
+        Some(Action::Run(run)) if run.lab => lab_scenario(&run),
         Some(Action::Run(run)) => runtime.block_on(scenario(run)),
         None => runtime.block_on(serve(usize::from(args.nodes))),
     }
@@ -127,7 +140,7 @@ async fn scenario(args: RunArgs) -> anyhow::Result<()> {
     let plan = Plan {
         nodes: args.nodes,
         users: args.users,
-        calls: args.calls,
+        calls: args.calls.unwrap_or(100),
         churn_percent: args.churn,
         seed: args.seed,
         ..Plan::default()
@@ -147,7 +160,37 @@ async fn scenario(args: RunArgs) -> anyhow::Result<()> {
     };
     let (run, report) = run::run(&plan, Options::default(), &mut progress).await?;
     Bar::clear();
-    let (json, html) = report::write(&args.report, &run, &report).with_context(|| {
+    write_report(&args, &run, &report)
+}
+
+/// `p2psip testnet run --lab`.
+fn lab_scenario(args: &RunArgs) -> anyhow::Result<()> {
+    if !scenario::is_root() {
+        anyhow::bail!(
+            "the lab needs root (network namespaces and nftables); run as root, or drop --lab"
+        );
+    }
+    let program = std::env::current_exe()
+        .context("cannot find this program's own path to run it as the lab's nodes")?;
+    let plan = scenario::Plan::new(program).rounds(args.calls.unwrap_or(1));
+    let mut start_bar = Bar::new("starting nodes");
+    let mut call_bar = Bar::new("calls");
+    let mut progress = |step: scenario::Progress| match step {
+        scenario::Progress::Started { started, of } => start_bar.show(started, of),
+        scenario::Progress::Calls { done, of, .. } => call_bar.show(done, of),
+        other => {
+            Bar::clear();
+            eprintln!("{other}");
+        }
+    };
+    let (run, report) = scenario::run(&plan, &mut progress)?;
+    Bar::clear();
+    write_report(args, &run, &report)
+}
+
+/// Writes the report files and prints the summary (or the report as JSON).
+fn write_report(args: &RunArgs, run: &report::Run, report: &report::Report) -> anyhow::Result<()> {
+    let (json, html) = report::write(&args.report, run, report).with_context(|| {
         format!(
             "cannot write the report into {}; check that it is a folder you may write, or give \
              another with --report DIR",
@@ -155,7 +198,7 @@ async fn scenario(args: RunArgs) -> anyhow::Result<()> {
         )
     })?;
     if args.output.json {
-        let text = serde_json::to_string_pretty(&report).context("cannot encode the report")?;
+        let text = serde_json::to_string_pretty(report).context("cannot encode the report")?;
         println!("{text}");
     } else {
         println!("{}", report.summary());

@@ -97,6 +97,9 @@
 //! host has its own loopback: a node's control port on 127.0.0.1 inside a host is reached
 //! from a thread in that host.
 //!
+//! [`scenario`] is the run behind `p2psip testnet run --lab`: a public relay and one host per
+//! NAT kind, each with a real node, whose built-in agents register and call each other.
+//!
 //! # Cleanup
 //!
 //! Dropping the [`Lab`] kills (SIGKILL) every process whose network namespace is one of its
@@ -113,6 +116,7 @@ mod netns;
 mod node;
 mod plan;
 mod probe;
+pub mod scenario;
 
 pub use nat::{Filtering, Mapping, Nat, UnknownNat};
 pub use netns::Namespace;
