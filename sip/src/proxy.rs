@@ -257,6 +257,9 @@ impl fmt::Debug for ResolverSlot {
 pub struct Proxy {
     config: Config,
     ids: Ids,
+    /// Mixed into every loop hash, so that another proxy with the same sent-by (two nodes on
+    /// two hosts' 127.0.0.1:5060) never takes this one's Via for its own loop.
+    loop_key: u64,
     tx: Transactions,
     contexts: HashMap<Context, ContextState>,
     by_server: HashMap<TransactionId, Context>,
@@ -278,6 +281,7 @@ impl Proxy {
             tx: Transactions::new(config.transactions.clone()),
             config,
             ids: Ids::new(seed),
+            loop_key: loop_key(seed),
             contexts: HashMap::new(),
             by_server: HashMap::new(),
             by_client: HashMap::new(),
@@ -663,8 +667,9 @@ impl Proxy {
     /// would not (§16.6 step 8): Request-URI, Call-ID, From tag, To tag, CSeq number,
     /// Proxy-Require and Proxy-Authorization. (The top Via is left out: in a loop it is the
     /// last hop's, which differs from the first time.)
-    fn loop_hash(request: &Request) -> String {
+    fn loop_hash(&self, request: &Request) -> String {
         let mut h = std::hash::DefaultHasher::new();
+        self.loop_key.hash(&mut h);
         request.uri_str().hash(&mut h);
         let headers = request.headers();
         for name in [
@@ -693,7 +698,7 @@ impl Proxy {
 
     /// §16.3 step 4: one of the Vias is ours and carries this request's loop hash.
     fn is_loop(&self, request: &Request) -> bool {
-        let hash = Proxy::loop_hash(request);
+        let hash = self.loop_hash(request);
         request.headers().typed_all::<Via>().flatten().any(|via| {
             let ours = self.config.listen.iter().any(|p| {
                 via.host().to_string() == p.addr.ip().to_string()
@@ -811,7 +816,7 @@ impl Proxy {
                 .push_front(HeaderName::RecordRoute, value);
         }
         // Step 8: our Via, with a branch that carries the loop hash.
-        let branch = format!("{}.{}", self.ids.branch(), Proxy::loop_hash(&state.request));
+        let branch = format!("{}.{}", self.ids.branch(), self.loop_hash(&state.request));
         copy.headers_mut().push_front(
             HeaderName::Via,
             format!(
@@ -1132,7 +1137,7 @@ impl Proxy {
         let Ok(local) = self.local(peer.transport) else {
             return;
         };
-        let branch = format!("{}.{}", self.ids.branch(), Proxy::loop_hash(&request));
+        let branch = format!("{}.{}", self.ids.branch(), self.loop_hash(&request));
         request.headers_mut().push_front(
             HeaderName::Via,
             format!(
@@ -1306,6 +1311,15 @@ fn peer_for_via(via: &Via<'_>) -> Option<Peer> {
         .or(via.port())
         .unwrap_or(transport.default_port());
     Some(Peer::new(transport, SocketAddr::new(ip, port)))
+}
+
+/// A proxy's loop key from its seed (SplitMix64's finaliser: seeds 1 and 2 give unrelated
+/// keys).
+fn loop_key(seed: u64) -> u64 {
+    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// The `name=value` pairs of a parameter string such as `;node=12D3;x=y` (a name without a

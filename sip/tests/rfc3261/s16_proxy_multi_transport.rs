@@ -478,3 +478,33 @@ fn s16_4_a_route_with_another_proxys_parameters_is_not_ours() {
         "only our own Route is removed"
     );
 }
+
+/// §16.3 step 4 and §16.6 step 8: loop detection looks at the Vias with this proxy's sent-by,
+/// and another proxy may have the same one (two P2PSIP nodes, each on its own host's
+/// 127.0.0.1:5060). A BYE that crossed the first proxy is not a loop at the second; it is at
+/// the first, when it comes back unchanged.
+#[test]
+fn s16_3_4_another_proxy_at_the_same_address_is_not_a_loop() {
+    let mut first = proxy_with(|c| c.record_route_params = ";node=a".into());
+    let mut second = Proxy::new(
+        proxy::Config {
+            listen: vec![udp(PROXY_UDP), tcp(PROXY_TCP)],
+            record_route_params: ";node=b".into(),
+            ..proxy::Config::default()
+        },
+        6,
+    );
+    let now = Instant::now();
+    let routes = format!("Route: <sip:{PROXY_UDP};node=a;lr>, <sip:{PROXY_UDP};node=b;lr>\r\n");
+    let bye = in_dialog("BYE", &format!("sip:bob@{BOB}"), &routes, "z9hG4bKloop1");
+    first.handle(now, bye, udp(ALICE)).unwrap();
+    let out = sent(&mut first);
+    assert_eq!(out.len(), 1, "the first proxy forwards the BYE");
+    let forwarded = out[0].1.clone();
+    let again = Message::Request(forwarded.clone());
+    second.handle(now, again, udp(PROXY_UDP)).unwrap();
+    let out = sent(&mut second);
+    assert_eq!(out.len(), 1, "the second proxy forwards it too, no 482");
+    assert_eq!(out[0].1.method().as_str(), "BYE");
+    assert_eq!(out[0].0, udp(BOB));
+}
