@@ -216,7 +216,7 @@ async fn call(site: &Site, length: Duration) {
         let status = node.status().unwrap();
         let media = &status["media"];
         assert!(
-            media["packets_from_softphones"].as_u64().unwrap_or(0) as f64 >= expected * MIN_SHARE,
+            media["from_softphones"].as_u64().unwrap_or(0) as f64 >= expected * MIN_SHARE,
             "{}'s node carried its softphone's audio: {media}",
             node.name()
         );
@@ -368,9 +368,11 @@ fn lan_neighbours_find_each_other_by_mdns() {
     };
     let (carol, dave) = (start("carol"), start("dave"));
     carol
-        .wait_status(SETTLE, "dave as a connected peer of its routing table", |s| {
-            s["connected"] == 1 && s["routing_table"] == 1
-        })
+        .wait_status(
+            SETTLE,
+            "dave as a connected peer of its routing table",
+            |s| s["connected"] == 1 && s["routing_table"] == 1,
+        )
         .unwrap_or_else(|e| panic!("{e:#}\n{}", dave.log_tail()));
     assert_eq!(
         carol.path_to(dave.peer_id()).unwrap().as_deref(),

@@ -114,8 +114,8 @@ pub enum Request {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "reply", rename_all = "snake_case")]
 pub enum Reply {
-    /// For [`Request::Status`].
-    Status(Status),
+    /// For [`Request::Status`] (boxed: it is far larger than the other answers).
+    Status(Box<Status>),
     /// For [`Request::Peers`].
     Peers {
         /// The peers.
@@ -187,6 +187,8 @@ pub struct Status {
     pub forwarded: u64,
     /// Reachability (AutoNAT), external and relayed addresses, whether it relays for others.
     pub nat: network::NatState,
+    /// The media this node carries for its softphones.
+    pub media: crate::media::Snapshot,
 }
 
 /// A peer of the routing table.
@@ -356,7 +358,9 @@ async fn serve_one(stream: TcpStream, token: &str, node: &Node, agent: &Agent) {
         }
     };
     let result = match hello.request {
-        Request::Status => status(node, agent).await.map(Reply::Status),
+        Request::Status => status(node, agent)
+            .await
+            .map(|s| Reply::Status(Box::new(s))),
         Request::Peers => peers(node).await.map(|peers| Reply::Peers { peers }),
         Request::Lookup { aor } => lookup(node, &aor).await.map(Reply::Lookup),
         Request::Register { aor } => register(agent, &aor, true).await,
@@ -409,6 +413,7 @@ async fn status(node: &Node, agent: &Agent) -> Result<Status, String> {
         overlay_in_dialog: load(&stats.overlay_in_dialog),
         forwarded: overlay.forwarded(),
         nat: network.nat().await.map_err(|e| e.to_string())?,
+        media: stats.media.snapshot(),
     })
 }
 

@@ -125,6 +125,18 @@ pub(crate) fn status(args: ReadArgs) -> anyhow::Result<()> {
         _ => "not known yet (AutoNAT has not answered)",
     };
     println!("reachability:   {reachability}");
+    let m = &s.media;
+    println!(
+        "media:          {} calls now ({} so far), {} packets from and {} to softphones, {} \
+         frames out and {} in, {} dropped",
+        m.sessions,
+        m.sessions_started,
+        m.from_softphones,
+        m.to_softphones,
+        m.frames_sent,
+        m.frames_received,
+        m.dropped_foreign + m.dropped_full + m.dropped_stale + m.dropped_unknown + m.dropped_unsent
+    );
     for addr in &s.nat.external_addrs {
         println!("external:       {addr}");
     }

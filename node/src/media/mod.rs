@@ -174,6 +174,59 @@ pub struct Stats {
     pub dropped_unsent: AtomicU64,
 }
 
+/// A copy of [`Stats`] at one moment, for the control API and reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct Snapshot {
+    /// Sessions open now.
+    pub sessions: u64,
+    /// Sessions set up so far.
+    pub sessions_started: u64,
+    /// Packets taken from this node's softphones.
+    pub from_softphones: u64,
+    /// Packets sent to this node's softphones.
+    pub to_softphones: u64,
+    /// Frames sent to other nodes.
+    pub frames_sent: u64,
+    /// Frames received from other nodes.
+    pub frames_received: u64,
+    /// Packets and frames dropped: not from the latched softphone, queue full, stale,
+    /// unknown session, stream down.
+    pub dropped_foreign: u64,
+    /// See [`Snapshot::dropped_foreign`].
+    pub dropped_full: u64,
+    /// See [`Snapshot::dropped_foreign`].
+    pub dropped_stale: u64,
+    /// See [`Snapshot::dropped_foreign`].
+    pub dropped_unknown: u64,
+    /// See [`Snapshot::dropped_foreign`].
+    pub dropped_unsent: u64,
+    /// Offers refused (488, 503).
+    pub refused: u64,
+}
+
+impl Stats {
+    /// The counters now.
+    pub fn snapshot(&self) -> Snapshot {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let started = load(&self.sessions_started);
+        Snapshot {
+            sessions: started.saturating_sub(load(&self.sessions_ended)),
+            sessions_started: started,
+            from_softphones: load(&self.from_softphones),
+            to_softphones: load(&self.to_softphones),
+            frames_sent: load(&self.frames_sent),
+            frames_received: load(&self.frames_received),
+            dropped_foreign: load(&self.dropped_foreign),
+            dropped_full: load(&self.dropped_full),
+            dropped_stale: load(&self.dropped_stale),
+            dropped_unknown: load(&self.dropped_unknown),
+            dropped_unsent: load(&self.dropped_unsent),
+            refused: load(&self.refused),
+        }
+    }
+}
+
 /// Why media could not be anchored.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -219,11 +219,6 @@ impl Traversal {
     }
 }
 
-/// Whether `addr` goes through a circuit relay.
-pub(crate) fn is_relayed(addr: &Multiaddr) -> bool {
-    addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
-}
-
 /// `<addr>/p2p/<relay>/p2p-circuit`, the address to listen on for a reservation at `relay`.
 fn circuit_addr(addr: &Multiaddr, relay: PeerId) -> Multiaddr {
     let mut circuit: Multiaddr = addr
@@ -261,7 +256,7 @@ mod tests {
         let wanted = nat.reservations_to_make(now);
         assert_eq!(wanted.len(), 2);
         for (relay, addr) in &wanted {
-            assert!(is_relayed(addr));
+            assert!(addr.iter().any(|p| p == Protocol::P2pCircuit));
             assert_eq!(
                 addr.iter().nth(3),
                 Some(Protocol::P2p(*relay)),

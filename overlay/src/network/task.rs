@@ -30,7 +30,7 @@ use super::{
     Config, Error, Event, Responder,
     behaviour::{Behaviour, BehaviourEvent, Members},
     codec::{FrameTooLarge, Request},
-    nat::{self, NatState, Path, Reachability, Traversal},
+    nat::{NatState, Path, Reachability, Traversal},
     peer_of,
 };
 
@@ -399,7 +399,9 @@ impl Task {
                 ..
             } => {
                 let address = endpoint.get_remote_address();
-                let relayed = nat::is_relayed(address);
+                // Not `address`: an inbound relayed connection's remote address is the bare
+                // `/p2p/<source>`; its local address is the circuit.
+                let relayed = endpoint.is_relayed();
                 debug!(peer = %peer_id, %address, relayed, "connected");
                 let dialled = (endpoint.is_dialer() && !relayed).then(|| address.clone());
                 self.connections.entry(peer_id).or_default().insert(
