@@ -140,7 +140,11 @@ fn settled(status: &Value, nat: Nat) -> bool {
         .as_array()
         .is_some_and(|a| !a.is_empty());
     match nat {
-        Nat::Public | Nat::DualStack | Nat::FullCone => reachability == "public",
+        Nat::Public | Nat::DualStack => reachability == "public",
+        // Any peer can dial a full cone back, but AutoNAT may ask a peer whose dial-back
+        // fails (another node behind NAT, or one still starting): then it is reached
+        // through the relay until the next probe, and that is fine too.
+        Nat::FullCone => reachability == "public" || (reachability == "private" && relayed),
         _ => reachability == "private" && relayed,
     }
 }
