@@ -454,3 +454,52 @@ fn deliver_to(from: &UdpSocket, addr: SocketAddr, receiver: &UdpSocket) -> Socke
     }
     panic!("nothing from {:?} reached {addr}", from.local_addr());
 }
+
+/// UDP hole punching between two port-restricted NATs (what DCUtR relies on): each host
+/// learns the other's public address and port (here from the plan: the NAT keeps the port),
+/// both send at once, and each then hears the other. Between two symmetric NATs the same
+/// exchange fails: the ports the NATs pick differ from the ones announced.
+#[test]
+fn udp_hole_punching_works_through_port_restricted_nats_only() {
+    if !lab::require_lab() {
+        return;
+    }
+    for (nat, works) in [(Nat::PortRestricted, true), (Nat::Symmetric, false)] {
+        let lab = Lab::builder()
+            .host("a", nat)
+            .host("b", nat)
+            .build()
+            .unwrap();
+        let (a, b) = (lab.host("a").unwrap(), lab.host("b").unwrap());
+        let port = 40_000;
+        let bind = |host: &Host| {
+            host.run(move || UdpSocket::bind(("0.0.0.0", port)))
+                .unwrap()
+                .unwrap()
+        };
+        let (sa, sb) = (bind(a), bind(b));
+        let to_b = SocketAddr::from((b.public_ipv4(), port));
+        let to_a = SocketAddr::from((a.public_ipv4(), port));
+        // Both punch, then both listen: a few rounds, as a real hole puncher does.
+        let mut heard = (false, false);
+        for _ in 0..5 {
+            sa.send_to(b"punch from a", to_b).unwrap();
+            sb.send_to(b"punch from b", to_a).unwrap();
+            for (socket, got) in [(&sa, &mut heard.0), (&sb, &mut heard.1)] {
+                socket
+                    .set_read_timeout(Some(Duration::from_millis(100)))
+                    .unwrap();
+                let mut buf = [0u8; 64];
+                while let Ok((n, _)) = socket.recv_from(&mut buf) {
+                    *got |= buf[..n].starts_with(b"punch from");
+                }
+            }
+        }
+        assert_eq!(
+            heard,
+            (works, works),
+            "{nat}: hole punching should {}work",
+            if works { "" } else { "not " }
+        );
+    }
+}

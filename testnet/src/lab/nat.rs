@@ -263,6 +263,16 @@ pub(crate) fn ruleset(router: Rules) -> String {
              \x20 }}\n"
         ));
     }
+    // Unsolicited packets to the router itself are dropped before conntrack keeps their
+    // flow: otherwise a hole punch that arrives before the inside host's own punch leaves
+    // an entry whose reply tuple is the mapping that host is about to use, and Linux then
+    // snats that host to another port (no longer endpoint-independent).
+    rules.push_str(
+        "  chain input {\n\
+         \x20   type filter hook input priority filter; policy accept;\n\
+         \x20   iifname \"wan\" ct state new drop\n\
+         \x20 }\n",
+    );
     rules.push_str(
         "  chain forward {\n\
          \x20   type filter hook forward priority filter; policy drop;\n",
