@@ -44,7 +44,7 @@
 //! session with each. A session ends on BYE or CANCEL either way, on a non-2xx final response
 //! to its (initial) INVITE, and after [`Config::idle_timeout`] with no packet either way;
 //! its sockets close at once. Beyond [`Config::max_sessions`] or [`Config::max_lines`] an
-//! offer from the other node is answered 503 or 488 with a reason, and an offer of this
+//! offer from the other node is answered 480 or 488 with a reason, and an offer of this
 //! node's softphone fails its branch (the proxy answers the caller), instead of a half
 //! set-up call.
 //!
@@ -90,7 +90,8 @@ pub struct Config {
     /// kernel picks towards the softphone. Set it when softphones reach the node at another
     /// address (a port forward).
     pub address: Option<IpAddr>,
-    /// How many sessions (dialog and other end node) at once; beyond, a new call gets 503.
+    /// How many sessions (dialog and other end node) at once; beyond, a new call gets 480
+    /// "Temporarily Unavailable (too many media sessions at this node (N))".
     /// Default 256.
     pub max_sessions: usize,
     /// How many m-lines one session may have (the index of the last active one plus one);
@@ -149,8 +150,8 @@ pub struct Stats {
     pub sessions_ended: AtomicU64,
     /// SDP bodies rewritten for this node's softphones.
     pub rewritten: AtomicU64,
-    /// Offers refused (488 bad SDP or too many m-lines, 503 too many sessions) and branches
-    /// failed for the same reasons.
+    /// Offers refused (488 bad SDP or too many m-lines, 480 too many sessions, 500 no port
+    /// pair or no address) and branches failed for the same reasons.
     pub refused: AtomicU64,
     /// SDP bodies passed on unanchored (an answer that does not parse, no address to use).
     pub unanchored: AtomicU64,
@@ -201,7 +202,7 @@ pub struct Snapshot {
     pub dropped_unknown: u64,
     /// See [`Snapshot::dropped_foreign`].
     pub dropped_unsent: u64,
-    /// Offers refused (488, 503).
+    /// Offers refused (488, 480, 500).
     pub refused: u64,
 }
 
@@ -1052,12 +1053,14 @@ fn route_to(ip: IpAddr) -> Option<IpAddr> {
     Some(socket.local_addr().ok()?.ip())
 }
 
-/// The status and reason phrase of a refused offer.
+/// The status and reason phrase of a refused offer. Never 503: the refusal goes back through
+/// the caller's node, whose proxy turns a 503 into a bare 500 (RFC 3261 §16.7 step 6), and
+/// the caller would not learn why. No room for the session is 480 (§21.4.18: "the reason
+/// phrase SHOULD indicate a more precise cause"), a failure of this node 500.
 fn refusal(error: &Error) -> (StatusCode, String) {
     let status = match error {
-        Error::TooManySessions { .. } | Error::Ports(_) | Error::NoAddress => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        Error::TooManySessions { .. } => StatusCode::TEMPORARILY_UNAVAILABLE,
+        Error::Ports(_) | Error::NoAddress => StatusCode::SERVER_INTERNAL_ERROR,
         _ => StatusCode::NOT_ACCEPTABLE_HERE,
     };
     let phrase: String = format!("{} ({error})", status.canonical_reason())
@@ -1130,8 +1133,11 @@ mod tests {
         assert_eq!(status, StatusCode::NOT_ACCEPTABLE_HERE);
         assert_eq!(phrase, "Not Acceptable Here (more than 4 media streams)");
         let (status, phrase) = refusal(&Error::TooManySessions { max: 256 });
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(status, StatusCode::TEMPORARILY_UNAVAILABLE);
         assert!(phrase.contains("too many media sessions"), "{phrase}");
+        let (status, phrase) = refusal(&Error::NoAddress);
+        assert_eq!(status, StatusCode::SERVER_INTERNAL_ERROR);
+        assert!(phrase.contains("set media.address"), "{phrase}");
         let long = Error::BadSdp("x\r\n".repeat(200));
         let (_, phrase) = refusal(&long);
         assert!(phrase.chars().count() <= MAX_REASON && !phrase.contains('\n'));
