@@ -27,7 +27,6 @@ use std::time::Duration;
 
 use baresip::{Baresip, RtpSummary};
 use p2psip_testnet::lab::{self, Host, Lab, Nat, NodeProcess};
-use serde_json::Value;
 
 /// How long a node may take to start, and AutoNAT and the relays to settle.
 const SETTLE: Duration = Duration::from_secs(60);
@@ -109,7 +108,9 @@ impl Site {
         for node in [&site.alice, &site.bob] {
             let nat = site.lab.host(node.name()).unwrap().nat();
             let status = node
-                .wait_status(SETTLE, "AutoNAT's verdict", |s| settled(s, nat))
+                .wait_status(SETTLE, "AutoNAT's verdict", |s| {
+                    lab::scenario::settled(s, nat)
+                })
                 .unwrap_or_else(|e| panic!("{e:#}"));
             eprintln!(
                 "{} ({nat}): {} {}",
@@ -131,23 +132,6 @@ impl Site {
             .path_to(self.bob.peer_id())
             .unwrap()
             .unwrap_or_else(|| "not connected".into())
-    }
-}
-
-/// AutoNAT has answered as a host behind `nat` should see it: public without NAT or behind a
-/// full cone (which any peer can dial back), otherwise behind NAT with a relayed address.
-fn settled(status: &Value, nat: Nat) -> bool {
-    let reachability = &status["nat"]["reachability"];
-    let relayed = status["nat"]["relayed_addrs"]
-        .as_array()
-        .is_some_and(|a| !a.is_empty());
-    match nat {
-        Nat::Public | Nat::DualStack => reachability == "public",
-        // Any peer can dial a full cone back, but AutoNAT may ask a peer whose dial-back
-        // fails (another node behind NAT, or one still starting): then it is reached
-        // through the relay until the next probe, and that is fine too.
-        Nat::FullCone => reachability == "public" || (reachability == "private" && relayed),
-        _ => reachability == "private" && relayed,
     }
 }
 

@@ -175,6 +175,11 @@ impl Behaviour {
                 // One failed or successful dial-back is enough to change our mind: a test lab
                 // and a small overlay have few servers to ask.
                 confidence_max: 1,
+                // The task names the servers: directly connected peers of this overlay.
+                use_connected: false,
+                // A server that failed once may be asked again at the next probe: a small
+                // overlay has few servers.
+                throttle_server_period: config.autonat_interval / 2,
                 // Overlays run on private networks too (and the lab on documentation ranges).
                 only_global_ips: false,
                 timeout: config.request_timeout,

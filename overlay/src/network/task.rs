@@ -432,6 +432,9 @@ impl Task {
                     if !links.values().any(|link| link.dialled.is_some()) {
                         self.nat.peer_gone(&peer_id);
                     }
+                    if !links.values().any(|link| !link.relayed) {
+                        self.swarm.behaviour_mut().autonat.remove_server(&peer_id);
+                    }
                 }
                 if num_established == 0 {
                     self.connections.remove(&peer_id);
@@ -696,6 +699,15 @@ impl Task {
             && info.protocols.contains(&self.kad_protocol);
         if member {
             self.members.insert(peer_id);
+            // AutoNAT asks only peers of the overlay we reach directly: over a relayed
+            // connection a server sees the relay's address as ours, and its dial-back fails.
+            let direct = self
+                .connections
+                .get(&peer_id)
+                .is_some_and(|links| links.values().any(|link| !link.relayed));
+            if direct {
+                self.swarm.behaviour_mut().autonat.add_server(peer_id, None);
+            }
             if info.protocols.contains(&relay::HOP_PROTOCOL_NAME)
                 && let Some(addr) = self
                     .connections
