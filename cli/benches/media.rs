@@ -47,7 +47,6 @@ use anyhow::{Context as _, Result, anyhow, bail, ensure};
 use p2psip_sip::header::{Contact, RecordRoute, To};
 use p2psip_sip::{HeaderName, Message, Method, Request, Response};
 use p2psip_testnet::lab::{self, Host, Lab, Nat, NodeProcess};
-use serde_json::Value;
 
 /// How long a node may take to start, and AutoNAT and the relay to settle.
 const SETTLE: Duration = Duration::from_secs(90);
@@ -236,7 +235,9 @@ impl Site {
         let site = Site { nodes, lab };
         for node in &site.nodes[1..] {
             let nat = site.lab.host(node.name())?.nat();
-            let status = node.wait_status(SETTLE, "AutoNAT's verdict", |s| settled(s, nat))?;
+            let status = node.wait_status(SETTLE, "AutoNAT's verdict", |s| {
+                lab::scenario::settled(s, nat)
+            })?;
             eprintln!(
                 "{} ({nat}): {} {}",
                 node.name(),
@@ -323,19 +324,6 @@ fn wait_path(a: &NodeProcess, b: &NodeProcess, expected: &str) -> Result<String>
             return Ok(path.unwrap_or_else(|| "not connected".into()));
         }
         std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// AutoNAT has answered as a host behind `nat` should see it (as in `cli/tests/lab_calls.rs`).
-fn settled(status: &Value, nat: Nat) -> bool {
-    let reachability = &status["nat"]["reachability"];
-    let relayed = status["nat"]["relayed_addrs"]
-        .as_array()
-        .is_some_and(|a| !a.is_empty());
-    match nat {
-        Nat::Public | Nat::DualStack => reachability == "public",
-        Nat::FullCone => reachability == "public" || (reachability == "private" && relayed),
-        _ => reachability == "private" && relayed,
     }
 }
 
