@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
 use p2psip_sip::header::{Contact, RecordRoute, To};
 use p2psip_sip::{HeaderName, Message, Method, Request, Response};
-use p2psip_testnet::lab::{self, Host, Lab, Nat, NodeProcess};
+use p2psip_testnet::lab::{self, Host, Lab, Nat, NodeProcess, SIP};
 
 /// How long a node may take to start, and AutoNAT and the relay to settle.
 const SETTLE: Duration = Duration::from_secs(90);
@@ -63,8 +63,6 @@ const GRACE: Duration = Duration::from_secs(3);
 const PACKET: usize = 172;
 /// The RTP header's length; the payload starts with the sequence number and the send time.
 const RTP_HEADER: usize = 12;
-/// The SIP address of every node, on its own host's loopback.
-const SIP: &str = "127.0.0.1:5060";
 /// The domain of the bench's AORs.
 const DOMAIN: &str = "bench.p2p";
 
@@ -194,42 +192,12 @@ impl Site {
             .build()?;
         let p2psip = PathBuf::from(env!("CARGO_BIN_EXE_p2psip"));
         let relay_host = lab.host("relay")?;
-        let relay = NodeProcess::start(
-            relay_host.namespace(),
-            &p2psip,
-            "relay",
-            &words(&[
-                "--listen",
-                "/ip4/0.0.0.0/udp/4001/quic-v1",
-                "--relay",
-                "on",
-                "--no-mdns",
-                "--sip-listen",
-                SIP,
-            ]),
-            SETTLE,
-        )?;
-        let bootstrap = relay.addr_on(IpAddr::V4(relay_host.public_ipv4()))?;
+        let (relay, bootstrap) = NodeProcess::start_relay(relay_host, &p2psip, "relay", SETTLE)?;
         let mut nodes = vec![relay];
         for name in ["alice", "bob", "carol", "dave"] {
             let host = lab.host(name)?;
-            let mut flags = words(&["--listen", "/ip4/0.0.0.0/udp/0/quic-v1"]);
-            if host.ipv6().is_some() {
-                flags.extend(words(&["--listen", "/ip6/::/udp/0/quic-v1"]));
-            }
-            flags.extend(words(&[
-                "--bootstrap",
-                &bootstrap,
-                "--no-mdns",
-                "--sip-listen",
-                SIP,
-            ]));
-            nodes.push(NodeProcess::start(
-                host.namespace(),
-                &p2psip,
-                name,
-                &flags,
-                SETTLE,
+            nodes.push(NodeProcess::start_joining(
+                host, &p2psip, &bootstrap, SETTLE,
             )?);
         }
         let site = Site { nodes, lab };
@@ -325,10 +293,6 @@ fn wait_path(a: &NodeProcess, b: &NodeProcess, expected: &str) -> Result<String>
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-fn words(words: &[&str]) -> Vec<String> {
-    words.iter().map(|w| (*w).to_owned()).collect()
 }
 
 /// The media counters of a node that say a packet was dropped.

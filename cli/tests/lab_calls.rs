@@ -20,13 +20,13 @@
 pub mod baresip;
 
 use std::ffi::OsString;
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use baresip::{Baresip, RtpSummary};
-use p2psip_testnet::lab::{self, Host, Lab, Nat, NodeProcess};
+use p2psip_testnet::lab::{self, Host, Lab, Nat, NodeProcess, SIP};
 
 /// How long a node may take to start, and AutoNAT and the relays to settle.
 const SETTLE: Duration = Duration::from_secs(60);
@@ -34,8 +34,6 @@ const SETTLE: Duration = Duration::from_secs(60);
 const LIMIT: Duration = Duration::from_secs(20);
 /// The least share of the packets the codec's rate predicts that must arrive.
 const MIN_SHARE: f64 = 0.5;
-/// The SIP address of every node, on its own host's loopback.
-const SIP: &str = "127.0.0.1:5060";
 
 fn p2psip() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_p2psip"))
@@ -63,39 +61,10 @@ impl Site {
             .build()
             .expect("the lab");
         let relay_host = lab.host("relay").unwrap();
-        let relay = NodeProcess::start(
-            relay_host.namespace(),
-            &p2psip(),
-            "relay",
-            &args(&[
-                "--listen",
-                "/ip4/0.0.0.0/udp/4001/quic-v1",
-                "--relay",
-                "on",
-                "--no-mdns",
-                "--sip-listen",
-                SIP,
-            ]),
-            SETTLE,
-        )
-        .expect("the relay node");
-        let bootstrap = relay
-            .addr_on(IpAddr::V4(relay_host.public_ipv4()))
-            .expect("the relay's public address");
+        let (relay, bootstrap) =
+            NodeProcess::start_relay(relay_host, &p2psip(), "relay", SETTLE).expect("the relay");
         let start = |name: &str| {
-            let host = lab.host(name).unwrap();
-            let mut flags = args(&["--listen", "/ip4/0.0.0.0/udp/0/quic-v1"]);
-            if host.ipv6().is_some() {
-                flags.extend(args(&["--listen", "/ip6/::/udp/0/quic-v1"]));
-            }
-            flags.extend(args(&[
-                "--bootstrap",
-                &bootstrap,
-                "--no-mdns",
-                "--sip-listen",
-                SIP,
-            ]));
-            NodeProcess::start(host.namespace(), &p2psip(), name, &flags, SETTLE)
+            NodeProcess::start_joining(lab.host(name).unwrap(), &p2psip(), &bootstrap, SETTLE)
                 .unwrap_or_else(|e| panic!("{name}'s node: {e:#}"))
         };
         let (alice, bob) = (start("alice"), start("bob"));

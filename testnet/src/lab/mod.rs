@@ -120,7 +120,7 @@ pub mod scenario;
 
 pub use nat::{Filtering, Mapping, Nat, UnknownNat};
 pub use netns::Namespace;
-pub use node::NodeProcess;
+pub use node::{NodeProcess, RELAY_LISTEN, SIP};
 pub use probe::{Observation, Probe, Report, Transport};
 
 use std::collections::HashSet;

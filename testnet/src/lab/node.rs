@@ -10,7 +10,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, anyhow, bail};
 use serde_json::Value;
 
+use super::Host;
 use super::netns::{Namespace, checked};
+
+/// The SIP address of every lab node: its own host's loopback.
+pub const SIP: &str = "127.0.0.1:5060";
+/// Where a lab's public relay node listens: QUIC on port 4001 of every address.
+pub const RELAY_LISTEN: &str = "/ip4/0.0.0.0/udp/4001/quic-v1";
 
 /// How often a wait for a node's file or state looks again.
 const POLL: Duration = Duration::from_millis(50);
@@ -101,6 +107,53 @@ impl NodeProcess {
             })
             .unwrap_or_default();
         Ok(node)
+    }
+
+    /// A public bootstrap and relay node on `host` (relay on, QUIC on [`RELAY_LISTEN`], SIP on
+    /// [`SIP`], no mDNS), named `name`; with the address other nodes bootstrap from: its
+    /// address on the host's public IPv4.
+    pub fn start_relay(
+        host: &Host,
+        program: &Path,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<(NodeProcess, String)> {
+        let flags = words(&[
+            "--listen",
+            RELAY_LISTEN,
+            "--relay",
+            "on",
+            "--no-mdns",
+            "--sip-listen",
+            SIP,
+        ]);
+        let relay = NodeProcess::start(host.namespace(), program, name, &flags, timeout)
+            .with_context(|| format!("the relay node of {} did not start", host.name()))?;
+        let bootstrap = relay.addr_on(IpAddr::V4(host.public_ipv4()))?;
+        Ok((relay, bootstrap))
+    }
+
+    /// A node on `host`, named after it, that joins through `bootstrap`: QUIC on a port the
+    /// system picks (IPv6 too on a dual-stack host), SIP on [`SIP`], no mDNS.
+    pub fn start_joining(
+        host: &Host,
+        program: &Path,
+        bootstrap: &str,
+        timeout: Duration,
+    ) -> Result<NodeProcess> {
+        let mut flags = words(&["--listen", "/ip4/0.0.0.0/udp/0/quic-v1"]);
+        if host.ipv6().is_some() {
+            flags.extend(words(&["--listen", "/ip6/::/udp/0/quic-v1"]));
+        }
+        flags.extend(words(&[
+            "--bootstrap",
+            bootstrap,
+            "--no-mdns",
+            "--sip-listen",
+            SIP,
+        ]));
+        NodeProcess::start(host.namespace(), program, host.name(), &flags, timeout)
+            .with_context(|| format!("the node of {} ({}) did not start", host.name(), host.nat()))
     }
 
     /// The node's name in the lab (for messages).
@@ -280,4 +333,9 @@ impl Drop for NodeProcess {
             }
         }
     }
+}
+
+/// Owned words of a command line.
+fn words(words: &[&str]) -> Vec<String> {
+    words.iter().map(|w| (*w).to_owned()).collect()
 }

@@ -35,7 +35,6 @@
 
 use std::fmt;
 use std::future::Future;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -44,7 +43,7 @@ use p2psip_node::control::{CallState, Client, Reply, Request};
 use p2psip_overlay::network::Path as NodePath;
 use serde_json::Value;
 
-use super::{Host, Lab, Nat, NodeProcess};
+use super::{Host, Lab, Nat, NodeProcess, SIP};
 use crate::report::{self, CallSample, LabHost, NodeInfo, RegistrationSample, Report};
 
 /// The name of the public host whose node is the relay and bootstrap of the others.
@@ -63,10 +62,6 @@ pub const NATS: [Nat; 5] = [
 pub const MAX_ROUNDS: usize = 100;
 /// The longest hold time of a call.
 pub const MAX_CALL_DURATION: Duration = Duration::from_secs(600);
-/// The SIP address of every node, on its own host's loopback.
-const SIP: &str = "127.0.0.1:5060";
-/// The relay's overlay port.
-const RELAY_LISTEN: &str = "/ip4/0.0.0.0/udp/4001/quic-v1";
 /// How long a registration may take.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a lookup after a call may take.
@@ -296,24 +291,9 @@ impl<'a> Site<'a> {
     fn start(lab: &'a Lab, plan: &Plan, progress: &mut dyn FnMut(Progress)) -> Result<Site<'a>> {
         let of = plan.nats.len() + 1;
         let relay_host = lab.host(RELAY)?;
-        let relay = NodeProcess::start(
-            relay_host.namespace(),
-            &plan.program,
-            RELAY,
-            &words(&[
-                "--listen",
-                RELAY_LISTEN,
-                "--relay",
-                "on",
-                "--no-mdns",
-                "--sip-listen",
-                SIP,
-            ]),
-            plan.settle,
-        )
-        .context("the relay's node did not start")?;
+        let (relay, bootstrap) =
+            NodeProcess::start_relay(relay_host, &plan.program, RELAY, plan.settle)?;
         progress(Progress::Started { started: 1, of });
-        let bootstrap = relay.addr_on(IpAddr::V4(relay_host.public_ipv4()))?;
         let hosts: Vec<&Host> = plan
             .nats
             .iter()
@@ -324,7 +304,9 @@ impl<'a> Site<'a> {
                 .iter()
                 .map(|host| {
                     let bootstrap = &bootstrap;
-                    scope.spawn(move || start_node(host, &plan.program, bootstrap, plan.settle))
+                    scope.spawn(move || {
+                        NodeProcess::start_joining(host, &plan.program, bootstrap, plan.settle)
+                    })
                 })
                 .collect();
             starting
@@ -516,28 +498,6 @@ impl<'a> Site<'a> {
     }
 }
 
-/// Starts the node of a NAT host, bootstrapping from `bootstrap`.
-fn start_node(
-    host: &Host,
-    program: &Path,
-    bootstrap: &str,
-    timeout: Duration,
-) -> Result<NodeProcess> {
-    let mut flags = words(&["--listen", "/ip4/0.0.0.0/udp/0/quic-v1"]);
-    if host.ipv6().is_some() {
-        flags.extend(words(&["--listen", "/ip6/::/udp/0/quic-v1"]));
-    }
-    flags.extend(words(&[
-        "--bootstrap",
-        bootstrap,
-        "--no-mdns",
-        "--sip-listen",
-        SIP,
-    ]));
-    NodeProcess::start(host.namespace(), program, host.name(), &flags, timeout)
-        .with_context(|| format!("the node of {} ({}) did not start", host.name(), host.nat()))
-}
-
 /// AutoNAT has answered as a host behind `nat` should see it: public without NAT or behind a
 /// full cone (which any peer can dial back), otherwise private with a relayed address.
 pub fn settled(status: &Value, nat: Nat) -> bool {
@@ -694,10 +654,6 @@ fn failed_call(from: usize, to: usize, error: &str) -> CallSample {
         path: None,
         error: Some(error.to_owned()),
     }
-}
-
-fn words(words: &[&str]) -> Vec<String> {
-    words.iter().map(|w| (*w).to_owned()).collect()
 }
 
 #[cfg(test)]
