@@ -289,6 +289,7 @@ fn node_config(config: &Config, dir: &Path) -> anyhow::Result<p2p::Config> {
     let mut node =
         p2p::Config::new(dir, SocketAddr::from(([127, 0, 0, 1], 5060))).with_overlay(overlay);
     node.sip = sip;
+    node.media = config.media.config();
     Ok(node)
 }
 

@@ -48,8 +48,49 @@ pub(crate) struct Config {
     pub(crate) sip: Sip,
     /// The circuit relay this node serves, and the reservations it makes behind NAT.
     pub(crate) relay: Relay,
+    /// The media of this node's softphones.
+    pub(crate) media: Media,
     /// The local control API the other commands use.
     pub(crate) control: Control,
+}
+
+/// `[media]`: the node anchors its softphones' RTP and carries it to the other end node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Media {
+    /// Rewrite the softphones' SDP to the node's own ports and carry the media. Default on.
+    pub(crate) anchor: bool,
+    /// The address written into the SDP softphones receive. Default: the SIP address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) address: Option<std::net::IpAddr>,
+    /// Calls with media at once. Default 256.
+    pub(crate) max_sessions: NonZeroUsize,
+    /// A call with no packet either way for this long, in seconds, loses its media ports.
+    /// Default 600.
+    pub(crate) idle_seconds: NonZeroU64,
+}
+
+impl Default for Media {
+    fn default() -> Media {
+        let media = p2psip_node::media::Config::default();
+        Media {
+            anchor: media.enabled,
+            address: media.address,
+            max_sessions: nonzero(media.max_sessions),
+            idle_seconds: NonZeroU64::new(media.idle_timeout.as_secs()).unwrap_or(NonZeroU64::MIN),
+        }
+    }
+}
+
+impl Media {
+    /// The node's media configuration.
+    pub(crate) fn config(&self) -> p2psip_node::media::Config {
+        p2psip_node::media::Config::default()
+            .enabled(self.anchor)
+            .address(self.address)
+            .max_sessions(self.max_sessions.get())
+            .idle_timeout(std::time::Duration::from_secs(self.idle_seconds.get()))
+    }
 }
 
 /// `[relay]`: NAT traversal. A reachable node relays for the overlay's nodes behind NAT; an

@@ -50,6 +50,8 @@ fn the_template_shows_every_key_at_its_default() {
         ..Config::default()
     };
     expected.overlay.enrollment_ca = Some("enrollment-ca.pub".into());
+    // Optional keys with no default value show an example.
+    expected.media.address = Some([192, 0, 2, 10].into());
     assert_eq!(uncommented, expected);
 
     let (mut documented, mut known) = (Vec::new(), Vec::new());
@@ -96,7 +98,7 @@ fn an_unknown_key_names_its_line_its_table_and_the_known_keys() {
         "{error}"
     );
     assert!(
-        error.contains("known keys: data_dir, overlay, sip, relay, control"),
+        error.contains("known keys: data_dir, overlay, sip, relay, media, control"),
         "{error}"
     );
 }
@@ -189,4 +191,22 @@ fn relay_caps_of_zero_name_their_line() {
     let config = parse("[relay]\nmode = \"off\"\nreservations = 0\n").expect("valid");
     assert_eq!(config.relay.mode(), p2psip_overlay::network::Relay::Off);
     assert_eq!(config.relay.reservations, 0);
+}
+
+#[test]
+fn media_keys_name_their_line() {
+    let error = parse("[media]\nmax_sessions = 0\n").expect_err("zero");
+    assert!(
+        error.contains("line 2") && error.contains("max_sessions"),
+        "{error}"
+    );
+    let error = parse("[media]\naddress = \"here\"\n").expect_err("not an address");
+    assert!(
+        error.contains("line 2") && error.contains("address"),
+        "{error}"
+    );
+    let config = parse("[media]\nanchor = false\nidle_seconds = 30\n").expect("valid");
+    let media = config.media.config();
+    assert!(!media.enabled);
+    assert_eq!(media.idle_timeout, std::time::Duration::from_secs(30));
 }

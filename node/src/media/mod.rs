@@ -139,6 +139,12 @@ impl Config {
         self.max_sessions = max;
         self
     }
+
+    /// Sets [`Config::address`].
+    pub fn address(mut self, address: Option<IpAddr>) -> Config {
+        self.address = address;
+        self
+    }
 }
 
 /// What the media side counted.
