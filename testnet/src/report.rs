@@ -229,6 +229,9 @@ pub struct Registrations {
     pub failed: usize,
     /// The registration request delays of the successful registrations.
     pub rrd_ms: Percentiles,
+    /// What went wrong with the failed ones: each distinct error and how often (at most
+    /// [`MAX_ERRORS`] errors; the rest are counted under "other errors").
+    pub errors: BTreeMap<String, usize>,
 }
 
 /// The calls of a run.
@@ -322,6 +325,9 @@ impl Report {
             ),
             format!("call setup {}", calls.setup_ms.summary()),
         ];
+        for (error, count) in &registrations.errors {
+            lines.push(format!("registrations failed: {error} ×{count}"));
+        }
         if calls.failed > 0 {
             lines.push(format!("calls failed: {}", calls.failures_text()));
         }
@@ -436,11 +442,25 @@ impl Registrations {
             .iter()
             .filter(|sample| sample.ok)
             .map(|sample| sample.rrd);
+        let mut errors = BTreeMap::new();
+        for sample in samples.iter().filter(|sample| !sample.ok) {
+            let error = sample
+                .error
+                .clone()
+                .unwrap_or_else(|| "no reason given".to_owned());
+            let key = if errors.len() < MAX_ERRORS || errors.contains_key(&error) {
+                error
+            } else {
+                "other errors".to_owned()
+            };
+            *errors.entry(key).or_insert(0) += 1;
+        }
         Registrations {
             attempted: samples.len(),
             succeeded,
             failed: samples.len() - succeeded,
             rrd_ms: Percentiles::of(delays),
+            errors,
         }
     }
 }
@@ -1459,6 +1479,10 @@ mod tests {
         );
         assert!(
             summary.contains("calls 3/5  SRD p50 12.0 ms, p95 20.0 ms"),
+            "{summary}"
+        );
+        assert!(
+            summary.contains("registrations failed: timed out ×1"),
             "{summary}"
         );
         assert!(
