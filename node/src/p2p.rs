@@ -1061,23 +1061,13 @@ impl Publication {
         let resource = ResourceId::for_aor(&self.aor)?;
         let expires_ms = now_ms() + self.claim_lifetime.as_millis() as u64;
         if self.claim && !is_self_certifying(&self.aor) {
-            let claim = AorClaim::new(&self.aor, &self.user.public(), expires_ms)?;
-            overlay
-                .publish(
-                    resource,
-                    Kind::AOR_CLAIM,
-                    Vec::new(),
-                    claim.encode(),
-                    lifetime_s(self.claim_lifetime.as_secs()),
-                    &self.user,
-                )
-                .await?;
+            self.publish_claim(resource, expires_ms).await?;
         }
         let device = overlay.keypair().clone();
         let delegation = Delegation::sign(&self.user, &resource, &device.public(), expires_ms)?;
         let value = RegistrationValue {
             destination: overlay.node_id().to_bytes(),
-            contacts: self.contacts,
+            contacts: self.contacts.clone(),
             delegation,
         };
         let key = overlay.node_id().to_bytes();
@@ -1099,14 +1089,51 @@ impl Publication {
             overlay.withdraw(resource, Kind::SIP_REGISTRATION, &key);
             return Ok(());
         }
-        overlay
-            .publish(
+        let register = || {
+            overlay.publish(
                 resource,
                 Kind::SIP_REGISTRATION,
-                key,
+                key.clone(),
                 value.encode(),
                 lifetime_s(self.lifetime),
                 &device,
+            )
+        };
+        match register().await {
+            // A replica without our claim refuses the entry: the replica set of the
+            // registration is not the one the claim reached (closest-peer lookups differ
+            // while peers come and go, or some are reachable only through relays). Claim
+            // again, towards the replicas of now, and try once more; a claim by another key
+            // fails here with its own reason.
+            Err(error)
+                if error.code() == Some(ErrorCode::Forbidden) && !is_self_certifying(&self.aor) =>
+            {
+                debug!(aor = %self.aor, %error, "registration refused; claiming the AOR again");
+                self.publish_claim(resource, expires_ms).await?;
+                register().await?;
+            }
+            result => {
+                result?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes the AOR's claim by this node's user key.
+    async fn publish_claim(
+        &self,
+        resource: ResourceId,
+        expires_ms: u64,
+    ) -> Result<(), overlay_node::Error> {
+        let claim = AorClaim::new(&self.aor, &self.user.public(), expires_ms)?;
+        self.overlay
+            .publish(
+                resource,
+                Kind::AOR_CLAIM,
+                Vec::new(),
+                claim.encode(),
+                lifetime_s(self.claim_lifetime.as_secs()),
+                &self.user,
             )
             .await?;
         Ok(())

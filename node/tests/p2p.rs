@@ -2,7 +2,7 @@
 //! the overlay before its 200; another user key cannot take the AOR (403 "AOR is owned by
 //! another key") and the first registration stays; a request for an AOR nobody registered gets
 //! 100 then 404; a Route whose payload is not SIP is refused with InvalidMessage; an entry
-//! whose signature fails is never used.
+//! whose signature fails is never used; a replica set that lost the claim gets it again.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -179,4 +179,40 @@ async fn a_registration_that_fails_its_signature_is_never_forwarded() {
         carol.socket.try_recv_from(&mut buf).is_err(),
         "nor did Carol's: her real entry was overwritten, and a forged one is never used"
     );
+}
+
+/// A replica set that lost the AOR's claim (it moved since the claim was stored: peers came,
+/// went or are reachable only through relays) refuses the next registration with "nobody
+/// has claimed this AOR"; the node then claims again, towards the replicas of now, and the
+/// REGISTER still gets its 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_whose_replicas_lost_the_claim_claims_again() {
+    overlay::logs();
+    let net = overlay::Nodes::start(3).await;
+    let aor = "sip:dora@example.p2p";
+    let resource = ResourceId::for_aor(aor).unwrap();
+    let dora = Client::new().await;
+    let at1 = net.sip(1, Transport::Udp);
+    let (_, ok) = dora.ask(at1, dora.register(aor, "claim-1", at1)).await;
+    assert_eq!(ok.status().as_u16(), 200, "{ok}");
+
+    // Every replica loses the claim; the node still remembers having claimed the AOR.
+    for node in &net.nodes {
+        node.overlay()
+            .local_store()
+            .remove(&resource, Kind::AOR_CLAIM, &[])
+            .unwrap();
+    }
+    // A REGISTER that changes the binding (another expiry), so the node publishes again.
+    let again = dora
+        .register(aor, "claim-2", at1)
+        .replace("Expires: 600", "Expires: 300");
+    let (_, ok) = dora.ask(at1, again).await;
+    assert_eq!(ok.status().as_u16(), 200, "{ok}");
+    let claims = net.nodes[0]
+        .overlay()
+        .fetch(resource, Kind::AOR_CLAIM)
+        .await
+        .unwrap();
+    assert_eq!(claims.len(), 1, "the claim is back in the overlay");
 }
