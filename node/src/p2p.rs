@@ -8,7 +8,9 @@
 //!   its SIP-REGISTRATION entry under `blake3(normalized AOR)`: keyed by this node's Node-ID,
 //!   signed by the node's key, with a delegation from the node's user key (which claims the
 //!   AOR first if nobody has). The 200 OK goes out once a majority of the replicas stored it;
-//!   the overlay keeps it refreshed (see [`Overlay::publish`]). A refusal restores the old
+//!   the overlay keeps it refreshed (see [`Overlay::publish`]). A replica that refuses the
+//!   entry for want of the claim (the replica set moved since the claim was stored) makes
+//!   the node claim again and retry once. A refusal restores the old
 //!   bindings and becomes the SIP answer: 403 with the overlay's reason ("AOR is owned by
 //!   another key"), 503 when no replica set could be reached.
 //! - **Requests for an AOR** (INVITE, MESSAGE, OPTIONS, SUBSCRIBE, ...) from a local client:
