@@ -35,8 +35,10 @@ pub struct Config {
     pub max_frame_size: usize,
     /// The most established connections, all peers together. Default 128.
     pub max_connections: u32,
-    /// The most established connections to one peer. Default 3 (one direct, one relayed, one
-    /// being upgraded by hole punching).
+    /// The most established connections to one peer. Default 8: one direct, one relayed,
+    /// one being upgraded by hole punching, and the short-lived ones of AutoNAT dial-backs
+    /// both ways (with 3, a dial-back was refused by this limit and a public node called
+    /// itself private).
     pub max_connections_per_peer: u32,
     /// How long a request waits for its response (and an inbound request for its answer).
     /// Default 10 s.
@@ -80,7 +82,7 @@ impl Default for Config {
             mdns: true,
             max_frame_size: 64 * 1024,
             max_connections: 128,
-            max_connections_per_peer: 3,
+            max_connections_per_peer: 8,
             request_timeout: Duration::from_secs(10),
             query_timeout: Duration::from_secs(30),
             idle_connection_timeout: Duration::from_secs(60),
