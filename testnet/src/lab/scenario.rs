@@ -506,11 +506,8 @@ pub fn settled(status: &Value, nat: Nat) -> bool {
         .as_array()
         .is_some_and(|a| !a.is_empty());
     match nat {
-        Nat::Public | Nat::DualStack => reachability == "public",
-        // Any peer can dial a full cone back, so AutoNAT finds it public, unless its first
-        // probe went to a server that was too busy to dial back in time: then it is private
-        // and reached through a relay until a later probe, which works as well.
-        Nat::FullCone => reachability == "public" || (reachability == "private" && relayed),
+        // Any peer can dial a full cone back.
+        Nat::Public | Nat::DualStack | Nat::FullCone => reachability == "public",
         _ => reachability == "private" && relayed,
     }
 }
