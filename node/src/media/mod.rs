@@ -601,17 +601,9 @@ impl Inner {
     fn anchor(&self, key: &Key, body: &[u8], hint: Option<IpAddr>) -> Result<Vec<u8>, Error> {
         let mut sdp = sdp::parse(body)?;
         self.check_lines(&sdp)?;
-        let t = now();
         let mut table = self.lock();
         let table = &mut *table;
-        let wire = wire_id(&key.call_id, &self.local, &key.node);
-        let (session, created) = table
-            .sessions
-            .get_or_create(key, wire, t, self.config.max_sessions)
-            .map_err(|full| self.full(full))?;
-        if created {
-            self.started(key);
-        }
+        let (session, wire, created) = self.open(&mut table.sessions, key)?;
         // The softphone's SIP addresses: where its SIP came from, and where this message goes
         // (the Request-URI of a request to it is its contact, a response goes to its Via).
         let recent = table.recent.get(&key.call_id).map(|(ip, _)| *ip);
@@ -681,17 +673,9 @@ impl Inner {
         let sdp = sdp::parse(body)?;
         self.check_lines(&sdp)?;
         let declared = sdp::declared(&sdp);
-        let t = now();
         let mut table = self.lock();
         let table = &mut *table;
-        let wire = wire_id(&key.call_id, &self.local, &key.node);
-        let (session, created) = table
-            .sessions
-            .get_or_create(key, wire, t, self.config.max_sessions)
-            .map_err(|full| self.full(full))?;
-        if created {
-            self.started(key);
-        }
+        let (session, _, _) = self.open(&mut table.sessions, key)?;
         if let Some((ip, _)) = table.recent.get(&key.call_id) {
             session.add_source(*ip);
         }
@@ -719,18 +703,27 @@ impl Inner {
         Ok(())
     }
 
-    fn full(&self, full: Full) -> Error {
-        match full {
-            Full::Sessions(max) => Error::TooManySessions { max },
-            Full::Collision => Error::TooManySessions {
-                max: self.config.max_sessions,
-            },
+    /// The session of `key`, set up (and counted) if it is new; with its wire id and whether
+    /// it is new. Beyond [`Config::max_sessions`] an error.
+    fn open<'t>(
+        &self,
+        sessions: &'t mut Sessions,
+        key: &Key,
+    ) -> Result<(&'t mut session::Session, u64, bool), Error> {
+        let wire = wire_id(&key.call_id, &self.local, &key.node);
+        let (session, created) = sessions
+            .get_or_create(key, wire, now(), self.config.max_sessions)
+            .map_err(|full| match full {
+                Full::Sessions(max) => Error::TooManySessions { max },
+                Full::Collision => Error::TooManySessions {
+                    max: self.config.max_sessions,
+                },
+            })?;
+        if created {
+            self.stats.sessions_started.fetch_add(1, Ordering::Relaxed);
+            info!(call_id = key.call_id, node = %key.node, "media session set up");
         }
-    }
-
-    fn started(&self, key: &Key) {
-        self.stats.sessions_started.fetch_add(1, Ordering::Relaxed);
-        info!(call_id = key.call_id, node = %key.node, "media session set up");
+        Ok((session, wire, created))
     }
 
     /// The address written into the SDP for a softphone at `softphone`, and the one to bind.
