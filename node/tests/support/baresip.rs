@@ -1704,3 +1704,159 @@ fn new_run_dir(label: &str) -> Result<PathBuf, String> {
     fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     Ok(dir)
 }
+
+/// The least share of the packets the codec's rate predicts that a checked call must carry
+/// each way.
+pub const MIN_SHARE: f64 = 0.5;
+
+/// What [`checked_call`] saw of one side.
+#[derive(Clone, Debug)]
+pub struct Side {
+    /// Its `CALL_ESTABLISHED`.
+    pub established: Event,
+    /// Its `CALL_CLOSED`.
+    pub closed: Event,
+    /// Its RTP counters.
+    pub rtp: RtpSummary,
+}
+
+impl Side {
+    /// How long the call was up on this side.
+    pub fn up(&self) -> Duration {
+        self.closed.at - self.established.at
+    }
+}
+
+/// The call a test expects of two registered-to-be instances: both register; `caller` dials
+/// `uri` and `callee` answers (auto-answer), with a 180 first; both see one call, outgoing and
+/// incoming, and RTP on both sides; it is held for `hold`; the caller hangs up and its BYE
+/// ends the callee's call; each side received and sent RTP at the codec's rate for as long
+/// as the call was up (at least [`MIN_SHARE`] of it, with no errors), and no side received
+/// more than the other sent. Each step waits at most `limit`. Panics with both reports on
+/// the first thing that does not hold: it is a test's assertion.
+pub async fn checked_call(
+    caller: &Baresip,
+    callee: &Baresip,
+    uri: &str,
+    hold: Duration,
+    limit: Duration,
+) -> (Side, Side) {
+    let ok = |result: Result<Event, String>| result.unwrap_or_else(|e| panic!("{e}"));
+    let (a, b) = tokio::join!(caller.wait_registered(limit), callee.wait_registered(limit));
+    ok(a);
+    ok(b);
+
+    caller.dial(uri).await.unwrap_or_else(|e| panic!("{e}"));
+    let (a, b) = tokio::join!(
+        caller.wait_call_established(limit),
+        callee.wait_call_established(limit)
+    );
+    let (established_a, established_b) = (ok(a), ok(b));
+    // The callee answers at once, but with a 180 first.
+    let ringing = ok(caller.wait_event(EventKind::CallRinging, limit).await);
+    assert!(
+        ringing.at <= established_a.at,
+        "the 180 came after the 200: {ringing}\n{}",
+        caller.report()
+    );
+    assert_eq!(
+        established_a.call_id,
+        established_b.call_id,
+        "caller and callee are not in the same call\n{}\n{}",
+        caller.report(),
+        callee.report()
+    );
+    assert_eq!(established_a.direction.as_deref(), Some("outgoing"));
+    assert_eq!(established_b.direction.as_deref(), Some("incoming"));
+    // The first RTP packet arrived on both sides.
+    let (a, b) = tokio::join!(
+        caller.wait_event(EventKind::CallRtpEstablished, limit),
+        callee.wait_event(EventKind::CallRtpEstablished, limit)
+    );
+    ok(a);
+    ok(b);
+
+    // The one deliberate sleep: the call is held while the tone flows both ways.
+    tokio::time::sleep(hold).await;
+    caller.hangup().await.unwrap_or_else(|e| panic!("{e}"));
+
+    let (a, b) = tokio::join!(
+        caller.wait_call_closed(limit),
+        callee.wait_call_closed(limit)
+    );
+    let (closed_a, closed_b) = (ok(a), ok(b));
+    assert!(
+        closed_b.closed_by_peer(),
+        "the callee's call did not end by the caller's BYE: {closed_b}\n{}",
+        callee.report()
+    );
+    let (a, b) = tokio::join!(
+        caller.wait_rtp_summary(limit),
+        callee.wait_rtp_summary(limit)
+    );
+    let summary = |result: Result<RtpSummary, String>| result.unwrap_or_else(|e| panic!("{e}"));
+    let sides = (
+        Side {
+            established: established_a,
+            closed: closed_a,
+            rtp: summary(a),
+        },
+        Side {
+            established: established_b,
+            closed: closed_b,
+            rtp: summary(b),
+        },
+    );
+    eprintln!(
+        "{}: {}, up {:.2?}\n{}: {}, up {:.2?}",
+        caller.aor(),
+        sides.0.rtp,
+        sides.0.up(),
+        callee.aor(),
+        sides.1.rtp,
+        sides.1.up()
+    );
+    assert_rate(caller, &sides.0);
+    assert_rate(callee, &sides.1);
+    // Nothing arrives that was not sent: no packet duplicated or looped.
+    assert!(
+        sides.0.rtp.receive.packets <= sides.1.rtp.transmit.packets
+            && sides.1.rtp.receive.packets <= sides.0.rtp.transmit.packets,
+        "more RTP received than sent: {}; {}",
+        sides.0.rtp,
+        sides.1.rtp
+    );
+    sides
+}
+
+/// `who` sent and received RTP at its codec's rate while `side` was up.
+fn assert_rate(who: &Baresip, side: &Side) {
+    let (up, summary) = (side.up(), &side.rtp);
+    let expected = up.as_secs_f64() * who.config().packets_per_second();
+    let in_range = |packets: u64| {
+        let packets = packets as f64;
+        packets >= MIN_SHARE * expected && packets <= 1.5 * expected + 5.0
+    };
+    assert!(
+        summary.media == "audio" && in_range(summary.receive.packets),
+        "{} received {} RTP packets in {up:.2?}, expected about {expected:.0} \
+         ({} a second): {summary}\n{}",
+        who.aor(),
+        summary.receive.packets,
+        who.config().packets_per_second(),
+        who.report()
+    );
+    assert!(
+        in_range(summary.transmit.packets),
+        "{} sent {} RTP packets in {up:.2?}, expected about {expected:.0}: {summary}\n{}",
+        who.aor(),
+        summary.transmit.packets,
+        who.report()
+    );
+    assert_eq!(
+        summary.receive.errors,
+        0,
+        "{}: RTP packets that could not be used: {summary}",
+        who.aor()
+    );
+}
