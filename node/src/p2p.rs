@@ -271,12 +271,10 @@ impl Node {
             Ok(Vec::new())
         }));
         let media = config.media.enabled.then(|| {
-            let mut listen: Vec<SocketAddr> = sip
-                .iter()
-                .filter(|p| p.transport == Transport::Udp)
-                .map(|p| p.addr)
-                .collect();
-            listen.extend(sip.iter().map(|p| p.addr));
+            // UDP first: the softphones' media is UDP.
+            let (udp, other): (Vec<&Peer>, Vec<&Peer>) =
+                sip.iter().partition(|p| p.transport == Transport::Udp);
+            let listen: Vec<SocketAddr> = udp.into_iter().chain(other).map(|p| p.addr).collect();
             Media::start(
                 config.media.clone(),
                 overlay.network(),
