@@ -59,8 +59,7 @@ use std::time::{Duration, Instant as StdInstant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use libp2p::PeerId;
 use libp2p::identity::Keypair;
-use p2psip_overlay::access::{AccessPolicy, check_store};
-use p2psip_overlay::data::{AorClaim, Contact, Delegation, Kind, RegistrationValue, StoredData};
+use p2psip_overlay::data::{AorClaim, Contact, Delegation, Kind, RegistrationValue};
 use p2psip_overlay::error::{Error as OverlayError, ErrorCode};
 use p2psip_overlay::id::ResourceId;
 use p2psip_overlay::identity::{UserKey, is_self_certifying};
@@ -1140,37 +1139,14 @@ impl Publication {
     }
 }
 
-/// The devices registered under `aor` whose entries pass every check a replica makes
-/// (signature, delegation, the AOR's claim): a forged or stale entry is never used.
+/// The devices registered under `aor` as the majority of its replica set holds them, every
+/// entry passing every check a replica makes (signature, delegation, the AOR's claim, the
+/// overlay's enrollment CA, expiry): a forged, stale or outvoted entry is never used
+/// ([`Overlay::fetch_verified`]). Fails when the replicas disagree on who owns the AOR.
 pub async fn lookup(overlay: &Overlay, aor: &str) -> Result<Vec<Device>, overlay_node::Error> {
-    let resource = ResourceId::for_aor(aor)?;
-    let (claims, registrations) = tokio::join!(
-        overlay.fetch(resource, Kind::AOR_CLAIM),
-        overlay.fetch(resource, Kind::SIP_REGISTRATION)
-    );
-    let (claims, registrations) = (claims?, registrations?);
-    let now = now_ms();
-    let policy = AccessPolicy::default();
-    let claim = claims.iter().find_map(|(key, data)| {
-        check_store(
-            &resource,
-            Kind::AOR_CLAIM,
-            key,
-            None,
-            None,
-            data,
-            now,
-            &policy,
-        )
-        .ok()?;
-        AorClaim::decode(&data.value).ok()
-    });
+    let verified = overlay.fetch_verified(aor).await?;
     let mut devices = Vec::new();
-    for (key, data) in &registrations {
-        if let Err(error) = verify(&resource, key, claim.as_ref(), data, now, &policy) {
-            warn!(%aor, %error, "a registration fails its checks; not used");
-            continue;
-        }
+    for data in verified.registrations.values() {
         let Ok(value) = RegistrationValue::decode(&data.value) else {
             continue;
         };
@@ -1183,26 +1159,6 @@ pub async fn lookup(overlay: &Overlay, aor: &str) -> Result<Vec<Device>, overlay
         });
     }
     Ok(devices)
-}
-
-fn verify(
-    resource: &ResourceId,
-    key: &[u8],
-    claim: Option<&AorClaim>,
-    data: &StoredData,
-    now: u64,
-    policy: &AccessPolicy,
-) -> Result<(), OverlayError> {
-    check_store(
-        resource,
-        Kind::SIP_REGISTRATION,
-        key,
-        None,
-        claim,
-        data,
-        now,
-        policy,
-    )
 }
 
 /// The SIP answer to an overlay failure: 403 with the rule that refused, 408 on a timeout,

@@ -34,11 +34,22 @@
 //!
 //! Replicas converge with [`merge`]: entry by entry, the entry that wins [`precedence`] (higher
 //! generation, then later storage time, then a fixed order of the remaining fields so that ties
-//! are decided the same everywhere) is kept, and expired entries are ignored. It is commutative,
-//! associative and idempotent, so replicas agree whatever order updates arrive in. An expired
+//! are decided the same everywhere) is kept, and expired entries are ignored. An expired
 //! entry hides nothing: to withdraw a registration before it expires, store a newer entry with
 //! no contacts whose lifetime outlasts the one it replaces. `merge` judges age only: entries
 //! must have passed [`crate::access::check_store`] before they are merged.
+//!
+//! One exception makes `merge` first-come-first-served across signers: a live entry is never
+//! replaced by an entry of **another signer**, whatever its generation (the held side, the
+//! first argument and the earlier entries of each side, wins). Only AOR-CLAIM entries can
+//! differ in signer for one key (a registration's key is its signer's Node-ID), and without
+//! this rule a claim by another key, validly signed with a higher generation, would take over
+//! the AOR wherever it was merged. Hence the algebra: `merge` is idempotent always, and
+//! commutative and associative over entries whose keys each have one signer (every
+//! SIP-REGISTRATION set, and claims of one owner); between two live claims by different keys
+//! it is deliberately not commutative, since which one came first is history, not a property
+//! of the entries. A node that reads an AOR does not merge claims: it takes the claim that a
+//! majority of the replica set holds ([`crate::quorum`]).
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -236,8 +247,11 @@ fn rank(d: &StoredData) -> (u64, u64, u32, &[u8], &[u8], &[u8]) {
 }
 
 /// Merges two sets of entries of one resource and kind: for each key, the live entry that wins
-/// [`precedence`]; expired entries are dropped. Commutative, associative and idempotent.
-/// A key repeated within one side is merged the same way.
+/// [`precedence`] among the entries of the signer of the first live entry seen for the key
+/// (`existing` first, then `incoming`); expired entries are dropped, and a live entry is never
+/// replaced by one of another signer (see the [module docs](self)). Idempotent; commutative
+/// and associative when each key has entries of one signer. A key repeated within one side is
+/// merged the same way.
 pub fn merge(
     existing: impl IntoIterator<Item = (Vec<u8>, StoredData)>,
     incoming: impl IntoIterator<Item = (Vec<u8>, StoredData)>,
@@ -249,6 +263,7 @@ pub fn merge(
             continue;
         }
         match merged.get(&key) {
+            Some(held) if held.signer != data.signer => {}
             Some(held) if precedence(held, &data) != Ordering::Less => {}
             _ => {
                 merged.insert(key, data);

@@ -20,4 +20,5 @@ pub mod identity;
 pub mod message;
 pub mod network;
 pub mod node;
+pub mod quorum;
 pub mod store;

@@ -16,7 +16,12 @@
 //!   next closest peer. When the majority refused, the refusal is the error
 //!   (`Forbidden`, `GenerationTooLow`, ...: [`Error::code`]).
 //! - [`Overlay::fetch`] asks the closest replicas, up to `r` answers, falling back to the next
-//!   closest peer when one fails, and merges the answers with [`data::merge`].
+//!   closest peer when one fails, and merges the answers with [`data::merge`], unchecked.
+//! - [`Overlay::fetch_verified`] reads an AOR the way a lookup must: the claim and the
+//!   registrations from all `r` members of the replica set (a silent one replaced by the next
+//!   closest), every entry checked as a storing node would check it, and the claim decided by
+//!   a majority ([`quorum`]); entries that fail are discarded and counted
+//!   ([`Overlay::rejected_entries`]).
 //! - [`Overlay::route`] sends an opaque payload hop by hop to a node; the destination hands it
 //!   to the handler set by [`Overlay::set_route_handler`], and the answer retraces the path.
 //!   Every hop calls [`Envelope::hop`] (TTL, Via list, loop detection) and forwards to the
@@ -65,8 +70,10 @@ use crate::data::{self, Kind, StoredData};
 use crate::error::{self as overlay_error, ErrorCode};
 use crate::id::{ResourceId, closest_nodes, node_distance};
 use crate::identity::NodeKey;
+use crate::identity::is_self_certifying;
 use crate::message::{self, Body, DEFAULT_MAX_MESSAGE, Envelope, Request, Response};
 use crate::network::{self, Event, Events, Network, Responder};
+use crate::quorum;
 use crate::store::{Limits, Store};
 
 /// The handler of Route messages for this node: takes the node the message came from (the
@@ -179,6 +186,10 @@ pub enum Error {
         /// The last failure seen.
         last: String,
     },
+    /// The replicas of an AOR did not agree: no claim (nor its absence) is held by a
+    /// majority of the replica set ([`Overlay::fetch_verified`]).
+    #[error(transparent)]
+    NoMajority(#[from] quorum::NoMajority),
     /// No peer could be asked (every one failed, or none is known).
     #[error("no peer answered: {0}")]
     Unreachable(String),
@@ -230,6 +241,8 @@ struct Inner {
     handler: RwLock<Option<Arc<RouteHandler>>>,
     transaction: AtomicU64,
     bad_messages: AtomicU64,
+    /// Entries of fetch answers that failed the checks of a storing node.
+    rejected_entries: AtomicU64,
     /// Route and PathTrack messages forwarded for other nodes.
     forwarded: AtomicU64,
     /// For each (resource, kind), the peers its entries were pushed to.
@@ -291,6 +304,7 @@ impl Overlay {
             handler: RwLock::new(None),
             transaction: AtomicU64::new(seed),
             bad_messages: AtomicU64::new(0),
+            rejected_entries: AtomicU64::new(0),
             forwarded: AtomicU64::new(0),
             pushed: Mutex::new(HashMap::new()),
             passes: AtomicU64::new(1),
@@ -340,6 +354,13 @@ impl Overlay {
     /// How many inbound messages were refused because they were too large or did not decode.
     pub fn bad_messages(&self) -> u64 {
         self.inner.bad_messages.load(Ordering::Relaxed)
+    }
+
+    /// How many entries in the answers of replicas to [`Overlay::fetch_verified`] failed the
+    /// checks a storing node makes (bad signature, expired, no delegation, no certificate of
+    /// the enrollment CA, under a claim that lost the vote...) and were discarded.
+    pub fn rejected_entries(&self) -> u64 {
+        self.inner.rejected_entries.load(Ordering::Relaxed)
     }
 
     /// How many Route and PathTrack messages this node forwarded for other nodes (it was
@@ -414,14 +435,24 @@ impl Overlay {
         removed
     }
 
-    /// Fetches the live entries of a resource and kind from its replicas, merged. Empty when
-    /// the replicas hold nothing.
+    /// Fetches the live entries of a resource and kind from its replicas, merged as they are
+    /// (not checked: use [`Overlay::fetch_verified`] to read an AOR). Empty when the replicas
+    /// hold nothing.
     pub async fn fetch(
         &self,
         resource: ResourceId,
         kind: Kind,
     ) -> Result<Vec<(Vec<u8>, StoredData)>, Error> {
         self.inner.fetch(resource, kind).await
+    }
+
+    /// Reads an AOR from its replica set the way a lookup must: asks all `r` members (a
+    /// silent one replaced by the next closest peer) for the AOR's claim and registrations,
+    /// checks every entry of every answer as a storing node would (this node's
+    /// [`Config::policy`], its enrollment CA included), and decides by what a majority holds
+    /// ([`quorum::decide`]). Fails with [`Error::NoMajority`] when the replicas disagree.
+    pub async fn fetch_verified(&self, aor: &str) -> Result<quorum::Verified, Error> {
+        self.inner.fetch_verified(aor).await
     }
 
     /// Sends `payload` to the node `destination` through the overlay; gives its answer and
@@ -918,6 +949,61 @@ impl Inner {
             (false, Some(error)) => Err(error),
             (false, None) => Err(Error::Unreachable("no replica known".into())),
         }
+    }
+
+    async fn fetch_verified(&self, aor: &str) -> Result<quorum::Verified, Error> {
+        let resource = ResourceId::for_aor(aor)?;
+        let candidates = self.candidates(&resource).await?;
+        let set = self.config.replicas.max(1).min(candidates.len());
+        let results = ask_in_turn(
+            candidates,
+            set,
+            |_| true,
+            |peer| async move {
+                let (claims, registrations) = tokio::join!(
+                    self.fetch_at(peer, resource, Kind::AOR_CLAIM),
+                    self.fetch_at(peer, resource, Kind::SIP_REGISTRATION)
+                );
+                Ok::<_, Error>(quorum::Answer {
+                    peer,
+                    claims: claims?,
+                    registrations: registrations?,
+                })
+            },
+        )
+        .await;
+        let mut answers = Vec::new();
+        let mut last = None;
+        for (peer, result) in results {
+            match result {
+                Ok(answer) => answers.push(answer),
+                Err(error) => {
+                    debug!(%peer, %error, "a replica did not answer a fetch");
+                    last = Some(error);
+                }
+            }
+        }
+        if answers.is_empty() {
+            return Err(last.unwrap_or_else(|| Error::Unreachable("no replica known".into())));
+        }
+        let verified = quorum::decide(
+            &resource,
+            is_self_certifying(aor),
+            set,
+            &answers,
+            now_ms(),
+            &self.config.policy,
+        )
+        .inspect_err(|error| warn!(%resource, %error, "no majority among the replicas"))?;
+        self.rejected_entries
+            .fetch_add(verified.rejected_count, Ordering::Relaxed);
+        for (peer, reason) in &verified.rejected {
+            warn!(%resource, %peer, %reason, "a replica answered an entry that fails its checks");
+        }
+        for peer in &verified.outvoted {
+            warn!(%resource, %peer, "a replica holds a claim the majority does not");
+        }
+        Ok(verified)
     }
 
     /// Hands a Route payload to the user's handler.

@@ -1,5 +1,6 @@
 //! Stored data: signatures over the canonical encoding, the values of the two kinds, and the
-//! merge of replicas (commutative, associative, idempotent: property tests).
+//! merge of replicas (idempotent; commutative and associative when each key has one signer;
+//! first come first served between signers: property tests).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -193,6 +194,43 @@ fn entries() -> impl Strategy<Value = Vec<(Vec<u8>, StoredData)>> {
     prop::collection::vec(entry(), 0..6)
 }
 
+/// Entries whose signer is one of two, so that one key may have entries of two signers (as
+/// two claims of one AOR by different keys).
+fn mixed_entries() -> impl Strategy<Value = Vec<(Vec<u8>, StoredData)>> {
+    prop::collection::vec((entry(), 0u8..2), 0..6).prop_map(|entries| {
+        entries
+            .into_iter()
+            .map(|((key, mut data), signer)| {
+                data.signer = vec![signer];
+                (key, data)
+            })
+            .collect()
+    })
+}
+
+#[test]
+fn a_live_entry_of_another_signer_is_not_replaced_by_a_higher_generation() {
+    // The attack of issue 13: a validly signed claim by another key with a higher generation.
+    let mut owner = StoredData::new(NOW, 3600, 1, b"owner".to_vec());
+    owner.signer = b"owner key".to_vec();
+    let mut thief = StoredData::new(NOW + 5, 3600, 1_000_000, b"thief".to_vec());
+    thief.signer = b"thief key".to_vec();
+    let held = merge(
+        [(Vec::new(), owner.clone())],
+        [(Vec::new(), thief.clone())],
+        NOW,
+    );
+    assert_eq!(held.get(b"".as_slice()), Some(&owner));
+    // Once the owner's entry has expired, the other signer's is taken.
+    let expired = NOW + 3_600_000;
+    let later = merge(
+        [(Vec::new(), owner)],
+        [(Vec::new(), thief.clone())],
+        expired,
+    );
+    assert_eq!(later.get(b"".as_slice()), Some(&thief));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
 
@@ -216,6 +254,30 @@ proptest! {
         let once = merge(a.clone(), b.clone(), now);
         prop_assert_eq!(merge(once.clone(), once.clone(), now), once.clone());
         prop_assert_eq!(merge(once.clone(), b, now), once);
+    }
+
+    #[test]
+    fn merge_with_two_signers_is_idempotent(a in mixed_entries(), b in mixed_entries(), now in 0u64..8) {
+        let now = NOW + now * 1000;
+        let once = merge(a.clone(), b.clone(), now);
+        prop_assert_eq!(merge(once.clone(), once.clone(), now), once.clone());
+        prop_assert_eq!(merge(once.clone(), b, now), once);
+    }
+
+    #[test]
+    fn merge_keeps_the_first_live_signer_of_each_key(a in mixed_entries(), b in mixed_entries(), now in 0u64..8) {
+        let now = NOW + now * 1000;
+        let merged = merge(a.clone(), b.clone(), now);
+        let all: Vec<_> = a.into_iter().chain(b).filter(|(_, d)| !d.is_expired(now)).collect();
+        for (key, data) in &merged {
+            let first = all.iter().find(|(k, _)| k == key).map(|(_, d)| &d.signer);
+            prop_assert_eq!(Some(&data.signer), first);
+            for (other_key, other) in &all {
+                if other_key == key && other.signer == data.signer {
+                    prop_assert!(precedence(data, other) != std::cmp::Ordering::Less);
+                }
+            }
+        }
     }
 
     #[test]
