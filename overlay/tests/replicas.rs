@@ -1,0 +1,338 @@
+//! Attacks on the replicas of an AOR, on real sockets (overlay nodes in this process on
+//! 127.0.0.1): a lying replica, a stale one and a silent one cannot change what a lookup
+//! finds; a claim without the enrollment CA's certificate is ignored by the fetching node; a
+//! replica that refuses a copy is not a holder; a node outside a resource's replica set
+//! refuses to store it.
+
+// Test helpers panic to fail the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use libp2p::identity::Keypair;
+use libp2p::{Multiaddr, PeerId};
+use p2psip_overlay::access::AccessPolicy;
+use p2psip_overlay::data::{AorClaim, Delegation, Kind, RegistrationValue, StoredData};
+use p2psip_overlay::error::ErrorCode;
+use p2psip_overlay::id::{ResourceId, closest_nodes};
+use p2psip_overlay::message::{self, Body, Envelope, Request, Response};
+use p2psip_overlay::network::{self, Event, Network};
+use p2psip_overlay::node::{self, Overlay};
+use p2psip_overlay::store::Limits;
+
+/// The longest any single wait may take.
+const WAIT: Duration = Duration::from_secs(30);
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn quic() -> Multiaddr {
+    "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()
+}
+
+fn network_config(bootstrap: Vec<Multiaddr>) -> network::Config {
+    network::Config::default()
+        .with_overlay("replicas-test")
+        .with_listen([quic()])
+        .with_bootstrap(bootstrap)
+        .with_mdns(false)
+}
+
+/// Overlay nodes on loopback, node 0 first and the others bootstrapping from it.
+struct Net {
+    nodes: Vec<Overlay>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl Net {
+    /// Starts `n` nodes, each configured by `tweak` first; `extra` peers (raw networks) that
+    /// must also be known are waited for too.
+    async fn start(
+        n: usize,
+        tweak: impl Fn(usize, &mut node::Config),
+        extra: impl AsyncFn(Multiaddr) -> Vec<PeerId>,
+    ) -> Net {
+        let dirs: Vec<_> = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
+        let configure = |i: usize, bootstrap: Vec<Multiaddr>| {
+            let mut config =
+                node::Config::new(dirs[i].path()).with_network(network_config(bootstrap));
+            config.repair_delay = Duration::from_millis(200);
+            config.lookup_timeout = Duration::from_millis(500);
+            config.request_timeout = Duration::from_secs(1);
+            tweak(i, &mut config);
+            config
+        };
+        let first = Overlay::start(configure(0, Vec::new())).await.unwrap();
+        let addr = first.listen_addrs().await.unwrap().remove(0);
+        let mut nodes = vec![first];
+        for i in 1..n {
+            nodes.push(
+                Overlay::start(configure(i, vec![addr.clone()]))
+                    .await
+                    .unwrap(),
+            );
+        }
+        let mut all: Vec<PeerId> = nodes.iter().map(Overlay::node_id).collect();
+        all.extend(extra(addr).await);
+        let net = Net { nodes, _dirs: dirs };
+        net.settle(&all).await;
+        net
+    }
+
+    /// Waits until every node's routing table holds every other peer of `all`.
+    async fn settle(&self, all: &[PeerId]) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let mut lagging = 0;
+            for node in &self.nodes {
+                let table = node.network().routing_table().await.unwrap();
+                let me = node.node_id();
+                if all.iter().any(|p| *p != me && !table.contains(p)) {
+                    lagging += 1;
+                }
+            }
+            if lagging == 0 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{lagging} nodes have not settled");
+            for node in &self.nodes {
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(2), node.network().bootstrap()).await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn ids(&self) -> Vec<PeerId> {
+        self.nodes.iter().map(Overlay::node_id).collect()
+    }
+
+    fn index(&self, id: &PeerId) -> usize {
+        self.nodes.iter().position(|n| n.node_id() == *id).unwrap()
+    }
+}
+
+/// The first AOR `sip:user<i>@example.org` whose peers, ranked by distance (closest first),
+/// satisfy `pick`.
+fn aor_where(peers: &[PeerId], pick: impl Fn(&[PeerId]) -> bool) -> (String, ResourceId) {
+    for i in 0.. {
+        let aor = format!("sip:user{i}@example.org");
+        let resource = ResourceId::for_aor(&aor).unwrap();
+        if pick(&closest_nodes(&resource, peers.iter().copied(), usize::MAX)) {
+            return (aor, resource);
+        }
+    }
+    unreachable!()
+}
+
+/// A user: a key, an AOR, and a device (any key: the device's Node-ID is the destination).
+struct User {
+    key: Keypair,
+    device: Keypair,
+    aor: String,
+    resource: ResourceId,
+}
+
+impl User {
+    fn new(aor: &str) -> User {
+        User {
+            key: Keypair::generate_ed25519(),
+            device: Keypair::generate_ed25519(),
+            aor: aor.to_owned(),
+            resource: ResourceId::for_aor(aor).unwrap(),
+        }
+    }
+
+    fn claim(&self, ca: Option<&Keypair>, generation: u64) -> (Vec<u8>, StoredData) {
+        let mut claim = AorClaim::new(&self.aor, &self.key.public(), now_ms() + 3_600_000).unwrap();
+        if let Some(ca) = ca {
+            claim = claim.certified(ca).unwrap();
+        }
+        claim.entry(&self.key, now_ms(), 3600, generation).unwrap()
+    }
+
+    fn registration(&self, generation: u64) -> (Vec<u8>, StoredData) {
+        RegistrationValue {
+            destination: self.device.public().to_peer_id().to_bytes(),
+            contacts: Vec::new(),
+            delegation: Delegation::sign(
+                &self.key,
+                &self.resource,
+                &self.device.public(),
+                now_ms() + 3_600_000,
+            )
+            .unwrap(),
+        }
+        .entry(&self.device, &self.resource, now_ms(), 3600, generation)
+        .unwrap()
+    }
+
+    fn device_key(&self) -> Vec<u8> {
+        self.device.public().to_peer_id().to_bytes()
+    }
+
+    /// Claims the AOR and registers the device through `node` (stored on the replicas).
+    async fn claim_and_register(&self, node: &Overlay, ca: Option<&Keypair>) {
+        let (key, data) = self.claim(ca, 1);
+        node.store(self.resource, Kind::AOR_CLAIM, key, data)
+            .await
+            .unwrap();
+        let (key, data) = self.registration(1);
+        node.store(self.resource, Kind::SIP_REGISTRATION, key, data)
+            .await
+            .unwrap();
+    }
+
+    /// Writes straight into `node`'s store, as a malicious replica would: its own claim of the
+    /// AOR (another key, a far higher generation) and its device, and no trace of `victim`'s.
+    fn take_over(&self, node: &Overlay, victim: &User, ca: Option<&Keypair>) {
+        let store = node.local_store();
+        let (key, data) = self.claim(ca, u64::MAX / 2);
+        store
+            .put(&victim.resource, Kind::AOR_CLAIM, &key, &data, now_ms())
+            .unwrap();
+        let (key, data) = self.registration(u64::MAX / 2);
+        store
+            .put(&victim.resource, Kind::SIP_REGISTRATION, &key, &data, now_ms())
+            .unwrap();
+        store
+            .remove(&victim.resource, Kind::SIP_REGISTRATION, &victim.device_key())
+            .unwrap();
+    }
+}
+
+/// The user key and the devices a verified fetch finds.
+async fn looked_up(node: &Overlay, aor: &str) -> (Option<Vec<u8>>, Vec<Vec<u8>>) {
+    let verified = tokio::time::timeout(WAIT, node.fetch_verified(aor))
+        .await
+        .unwrap()
+        .unwrap();
+    (
+        verified.claim.map(|(_, claim)| claim.user_key),
+        verified.registrations.keys().cloned().collect(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lying_replica_cannot_take_an_aor_over_nor_hide_a_device() {
+    let net = Net::start(4, |_, _| {}, async |_| Vec::new()).await;
+    let (aor, resource) = aor_where(&net.ids(), |_| true);
+    let ranked = closest_nodes(&resource, net.ids(), usize::MAX);
+    let liar = &net.nodes[net.index(&ranked[0])];
+    let outsider = &net.nodes[net.index(&ranked[3])];
+    let alice = User::new(&aor);
+    alice.claim_and_register(outsider, None).await;
+    let mallory = User::new(&aor);
+    mallory.take_over(liar, &alice, None);
+
+    for node in &net.nodes {
+        let (owner, devices) = looked_up(node, &aor).await;
+        assert_eq!(owner, Some(alice.key.public().encode_protobuf()));
+        assert_eq!(devices, vec![alice.device_key()], "from {}", node.node_id());
+    }
+    assert!(outsider.rejected_entries() > 0, "the liar's device is counted");
+    for node in &net.nodes {
+        node.kill().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_stale_and_one_silent_replica_change_nothing() {
+    // The silent replica: a peer of the overlay that takes requests and never answers.
+    let silent_key = Keypair::generate_ed25519();
+    let silent_id = silent_key.public().to_peer_id();
+    let (silent, mut events) = Network::start(silent_key, network_config(Vec::new()))
+        .await
+        .unwrap();
+    let held = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Some(event) = events.recv().await {
+            if let Event::Request { responder, .. } = event {
+                held.push(responder);
+            }
+        }
+        held.len()
+    });
+    let net = Net::start(
+        5,
+        |_, _| {},
+        async |addr| {
+            silent.dial(addr).await.unwrap();
+            let _ = silent.bootstrap().await;
+            vec![silent_id]
+        },
+    )
+    .await;
+    let mut everyone = net.ids();
+    everyone.push(silent_id);
+    // The silent peer and two nodes are the replica set.
+    let (aor, resource) = aor_where(&everyone, |ranked| ranked[..3].contains(&silent_id));
+    let ranked: Vec<PeerId> = closest_nodes(&resource, everyone, usize::MAX)
+        .into_iter()
+        .filter(|p| *p != silent_id)
+        .collect();
+    let stale = &net.nodes[net.index(&ranked[0])];
+    let storer = &net.nodes[net.index(&ranked[3])];
+    let fetcher = &net.nodes[net.index(&ranked[4])];
+    let alice = User::new(&aor);
+    alice.claim_and_register(storer, None).await;
+    // The stale replica lost everything (an empty answer).
+    for kind in Kind::KNOWN {
+        for (key, _) in stale.local_store().get(&resource, kind, now_ms()).unwrap() {
+            stale.local_store().remove(&resource, kind, &key).unwrap();
+        }
+    }
+
+    let (owner, devices) = looked_up(fetcher, &aor).await;
+    assert_eq!(owner, Some(alice.key.public().encode_protobuf()));
+    assert_eq!(devices, vec![alice.device_key()]);
+    for node in &net.nodes {
+        node.kill().await;
+    }
+    silent.shutdown().await.unwrap();
+    assert!(held.await.unwrap() > 0, "the silent peer was asked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_enrollment_ca_a_fetched_claim_without_its_certificate_is_ignored() {
+    let ca = Keypair::generate_ed25519();
+    let policy = AccessPolicy::default().with_enrollment_ca(ca.public());
+    let net = Net::start(
+        4,
+        |_, config| config.policy = policy.clone(),
+        async |_| Vec::new(),
+    )
+    .await;
+    let (aor, resource) = aor_where(&net.ids(), |_| true);
+    let ranked = closest_nodes(&resource, net.ids(), usize::MAX);
+    let alice = User::new(&aor);
+    alice
+        .claim_and_register(&net.nodes[net.index(&ranked[3])], Some(&ca))
+        .await;
+    let (owner, devices) = looked_up(&net.nodes[0], &aor).await;
+    assert_eq!(owner, Some(alice.key.public().encode_protobuf()));
+    assert_eq!(devices, vec![alice.device_key()]);
+
+    // Two of the three replicas now hold a claim of Mallory's without the CA's certificate
+    // (valid in an overlay without a CA) and her device; even a majority cannot get them in.
+    let mallory = User::new(&aor);
+    for liar in &ranked[..2] {
+        mallory.take_over(&net.nodes[net.index(liar)], &alice, None);
+    }
+    for node in &net.nodes {
+        let (owner, devices) = looked_up(node, &aor).await;
+        assert_ne!(owner, Some(mallory.key.public().encode_protobuf()));
+        assert!(
+            !devices.contains(&mallory.device_key()),
+            "from {}",
+            node.node_id()
+        );
+    }
+    for node in &net.nodes {
+        node.kill().await;
+    }
+}
