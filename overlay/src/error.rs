@@ -145,6 +145,18 @@ pub enum Error {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// This node is not among the replicas of the resource as far as it knows (the `replicas`
+    /// peers closest to it, this node included): it does not take the store. Store at the
+    /// resource's replica set (a lookup of the closest peers finds it).
+    #[error(
+        "this node is not one of the {replicas} peers closest to resource {resource} that it knows; store at the resource's replicas"
+    )]
+    NotReplica {
+        /// The resource.
+        resource: ResourceId,
+        /// The replication factor of this node.
+        replicas: usize,
+    },
     /// A remote peer answered with an error; `message` is its sentence.
     #[error("peer answered: {message}")]
     Remote {
@@ -220,6 +232,8 @@ pub enum ErrorCode {
     Expired,
     /// A failure inside the answering peer (its disk, its store, its keys).
     Internal,
+    /// [`Error::NotReplica`].
+    NotReplica,
 }
 
 impl Error {
@@ -238,6 +252,7 @@ impl Error {
             Error::UnknownKind { .. } => ErrorCode::UnknownKind,
             Error::InvalidMessage { .. } | Error::InvalidAor { .. } => ErrorCode::InvalidMessage,
             Error::LoopDetected { .. } => ErrorCode::LoopDetected,
+            Error::NotReplica { .. } => ErrorCode::NotReplica,
             Error::Remote { code, .. } => *code,
             Error::Io { .. } | Error::Store(_) | Error::Corrupt { .. } | Error::Key { .. } => {
                 ErrorCode::Internal
@@ -284,7 +299,8 @@ impl From<(ErrorCode, String)> for Error {
 impl ErrorCode {
     /// The RELOAD error code (RFC 6940 §14.9) this code corresponds to; codes RELOAD does not
     /// have use its private range (`Error_Exp_A` = 18 for [`ErrorCode::LoopDetected`],
-    /// `Error_Exp_B` = 19 for [`ErrorCode::Expired`]) or 0 for [`ErrorCode::Internal`].
+    /// `Error_Exp_B` = 19 for [`ErrorCode::Expired`]), 21 (unassigned by RELOAD) for
+    /// [`ErrorCode::NotReplica`], or 0 for [`ErrorCode::Internal`].
     pub fn reload_code(self) -> u16 {
         match self {
             ErrorCode::Forbidden => 2,
@@ -299,6 +315,7 @@ impl ErrorCode {
             ErrorCode::InvalidMessage => 20,
             ErrorCode::LoopDetected => 18,
             ErrorCode::Expired => 19,
+            ErrorCode::NotReplica => 21,
             ErrorCode::Internal => 0,
         }
     }
@@ -319,6 +336,7 @@ impl std::fmt::Display for ErrorCode {
             ErrorCode::InvalidMessage => "InvalidMessage",
             ErrorCode::LoopDetected => "LoopDetected",
             ErrorCode::Expired => "Expired",
+            ErrorCode::NotReplica => "NotReplica",
             ErrorCode::Internal => "Internal",
         };
         f.write_str(name)

@@ -39,10 +39,17 @@
 //! closest live peers it knows (routing table and connected peers, itself included) and pushes
 //! the entries to the members it has not pushed them to yet or has no connection to (to all of
 //! them every sixth pass, since a member may have dropped its copy); the entries it publishes are
-//! walked the same way, so an owner restores its entries even when every replica died. A peer
-//! that disconnected or failed a push is skipped (and no longer counts as a holder) until it
-//! answers a ping again. A node that finds itself outside a resource's replica set once the
-//! set holds the resource deletes its own copy. Expired entries are swept every
+//! walked the same way, so an owner restores its entries even when every replica died. Claims
+//! go before registrations (a replica refuses the registrations of an AOR it has no claim
+//! of). A peer counts as holding a resource only when it acknowledged every entry (stored it,
+//! or answered that it holds a newer version); a peer that refuses (full, forbidden, not a
+//! replica: counted in [`Overlay::refused_pushes`]) is not a holder, and the next closest
+//! peer gets the push instead. A peer that disconnected or failed a push is skipped (and no
+//! longer counts as a holder) until it answers a ping again. A node that finds itself outside
+//! a resource's replica set deletes its own copy only once all `r` members acknowledged, in
+//! that same pass, every entry it holds. The tables of the pass (what was pushed to whom, the
+//! peers held as down) are pruned of resources no longer held and of peers no longer known
+//! ([`Overlay::replication_tables`]). Expired entries are swept every
 //! [`Config::sweep_interval`]. [`Overlay::leave`] hands every local resource to the closest
 //! other peers before it shuts the node down.
 //!
@@ -50,8 +57,13 @@
 //!
 //! Each is decoded with [`Config::max_message_size`]; a message that is too large or does not
 //! decode is answered with a [`Response::Error`] and counted ([`Overlay::bad_messages`]).
-//! Store goes through [`Store::store`] (on disk before the answer); Fetch and Stat read the
-//! local store; Route and PathTrack are forwarded or delivered; Ping is answered with Pong.
+//! Store is taken only by a replica of the resource: a node that is not among the `r` closest
+//! to it of the live peers it knows and itself (the sender left out, so that the closest
+//! other peers take the handover of a leaving node; with a margin of `r` places for closer
+//! peers that are silent without this node knowing it) answers [`ErrorCode::NotReplica`]
+//! (counted in [`Overlay::not_replica`]), and the storing node tries the next closest peer. Then it goes
+//! through [`Store::store`] (on disk before the answer; a replayed entry costs no write, and
+//! per-signer quotas apply); Fetch and Stat read the local store; Route and PathTrack are forwarded or delivered; Ping is answered with Pong.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -82,6 +94,10 @@ use crate::store::{Limits, Store};
 /// say). It runs on the node's task: it must not block.
 pub type RouteHandler =
     Box<dyn Fn(PeerId, Vec<u8>) -> Result<Vec<u8>, overlay_error::Error> + Send + Sync>;
+
+/// The most peers held as down at once (the table is also pruned of unknown peers by every
+/// replication pass).
+const MAX_DOWN: usize = 4096;
 
 /// Every this many replication passes, a node pushes its entries to the whole replica set
 /// again, not only to the peers it has not pushed them to.
@@ -243,6 +259,10 @@ struct Inner {
     bad_messages: AtomicU64,
     /// Entries of fetch answers that failed the checks of a storing node.
     rejected_entries: AtomicU64,
+    /// Stores refused because this node is not a replica of the resource.
+    not_replica: AtomicU64,
+    /// Entries this node pushed that a peer refused (full, forbidden, not a replica).
+    refused_pushes: AtomicU64,
     /// Route and PathTrack messages forwarded for other nodes.
     forwarded: AtomicU64,
     /// For each (resource, kind), the peers its entries were pushed to.
@@ -305,6 +325,8 @@ impl Overlay {
             transaction: AtomicU64::new(seed),
             bad_messages: AtomicU64::new(0),
             rejected_entries: AtomicU64::new(0),
+            not_replica: AtomicU64::new(0),
+            refused_pushes: AtomicU64::new(0),
             forwarded: AtomicU64::new(0),
             pushed: Mutex::new(HashMap::new()),
             passes: AtomicU64::new(1),
@@ -361,6 +383,37 @@ impl Overlay {
     /// the enrollment CA, under a claim that lost the vote...) and were discarded.
     pub fn rejected_entries(&self) -> u64 {
         self.inner.rejected_entries.load(Ordering::Relaxed)
+    }
+
+    /// How many stores this node refused because it is not among the replicas of their
+    /// resource as far as it knows ([`ErrorCode::NotReplica`]).
+    pub fn not_replica(&self) -> u64 {
+        self.inner.not_replica.load(Ordering::Relaxed)
+    }
+
+    /// How many entries this node pushed to a replica that refused them (full, forbidden,
+    /// not a replica); such a peer does not count as holding them.
+    pub fn refused_pushes(&self) -> u64 {
+        self.inner.refused_pushes.load(Ordering::Relaxed)
+    }
+
+    /// The sizes of the node's replication tables keyed by what peers send: the (resource,
+    /// kind) pairs it remembers pushing, and the peers it holds as down. Both are pruned by
+    /// every replication pass.
+    pub fn replication_tables(&self) -> (usize, usize) {
+        let pushed = self
+            .inner
+            .pushed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        let down = self
+            .inner
+            .down
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        (pushed, down)
     }
 
     /// How many Route and PathTrack messages this node forwarded for other nodes (it was
@@ -723,6 +776,11 @@ impl Inner {
     fn set_down(&self, peer: PeerId, down: bool) {
         let mut set = self.down.lock().unwrap_or_else(PoisonError::into_inner);
         if down {
+            if set.len() >= MAX_DOWN
+                && let Some(any) = set.iter().next().copied()
+            {
+                set.remove(&any);
+            }
             set.insert(peer);
         } else {
             set.remove(&peer);
@@ -806,6 +864,46 @@ impl Inner {
         .map_err(Error::Overlay)
     }
 
+    /// A Store from `sender`: taken only when this node is among the replicas of the resource
+    /// as far as it knows ([`Inner::is_replica`]), then through the access checks.
+    async fn store_inbound(
+        &self,
+        sender: PeerId,
+        resource: ResourceId,
+        kind: Kind,
+        key: Vec<u8>,
+        data: StoredData,
+    ) -> Result<u64, Error> {
+        if !self.is_replica(&resource, sender).await {
+            self.not_replica.fetch_add(1, Ordering::Relaxed);
+            debug!(%resource, %sender, "refused a store: not a replica");
+            return Err(overlay_error::Error::NotReplica {
+                resource,
+                replicas: self.config.replicas.max(1),
+            }
+            .into());
+        }
+        self.store_local(resource, kind, key, data).await
+    }
+
+    /// Whether this node is one of the replicas of `resource` as far as it knows: among the
+    /// `r` closest to it of the live peers it knows and itself, with a margin of `r` more
+    /// places, since a closer peer may be silent without this node knowing it (the storing
+    /// node then comes to the next closest: a silent replica must not shrink the replica
+    /// set). The sender of the store does not count: a node that leaves hands its data to the
+    /// closest other peers, which are the replicas once it is gone.
+    async fn is_replica(&self, resource: &ResourceId, sender: PeerId) -> bool {
+        let mut peers: Vec<PeerId> = self
+            .known_peers()
+            .await
+            .into_iter()
+            .filter(|peer| *peer != sender && !self.is_down(peer))
+            .collect();
+        peers.push(self.id);
+        let places = self.config.replicas.max(1).saturating_mul(2);
+        closest_nodes(resource, peers, places).contains(&self.id)
+    }
+
     async fn store_at(
         &self,
         peer: PeerId,
@@ -883,7 +981,8 @@ impl Inner {
         let r = self.config.replicas.max(1);
         let set = r.min(candidates.len());
         let needed = set / 2 + 1;
-        let results = ask_in_turn(candidates, set, is_transient, |peer| {
+        let retry = |error: &Error| is_transient(error) || is_not_replica(error);
+        let results = ask_in_turn(candidates, set, retry, |peer| {
             self.store_at(peer, resource, kind, key.clone(), data.clone())
         })
         .await;
@@ -896,7 +995,7 @@ impl Inner {
                 Err(error) => {
                     debug!(%peer, %error, "a replica did not store");
                     last = error.to_string();
-                    if !is_transient(&error) && refusal.is_none() {
+                    if !is_transient(&error) && !is_not_replica(&error) && refusal.is_none() {
                         refusal = Some(error);
                     }
                 }
@@ -1067,7 +1166,7 @@ impl Inner {
     /// Answers one inbound request.
     async fn on_request(&self, peer: PeerId, frame: Vec<u8>, responder: Responder) {
         let answer = match message::decode(&frame, self.max_message()) {
-            Ok(envelope) => self.handle(envelope).await,
+            Ok(envelope) => self.handle(peer, envelope).await,
             Err(error) => {
                 self.bad_messages.fetch_add(1, Ordering::Relaxed);
                 debug!(%peer, %error, "refused a message");
@@ -1081,7 +1180,7 @@ impl Inner {
         }
     }
 
-    async fn handle(&self, envelope: Envelope) -> Envelope {
+    async fn handle(&self, peer: PeerId, envelope: Envelope) -> Envelope {
         let request = match &envelope.body {
             Body::Request(request) => request.clone(),
             Body::Response(_) => {
@@ -1097,7 +1196,7 @@ impl Inner {
                 key,
                 data,
             } => self
-                .store_local(resource, kind, key, data)
+                .store_inbound(peer, resource, kind, key, data)
                 .await
                 .map(|generation| Response::Stored { generation }),
             Request::Fetch { resource, kind } => self
@@ -1208,6 +1307,10 @@ impl Inner {
         let r = self.config.replicas.max(1);
         let mut pushed_entries = 0;
         let mut failed: HashSet<PeerId> = HashSet::new();
+        // Claims first: a replica refuses the registrations of an AOR it has no claim of.
+        let mut resources: Vec<(ResourceId, Kind)> = resources.into_iter().collect();
+        resources.sort_by_key(|(resource, kind)| (*kind != Kind::AOR_CLAIM, *resource, *kind));
+        let mut walked = HashSet::new();
         for (resource, kind) in resources {
             let now = now_ms();
             let local = self.store.get(&resource, kind, now)?;
@@ -1218,12 +1321,16 @@ impl Inner {
             if entries.is_empty() {
                 continue;
             }
+            walked.insert((resource, kind));
             let mut candidates = known.clone();
             if !handover {
                 candidates.push(self.id);
             }
             let ranked = closest_nodes(&resource, candidates, usize::MAX);
-            let done: HashSet<PeerId> = if handover || verify {
+            // A node outside the replica set is about to drop its copy: every member must
+            // acknowledge holding it in this pass, so none is skipped.
+            let member = ranked.iter().take(r).any(|peer| *peer == self.id);
+            let done: HashSet<PeerId> = if handover || verify || !member {
                 HashSet::new()
             } else {
                 self.pushed
@@ -1234,10 +1341,12 @@ impl Inner {
                     .unwrap_or_default()
             };
             let mut live = 0;
+            let mut acked_now = 0;
+            let mut refusals = 0;
             let mut here = false;
             let mut now_done = HashSet::new();
             for peer in ranked {
-                if live >= r {
+                if live >= r || refusals >= r {
                     break;
                 }
                 if peer == self.id {
@@ -1253,10 +1362,16 @@ impl Inner {
                     continue;
                 }
                 match self.push(peer, resource, kind, &entries).await {
-                    Ok(n) => {
-                        pushed_entries += n;
+                    Ok(acked) if acked == entries.len() => {
+                        pushed_entries += acked;
                         live += 1;
+                        acked_now += 1;
                         now_done.insert(peer);
+                    }
+                    Ok(acked) => {
+                        // Refused (full, forbidden, not a replica...): not a holder.
+                        pushed_entries += acked;
+                        refusals += 1;
                     }
                     Err(error) => {
                         debug!(%peer, %error, "replica push failed");
@@ -1264,7 +1379,7 @@ impl Inner {
                     }
                 }
             }
-            if !handover && !here && live >= r {
+            if !handover && !here && live >= r && acked_now >= r {
                 self.drop_copies(resource, kind, &local);
             }
             self.pushed
@@ -1272,6 +1387,17 @@ impl Inner {
                 .unwrap_or_else(PoisonError::into_inner)
                 .insert((resource, kind), now_done);
         }
+        // The tables keyed by what peers send stay bounded: resources no longer held are
+        // forgotten, and so are down peers no longer known.
+        self.pushed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|slot, _| walked.contains(slot));
+        let known_now: HashSet<PeerId> = self.known_peers().await.into_iter().collect();
+        self.down
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|peer| known_now.contains(peer));
         if pushed_entries > 0 {
             debug!(pushed = pushed_entries, "replication pass");
         }
@@ -1446,8 +1572,9 @@ impl Inner {
             .collect()
     }
 
-    /// Pushes the entries of one resource to one peer; a refusal of one entry (a newer one is
-    /// already there) is not a failure, an unreachable peer is.
+    /// Pushes the entries of one resource to one peer; gives how many it acknowledged
+    /// holding: stored, or refused because it holds a newer version. Any other refusal (full,
+    /// forbidden, not a replica) is not an acknowledgement; an unreachable peer is an error.
     async fn push(
         &self,
         peer: PeerId,
@@ -1455,18 +1582,22 @@ impl Inner {
         kind: Kind,
         entries: &[(Vec<u8>, StoredData)],
     ) -> Result<usize, Error> {
-        let mut pushed = 0;
+        let mut acked = 0;
         for (key, data) in entries {
             match self
                 .store_at(peer, resource, kind, key.clone(), data.clone())
                 .await
             {
-                Ok(_) => pushed += 1,
+                Ok(_) => acked += 1,
                 Err(error) if is_transient(&error) => return Err(error),
-                Err(error) => debug!(%peer, %error, "a replica refused a pushed entry"),
+                Err(error) if holds_newer(&error) => acked += 1,
+                Err(error) => {
+                    self.refused_pushes.fetch_add(1, Ordering::Relaxed);
+                    debug!(%peer, %resource, %error, "a replica refused a pushed entry");
+                }
             }
         }
-        Ok(pushed)
+        Ok(acked)
     }
 
     /// Pings the peers marked down; those that answer are used again.
@@ -1526,6 +1657,19 @@ where
         results.push((peer, result));
     }
     results
+}
+
+/// Whether a peer refused because it is not a replica of the resource (try the next closest).
+fn is_not_replica(error: &Error) -> bool {
+    error.code() == Some(ErrorCode::NotReplica)
+}
+
+/// Whether a refusal of a pushed entry says the peer holds that entry or a newer version.
+fn holds_newer(error: &Error) -> bool {
+    matches!(
+        error.code(),
+        Some(ErrorCode::GenerationTooLow | ErrorCode::DataTooOld)
+    )
 }
 
 /// Whether an error is the peer's absence (try another) rather than its refusal.

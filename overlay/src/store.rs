@@ -17,15 +17,21 @@
 //!   a node that acknowledged a store and is then killed still has the entry when it restarts.
 //! - Reads never return expired entries; [`Store::sweep`] deletes them.
 //! - State is bounded ([`Limits`]): value size and entries per resource for each kind, total
-//!   bytes for the node, and the size of the peer cache. A write over a limit is refused with
-//!   [`Error::DataTooLarge`]; the peer cache forgets its oldest peer instead.
+//!   bytes for the node, entries and bytes per signer (the key that signed the entries: a
+//!   device's Node-ID key for registrations, a user key for claims, so that one peer cannot
+//!   fill a node's store), and the size of the peer cache. A write over a limit is refused
+//!   with [`Error::DataTooLarge`] (which limit, in its sentence); the peer cache forgets its
+//!   oldest peer instead. The per-signer counts live in memory and are rebuilt from the
+//!   entries when the store opens.
+//! - An entry stored again as it is (a replay, a replica's second push) costs no disk write:
+//!   [`Store::store`] neither inserts nor flushes it ([`Store::disk_writes`] counts writes).
 //! - Writes are serialized inside one `Store` (and its clones), so [`Store::store`]'s check and
 //!   write see no other write between them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
@@ -47,10 +53,16 @@ pub struct Limits {
     pub max_peers: usize,
     /// The most addresses remembered per peer.
     pub max_peer_addrs: usize,
+    /// The most entries signed by one key that the node stores (all resources and kinds).
+    pub max_signer_entries: u64,
+    /// The most bytes (keys and encoded entries) of entries signed by one key that the node
+    /// stores.
+    pub max_signer_bytes: u64,
 }
 
 impl Default for Limits {
-    /// The kinds' default limits, 64 MiB in all, 1000 peers of 8 addresses each.
+    /// The kinds' default limits, 64 MiB in all, 4096 entries and 4 MiB per signer, 1000
+    /// peers of 8 addresses each.
     fn default() -> Limits {
         Limits {
             kinds: Kind::KNOWN
@@ -60,6 +72,8 @@ impl Default for Limits {
             max_node_bytes: 64 * 1024 * 1024,
             max_peers: 1000,
             max_peer_addrs: 8,
+            max_signer_entries: 4096,
+            max_signer_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -85,7 +99,17 @@ pub struct Store {
     peers: sled::Tree,
     limits: Limits,
     used: Arc<AtomicU64>,
+    /// Entries and bytes per signer (the `signer` bytes of the entries).
+    signers: Arc<Mutex<HashMap<Vec<u8>, Usage>>>,
     writes: Arc<Mutex<()>>,
+    disk_writes: Arc<AtomicU64>,
+}
+
+/// What one signer's entries take.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Usage {
+    entries: u64,
+    bytes: u64,
 }
 
 /// The (resource, kind) pairs a store holds entries for: [`Store::all_resources`].
@@ -111,9 +135,16 @@ impl Store {
         let entries = db.open_tree("entries")?;
         let peers = db.open_tree("peers")?;
         let mut used = 0u64;
+        let mut signers: HashMap<Vec<u8>, Usage> = HashMap::new();
         for item in entries.iter() {
             let (key, value) = item?;
-            used += (key.len() + value.len()) as u64;
+            let size = (key.len() + value.len()) as u64;
+            used += size;
+            if let Ok(data) = decode_entry(&value) {
+                let usage = signers.entry(data.signer).or_default();
+                usage.entries += 1;
+                usage.bytes += size;
+            }
         }
         Ok(Store {
             db,
@@ -121,7 +152,9 @@ impl Store {
             peers,
             limits,
             used: Arc::new(AtomicU64::new(used)),
+            signers: Arc::new(Mutex::new(signers)),
             writes: Arc::new(Mutex::new(())),
+            disk_writes: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -135,9 +168,24 @@ impl Store {
         self.used.load(Ordering::Relaxed)
     }
 
+    /// The entries and bytes stored that `signer` (a public key, protobuf-encoded) signed.
+    pub fn signer_usage(&self, signer: &[u8]) -> (u64, u64) {
+        let signers = self.signers.lock().unwrap_or_else(PoisonError::into_inner);
+        signers
+            .get(signer)
+            .map_or((0, 0), |usage| (usage.entries, usage.bytes))
+    }
+
+    /// How many writes (inserts, deletes and flushes of entries) this store (and its clones)
+    /// made since it was opened.
+    pub fn disk_writes(&self) -> u64 {
+        self.disk_writes.load(Ordering::Relaxed)
+    }
+
     /// Checks `data` with [`check_store`] against what the store holds (the key's live entry,
     /// the resource's live AOR claim) and `policy`, then stores it; gives the stored
-    /// generation. Durable before it returns.
+    /// generation. Durable before it returns; the entry already held, offered again, is
+    /// not written again.
     pub fn store(
         &self,
         resource: &ResourceId,
@@ -161,11 +209,12 @@ impl Store {
                 now_ms,
                 policy,
             )?;
-            if current.as_ref() != Some(data) {
-                self.insert(resource, kind, key, data, now_ms)?;
+            if current.as_ref() == Some(data) {
+                return Ok(data.generation);
             }
+            self.insert(resource, kind, key, data, now_ms)?;
         }
-        self.db.flush()?;
+        self.flush_written()?;
         Ok(data.generation)
     }
 
@@ -184,7 +233,7 @@ impl Store {
             let _guard = self.lock();
             self.insert(resource, kind, key, data, now_ms)?;
         }
-        self.db.flush()?;
+        self.flush_written()?;
         Ok(())
     }
 
@@ -244,7 +293,9 @@ impl Store {
             let _guard = self.lock();
             self.delete(&full_key(resource, kind, key))?
         };
-        self.db.flush()?;
+        if removed {
+            self.flush_written()?;
+        }
         Ok(removed)
     }
 
@@ -267,7 +318,7 @@ impl Store {
             }
         };
         if removed {
-            self.db.flush()?;
+            self.flush_written()?;
         }
         Ok(removed)
     }
@@ -354,11 +405,16 @@ impl Store {
         Ok(())
     }
 
+    /// Flushes after a write, counted in [`Store::disk_writes`].
+    fn flush_written(&self) -> Result<(), Error> {
+        self.disk_writes.fetch_add(1, Ordering::Relaxed);
+        self.db.flush()?;
+        Ok(())
+    }
+
     fn lock(&self) -> MutexGuard<'_, ()> {
         // The lock guards no data: a panic elsewhere cannot leave it inconsistent.
-        self.writes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.writes.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Inserts within the limits; the caller holds the write lock and flushes.
@@ -399,7 +455,9 @@ impl Store {
             }
         }
         let encoded = encode_value(data);
-        let old_size = old.map_or(0, |value| (full.len() + value.len()) as u64);
+        let old_size = old
+            .as_ref()
+            .map_or(0, |value| (full.len() + value.len()) as u64);
         let new_size = (full.len() + encoded.len()) as u64;
         let used = self.used_bytes();
         let after = used.saturating_sub(old_size).saturating_add(new_size);
@@ -410,8 +468,50 @@ impl Store {
                 limit: self.limits.max_node_bytes,
             });
         }
+        let old_data = old.as_deref().and_then(|value| decode_entry(value).ok());
+        let mut signers = self.signers.lock().unwrap_or_else(PoisonError::into_inner);
+        let same_signer = old_data
+            .as_ref()
+            .is_some_and(|old| old.signer == data.signer);
+        let usage = signers.get(&data.signer).copied().unwrap_or_default();
+        let (entries_after, bytes_after) = if same_signer {
+            (
+                usage.entries,
+                usage
+                    .bytes
+                    .saturating_sub(old_size)
+                    .saturating_add(new_size),
+            )
+        } else {
+            (usage.entries + 1, usage.bytes.saturating_add(new_size))
+        };
+        if entries_after > usage.entries && entries_after > self.limits.max_signer_entries {
+            return Err(Error::DataTooLarge {
+                what: "the number of entries this node stores for one signer",
+                size: entries_after,
+                limit: self.limits.max_signer_entries,
+            });
+        }
+        if bytes_after > usage.bytes && bytes_after > self.limits.max_signer_bytes {
+            return Err(Error::DataTooLarge {
+                what: "the bytes this node stores for one signer",
+                size: bytes_after,
+                limit: self.limits.max_signer_bytes,
+            });
+        }
         self.entries.insert(full, encoded)?;
+        self.disk_writes.fetch_add(1, Ordering::Relaxed);
         self.used.store(after, Ordering::Relaxed);
+        if !same_signer && let Some(old) = &old_data {
+            release(&mut signers, &old.signer, old_size);
+        }
+        signers.insert(
+            data.signer.clone(),
+            Usage {
+                entries: entries_after,
+                bytes: bytes_after,
+            },
+        );
         Ok(())
     }
 
@@ -439,7 +539,12 @@ impl Store {
     fn delete(&self, key: &[u8]) -> Result<bool, Error> {
         match self.entries.remove(key)? {
             Some(value) => {
+                self.disk_writes.fetch_add(1, Ordering::Relaxed);
                 let size = (key.len() + value.len()) as u64;
+                if let Ok(data) = decode_entry(&value) {
+                    let mut signers = self.signers.lock().unwrap_or_else(PoisonError::into_inner);
+                    release(&mut signers, &data.signer, size);
+                }
                 let _ = self
                     .used
                     .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
@@ -493,6 +598,17 @@ impl Iterator for Resources {
                 ResourceId::from_bytes(resource),
                 Kind(u32::from_be_bytes(kind)),
             )));
+        }
+    }
+}
+
+/// Takes one entry of `size` bytes off a signer's usage; a signer with none left is forgotten.
+fn release(signers: &mut HashMap<Vec<u8>, Usage>, signer: &[u8], size: u64) {
+    if let Some(usage) = signers.get_mut(signer) {
+        usage.entries = usage.entries.saturating_sub(1);
+        usage.bytes = usage.bytes.saturating_sub(size);
+        if usage.entries == 0 {
+            signers.remove(signer);
         }
     }
 }

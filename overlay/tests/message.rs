@@ -103,6 +103,7 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
         ErrorCode::LoopDetected,
         ErrorCode::Expired,
         ErrorCode::Internal,
+        ErrorCode::NotReplica,
     ])
 }
 

@@ -98,7 +98,10 @@ impl Net {
             if lagging == 0 {
                 return;
             }
-            assert!(Instant::now() < deadline, "{lagging} nodes have not settled");
+            assert!(
+                Instant::now() < deadline,
+                "{lagging} nodes have not settled"
+            );
             for node in &self.nodes {
                 let _ =
                     tokio::time::timeout(Duration::from_secs(2), node.network().bootstrap()).await;
@@ -197,10 +200,20 @@ impl User {
             .unwrap();
         let (key, data) = self.registration(u64::MAX / 2);
         store
-            .put(&victim.resource, Kind::SIP_REGISTRATION, &key, &data, now_ms())
+            .put(
+                &victim.resource,
+                Kind::SIP_REGISTRATION,
+                &key,
+                &data,
+                now_ms(),
+            )
             .unwrap();
         store
-            .remove(&victim.resource, Kind::SIP_REGISTRATION, &victim.device_key())
+            .remove(
+                &victim.resource,
+                Kind::SIP_REGISTRATION,
+                &victim.device_key(),
+            )
             .unwrap();
     }
 }
@@ -234,7 +247,10 @@ async fn a_lying_replica_cannot_take_an_aor_over_nor_hide_a_device() {
         assert_eq!(owner, Some(alice.key.public().encode_protobuf()));
         assert_eq!(devices, vec![alice.device_key()], "from {}", node.node_id());
     }
-    assert!(outsider.rejected_entries() > 0, "the liar's device is counted");
+    assert!(
+        outsider.rejected_entries() > 0,
+        "the liar's device is counted"
+    );
     for node in &net.nodes {
         node.kill().await;
     }
@@ -332,6 +348,220 @@ async fn with_an_enrollment_ca_a_fetched_claim_without_its_certificate_is_ignore
             node.node_id()
         );
     }
+    for node in &net.nodes {
+        node.kill().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_refuses_a_copy_is_not_a_holder() {
+    // r = 1 and two nodes: the closer one is full and refuses every copy.
+    let net = Net::start(
+        2,
+        |i, config| {
+            config.replicas = 1;
+            if i == 1 {
+                config.limits = Limits {
+                    max_node_bytes: 1,
+                    ..Limits::default()
+                };
+            }
+        },
+        async |_| Vec::new(),
+    )
+    .await;
+    let (holder, full) = (&net.nodes[0], &net.nodes[1]);
+    let (aor, resource) = aor_where(&net.ids(), |ranked| ranked[0] == full.node_id());
+    let alice = User::new(&aor);
+    let (key, claim) = alice.claim(None, 1);
+    holder
+        .local_store()
+        .put(&resource, Kind::AOR_CLAIM, &key, &claim, now_ms())
+        .unwrap();
+
+    holder.replicate().await.unwrap();
+    assert!(
+        holder.refused_pushes() > 0,
+        "the full node refused the push"
+    );
+    assert!(
+        full.local_store()
+            .get(&resource, Kind::AOR_CLAIM, now_ms())
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        holder
+            .local_store()
+            .get(&resource, Kind::AOR_CLAIM, now_ms())
+            .unwrap(),
+        vec![(key, claim)],
+        "the only copy was dropped after a refused push"
+    );
+    for node in &net.nodes {
+        node.kill().await;
+    }
+}
+
+/// Sends a Store of one entry from `from` straight to `to`; gives the answer.
+async fn raw_store(
+    from: &Overlay,
+    to: PeerId,
+    resource: ResourceId,
+    kind: Kind,
+    (key, data): (Vec<u8>, StoredData),
+) -> Response {
+    let request = Request::Store {
+        resource,
+        kind,
+        key,
+        data,
+    };
+    let mut envelope = Envelope::request(7, None, request);
+    envelope.hop(&from.node_id()).unwrap();
+    let answer = tokio::time::timeout(WAIT, from.network().request(to, message::encode(&envelope)))
+        .await
+        .unwrap()
+        .unwrap();
+    match message::decode(&answer, 1 << 20).unwrap().body {
+        Body::Response(response) => response,
+        other => panic!("not a response: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_outside_the_replica_set_refuses_a_store_but_takes_a_handover() {
+    // r = 1: the replica and one more place (for a closer peer that may be silent) take
+    // stores, the third closest and further do not.
+    let net = Net::start(4, |_, config| config.replicas = 1, async |_| Vec::new()).await;
+    let (aor, resource) = aor_where(&net.ids(), |_| true);
+    let ranked = closest_nodes(&resource, net.ids(), usize::MAX);
+    let [replica, second, third, fourth] = [0, 1, 2, 3].map(|i| &net.nodes[net.index(&ranked[i])]);
+    let alice = User::new(&aor);
+
+    // The fourth pushes Alice's claim to the third, which is not a replica.
+    let refused = raw_store(
+        fourth,
+        third.node_id(),
+        resource,
+        Kind::AOR_CLAIM,
+        alice.claim(None, 1),
+    )
+    .await;
+    assert!(
+        matches!(
+            refused,
+            Response::Error {
+                code: ErrorCode::NotReplica,
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(third.not_replica(), 1);
+    assert!(
+        third
+            .local_store()
+            .get(&resource, Kind::AOR_CLAIM, now_ms())
+            .unwrap()
+            .is_empty()
+    );
+    // The replica takes it.
+    let stored = raw_store(
+        fourth,
+        replica.node_id(),
+        resource,
+        Kind::AOR_CLAIM,
+        alice.claim(None, 1),
+    )
+    .await;
+    assert!(matches!(stored, Response::Stored { .. }), "{stored:?}");
+
+    // The replica leaves: it hands the claim to the second, which takes it as the replica
+    // of the overlay without the one that leaves.
+    replica.leave().await.unwrap();
+    assert_eq!(second.not_replica(), 0);
+    assert_eq!(
+        second
+            .local_store()
+            .get(&resource, Kind::AOR_CLAIM, now_ms())
+            .unwrap()
+            .len(),
+        1
+    );
+    for node in &net.nodes {
+        node.kill().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_replication_tables_forget_resources_that_are_gone() {
+    let net = Net::start(2, |_, _| {}, async |_| Vec::new()).await;
+    let node = &net.nodes[0];
+    let alice = User::new("sip:alice@example.org");
+    let (key, claim) = alice.claim(None, 1);
+    node.store(alice.resource, Kind::AOR_CLAIM, key.clone(), claim)
+        .await
+        .unwrap();
+    node.replicate().await.unwrap();
+    assert_eq!(node.replication_tables().0, 1);
+    for node in &net.nodes {
+        node.local_store()
+            .remove(&alice.resource, Kind::AOR_CLAIM, &key)
+            .unwrap();
+    }
+    node.replicate().await.unwrap();
+    assert_eq!(
+        node.replication_tables().0,
+        0,
+        "a gone resource is forgotten"
+    );
+    for node in &net.nodes {
+        node.kill().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_is_dropped_only_once_the_replica_set_acknowledged_it_in_the_same_pass() {
+    // r = 1: the closer node is the replica; the other holds a copy it must hand over.
+    let net = Net::start(2, |_, config| config.replicas = 1, async |_| Vec::new()).await;
+    let (aor, resource) = aor_where(&net.ids(), |_| true);
+    let ranked = closest_nodes(&resource, net.ids(), usize::MAX);
+    let (replica, other) = (
+        &net.nodes[net.index(&ranked[0])],
+        &net.nodes[net.index(&ranked[1])],
+    );
+    let alice = User::new(&aor);
+    let (key, claim) = alice.claim(None, 1);
+    let held = |node: &Overlay| {
+        node.local_store()
+            .get(&resource, Kind::AOR_CLAIM, now_ms())
+            .unwrap()
+    };
+    other
+        .local_store()
+        .put(&resource, Kind::AOR_CLAIM, &key, &claim, now_ms())
+        .unwrap();
+    other.replicate().await.unwrap();
+    assert_eq!(held(replica).len(), 1, "handed to the replica");
+    assert!(held(other).is_empty(), "then dropped");
+
+    // The replica loses its copy (its view of the replica set differed, it was restored
+    // from an old disk...) while the other gets one again: the earlier push proves nothing.
+    replica
+        .local_store()
+        .remove(&resource, Kind::AOR_CLAIM, &key)
+        .unwrap();
+    other
+        .local_store()
+        .put(&resource, Kind::AOR_CLAIM, &key, &claim, now_ms())
+        .unwrap();
+    other.replicate().await.unwrap();
+    assert_eq!(
+        held(replica).len() + held(other).len(),
+        1,
+        "the last copy was dropped without the replica holding it"
+    );
     for node in &net.nodes {
         node.kill().await;
     }

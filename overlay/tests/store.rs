@@ -355,3 +355,136 @@ fn the_peer_cache_survives_reopening_and_is_bounded() {
     store.forget_peer(&peers[3]).unwrap();
     assert_eq!(store.peers().unwrap().len(), 2);
 }
+
+/// A registration of `device` under the self-certifying AOR of `user` (needs no claim).
+fn self_certified_registration(
+    user: &Keypair,
+    device: &Keypair,
+    generation: u64,
+) -> (ResourceId, Vec<u8>, StoredData) {
+    let aor = p2psip_overlay::identity::self_certifying_aor(&user.public());
+    let r = ResourceId::for_aor(&aor).unwrap();
+    let value = RegistrationValue {
+        destination: device.public().to_peer_id().to_bytes(),
+        contacts: vec![],
+        delegation: Delegation::sign(user, &r, &device.public(), NOW + 3_600_000).unwrap(),
+    };
+    let (key, data) = value.entry(device, &r, NOW, 600, generation).unwrap();
+    (r, key, data)
+}
+
+#[test]
+fn one_signer_cannot_fill_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        max_signer_entries: 3,
+        ..Limits::default()
+    };
+    let policy = AccessPolicy::default();
+    let device = keypair(9);
+    let signer = device.public().encode_protobuf();
+    {
+        let store = Store::open_with(dir.path(), limits.clone()).unwrap();
+        // The flood: one device registers under ever new AORs (each of its own user key).
+        for n in 0..3 {
+            let (r, key, data) = self_certified_registration(&keypair(20 + n), &device, 1);
+            store
+                .store(&r, Kind::SIP_REGISTRATION, &key, &data, NOW, &policy)
+                .unwrap();
+        }
+        let (r, key, data) = self_certified_registration(&keypair(30), &device, 1);
+        let refused = store
+            .store(&r, Kind::SIP_REGISTRATION, &key, &data, NOW, &policy)
+            .unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                Error::DataTooLarge {
+                    size: 4,
+                    limit: 3,
+                    ..
+                }
+            ),
+            "{refused}"
+        );
+        assert!(refused.to_string().contains("for one signer"), "{refused}");
+        // Another signer still gets in, and an update of a held entry is no new entry.
+        let (r, key, data) = self_certified_registration(&keypair(31), &keypair(10), 1);
+        store
+            .store(&r, Kind::SIP_REGISTRATION, &key, &data, NOW, &policy)
+            .unwrap();
+        let (r, key, data) = self_certified_registration(&keypair(20), &device, 2);
+        store
+            .store(&r, Kind::SIP_REGISTRATION, &key, &data, NOW, &policy)
+            .unwrap();
+        assert_eq!(store.signer_usage(&signer).0, 3);
+        store.flush().unwrap();
+    }
+    // The counts are rebuilt when the store opens again.
+    let store = Store::open_with(dir.path(), limits).unwrap();
+    assert_eq!(store.signer_usage(&signer).0, 3);
+    let (r, key, data) = self_certified_registration(&keypair(30), &device, 1);
+    let refused = store.store(&r, Kind::SIP_REGISTRATION, &key, &data, NOW, &policy);
+    assert!(matches!(refused, Err(Error::DataTooLarge { .. })));
+    // Deleting one frees its place.
+    let (r, key, _) = self_certified_registration(&keypair(21), &device, 1);
+    assert!(store.remove(&r, Kind::SIP_REGISTRATION, &key).unwrap());
+    let (r, key, data) = self_certified_registration(&keypair(30), &device, 1);
+    store
+        .store(&r, Kind::SIP_REGISTRATION, &key, &data, NOW, &policy)
+        .unwrap();
+}
+
+#[test]
+fn the_bytes_of_one_signer_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(
+        dir.path(),
+        Limits {
+            max_signer_bytes: 1500,
+            ..Limits::default()
+        },
+    )
+    .unwrap();
+    let policy = AccessPolicy::default();
+    let device = keypair(9);
+    let mut refused = None;
+    for n in 0..10 {
+        let (r, key, data) = self_certified_registration(&keypair(20 + n), &device, 1);
+        if let Err(error) = store.store(&r, Kind::SIP_REGISTRATION, &key, &data, NOW, &policy) {
+            refused = Some(error);
+            break;
+        }
+    }
+    let refused = refused.expect("the signer's bytes were not bounded");
+    assert!(
+        refused
+            .to_string()
+            .contains("bytes this node stores for one signer")
+    );
+    assert!(store.signer_usage(&device.public().encode_protobuf()).1 <= 1500);
+}
+
+#[test]
+fn a_replayed_entry_costs_no_disk_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let policy = AccessPolicy::default();
+    let (r, key, data) = self_certified_registration(&keypair(1), &keypair(2), 1);
+    store
+        .store(&r, Kind::SIP_REGISTRATION, &key, &data, NOW, &policy)
+        .unwrap();
+    let writes = store.disk_writes();
+    assert!(writes > 0);
+    for _ in 0..100 {
+        store
+            .store(&r, Kind::SIP_REGISTRATION, &key, &data, NOW, &policy)
+            .unwrap();
+    }
+    assert_eq!(store.disk_writes(), writes, "a replay wrote to disk");
+    let (_, _, newer) = self_certified_registration(&keypair(1), &keypair(2), 2);
+    store
+        .store(&r, Kind::SIP_REGISTRATION, &key, &newer, NOW, &policy)
+        .unwrap();
+    assert!(store.disk_writes() > writes);
+}
