@@ -2,7 +2,8 @@
 //! the overlay before its 200; another user key cannot take the AOR (403 "AOR is owned by
 //! another key") and the first registration stays; a request for an AOR nobody registered gets
 //! 100 then 404; a Route whose payload is not SIP is refused with InvalidMessage; an entry
-//! whose signature fails is never used; a replica set that lost the claim gets it again.
+//! whose signature fails is never used; a replica set that lost the claim gets it again; one
+//! malicious replica cannot take an AOR over.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -215,4 +216,71 @@ async fn a_registration_whose_replicas_lost_the_claim_claims_again() {
         .await
         .unwrap();
     assert_eq!(claims.len(), 1, "the claim is back in the overlay");
+}
+
+/// One malicious replica cannot take an AOR over: it writes into its own store a claim of
+/// the AOR by another key (validly signed, a far higher generation) and its own device
+/// delegated by that key, and drops the owner's device; a lookup still finds the owner's
+/// device only, since it goes by what the majority of the replica set holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_malicious_replica_cannot_take_an_aor_over() {
+    use libp2p::identity::Keypair;
+    use p2psip_overlay::data::{AorClaim, Delegation};
+
+    overlay::logs();
+    let net = overlay::Nodes::start(3).await;
+    let aor = "sip:erin@example.p2p";
+    let resource = ResourceId::for_aor(aor).unwrap();
+    let erin = Client::new().await;
+    let at1 = net.sip(1, Transport::Udp);
+    let (_, ok) = erin.ask(at1, erin.register(aor, "reg-e", at1)).await;
+    assert_eq!(ok.status().as_u16(), 200, "{ok}");
+
+    let now_ms = u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    let liar = net.nodes[2].overlay();
+    let mallory = Keypair::generate_ed25519();
+    let claim = AorClaim::new(aor, &mallory.public(), now_ms + 3_600_000).unwrap();
+    let (key, data) = claim.entry(&mallory, now_ms, 3600, u64::MAX / 2).unwrap();
+    let store = liar.local_store();
+    store
+        .put(&resource, Kind::AOR_CLAIM, &key, &data, now_ms)
+        .unwrap();
+    let device = liar.keypair();
+    let value = RegistrationValue {
+        destination: liar.node_id().to_bytes(),
+        contacts: Vec::new(),
+        delegation: Delegation::sign(&mallory, &resource, &device.public(), now_ms + 3_600_000)
+            .unwrap(),
+    };
+    let (key, data) = value
+        .entry(device, &resource, now_ms, 3600, u64::MAX / 2)
+        .unwrap();
+    store
+        .put(&resource, Kind::SIP_REGISTRATION, &key, &data, now_ms)
+        .unwrap();
+    store
+        .remove(
+            &resource,
+            Kind::SIP_REGISTRATION,
+            &net.nodes[1].node_id().to_bytes(),
+        )
+        .unwrap();
+
+    for node in &net.nodes {
+        let devices = p2psip_node::p2p::lookup(node.overlay(), aor).await.unwrap();
+        let found: Vec<_> = devices.iter().map(|device| device.node).collect();
+        assert_eq!(
+            found,
+            vec![net.nodes[1].node_id()],
+            "from {}",
+            node.node_id()
+        );
+    }
+    assert!(net.nodes[0].overlay().rejected_entries() > 0);
 }
