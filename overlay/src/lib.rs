@@ -7,6 +7,10 @@
 //! messages (Store, Fetch, Stat, Route, Ping, PathTrack) and the libp2p network that carries
 //! them.
 //!
+//! A lookup of an AOR trusts no single replica: [`quorum`] decides by what a majority of the
+//! replica set holds, every entry checked as a storing node checks it
+//! ([`node::Overlay::fetch_verified`]).
+//!
 //! It depends on neither `p2psip-sip` nor `p2psip-node`. Only the libp2p glue (`network`) is
 //! async; the data, access and message rules are plain functions of their inputs.
 //!
