@@ -13,6 +13,7 @@
 //! Being built (milestone 1, issue 5): the modules below.
 
 pub mod access;
+pub mod auth;
 pub mod data;
 pub mod error;
 pub mod id;
@@ -20,4 +21,5 @@ pub mod identity;
 pub mod message;
 pub mod network;
 pub mod node;
+pub mod rng;
 pub mod store;

@@ -19,25 +19,55 @@
 //! connections to direct ones where the NATs allow (the policy is in `nat.rs`). Streams of the
 //! media protocol ([`Network::media`]) carry RTP between the end nodes of a call.
 //!
+//! Inbound requests are held to limits per peer besides the global ones: at most
+//! [`Config::max_pending_per_peer`] of one peer's requests wait for their answer, and a token
+//! bucket per peer ([`Config::peer_request_rate`], [`Config::peer_request_burst`]) caps their
+//! rate, so a peer that floods cannot take the slots of the others. A refused request is
+//! answered at once with the frame the [`Refusal`] function of [`Network::start_with_refusal`]
+//! makes (the overlay's error response, code `Busy` and a sentence), or failed at its sender
+//! when there is none, and counted ([`Network::refused_requests`]).
+//!
 //! Invariants: every channel and every table of pending operations is bounded
 //! ([`Config::max_pending`], [`Config::event_buffer`]); the task never waits for the reader of
-//! [`Events`] (when that channel is full, events are dropped and logged); nodes of overlays
-//! with different names never enter each other's routing tables, because they speak different
-//! Kademlia protocols and identify only feeds peers that speak ours.
+//! [`Events`]: when that channel is full, a request is refused as busy and other events are
+//! dropped and logged, except peers connecting and disconnecting, which are never lost: they
+//! go through a table of their own (one entry per peer, coalesced: a peer that connected and
+//! disconnected unseen is not reported at all, one that disconnected and came back is
+//! reported as both) that [`Events`] drains first. Nodes of overlays with different names
+//! never enter each other's routing tables, because they speak different Kademlia protocols
+//! and identify only feeds peers that speak ours.
+//!
+//! # Tables keyed by what peers send, and their bounds
+//!
+//! | table | bound |
+//! |---|---|
+//! | pending dials, DHT queries, outbound requests, inbound requests | [`Config::max_pending`] each |
+//! | inbound requests waiting, per peer | [`Config::max_pending_per_peer`]; the table holds only peers with requests waiting |
+//! | token buckets per peer | pruned when refilled; at most `2 × max_connections + 64` peers |
+//! | bad-frame counts, connections, overlay members | connected peers only (removed with the last connection; [`Config::max_connections`]) |
+//! | peer changes not yet read | one entry per peer connected or believed connected by the reader |
+//! | addresses learnt from identify | [`MAX_ADDRS_PER_PEER`](task) per message, into Kademlia's routing table (k per bucket) |
+//! | relay candidates and reservations (`nat.rs`) | relay candidates: connected peers only; reservations: [`Config::relay_reservations`] |
 
 mod behaviour;
 mod codec;
 mod config;
 mod error;
+mod limits;
 mod nat;
 mod task;
 
 use std::{
+    collections::{HashMap, VecDeque},
     pin::Pin,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
     task::{Context, Poll},
 };
 
-use futures::Stream;
+use futures::{Stream, task::AtomicWaker};
 use libp2p::{Multiaddr, PeerId, identity::Keypair, multiaddr::Protocol};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument as _;
@@ -51,6 +81,11 @@ use task::{Command, Task};
 /// Capacity of the command channel from the handles to the task.
 const COMMAND_BUFFER: usize = 64;
 
+/// Makes the answer frame of an inbound request the network refused (over a per-peer or
+/// global limit) from the request frame and the reason; `None` fails the request at its
+/// sender without an answer. See [`Network::start_with_refusal`].
+pub type Refusal = Arc<dyn Fn(&[u8], &Error) -> Option<Vec<u8>> + Send + Sync>;
+
 /// A handle on the running network. Cheap to clone; every clone talks to the same task.
 ///
 /// The task stops on [`Network::shutdown`], or when every handle is dropped.
@@ -61,6 +96,7 @@ pub struct Network {
     max_frame_size: usize,
     media: libp2p_stream::Control,
     media_protocol: libp2p::StreamProtocol,
+    refused: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Network {
@@ -73,9 +109,76 @@ impl std::fmt::Debug for Network {
 }
 
 /// The events of the network, in order, from a bounded channel. Read them promptly: when the
-/// channel is full, new events are dropped (a dropped request fails at its requester).
+/// channel is full, new requests are refused as busy and other events dropped, except
+/// [`Event::PeerConnected`] and [`Event::PeerDisconnected`], which are never lost (they wait
+/// in a table of their own, coalesced per peer, and come first).
 #[derive(Debug)]
-pub struct Events(mpsc::Receiver<Event>);
+pub struct Events {
+    rx: mpsc::Receiver<Event>,
+    peers: Arc<PeerChanges>,
+}
+
+/// Peers that connected or disconnected, not yet read: shared by the task (which adds) and
+/// [`Events`] (which drains). Never full, never lossy.
+#[derive(Debug, Default)]
+pub(crate) struct PeerChanges {
+    queue: Mutex<PeerQueue>,
+    waker: AtomicWaker,
+}
+
+/// For each peer with changes not yet read: the first of them and its state now.
+#[derive(Debug, Default)]
+struct PeerQueue {
+    order: VecDeque<PeerId>,
+    /// (connected at the first unread change, connected now)
+    state: HashMap<PeerId, (bool, bool)>,
+}
+
+impl PeerChanges {
+    /// Records that `peer` connected (`true`) or disconnected, and wakes the reader.
+    pub(crate) fn push(&self, peer: PeerId, connected: bool) {
+        {
+            let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            match queue.state.get_mut(&peer) {
+                None => {
+                    queue.state.insert(peer, (connected, connected));
+                    queue.order.push_back(peer);
+                }
+                Some(entry) => {
+                    entry.1 = connected;
+                    // Connected and gone again before the reader saw either: nothing changed
+                    // for the reader.
+                    if entry.0 && !entry.1 {
+                        queue.state.remove(&peer);
+                        queue.order.retain(|p| *p != peer);
+                    }
+                }
+            }
+        }
+        self.waker.wake();
+    }
+
+    fn pop(&self) -> Option<Event> {
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let peer = *queue.order.front()?;
+        let (first, now) = queue.state.get(&peer).copied()?;
+        let event = |connected| {
+            if connected {
+                Event::PeerConnected(peer)
+            } else {
+                Event::PeerDisconnected(peer)
+            }
+        };
+        if first != now {
+            // Gone and back: the reader hears of both.
+            queue.state.insert(peer, (now, now));
+        } else {
+            queue.order.pop_front();
+            queue.state.remove(&peer);
+        }
+        Some(event(first))
+    }
+}
 
 /// Something that happened on the network.
 #[derive(Debug)]
@@ -90,7 +193,7 @@ pub enum Event {
         /// Sends the response frame back.
         responder: Responder,
     },
-    /// The first connection to a peer opened.
+    /// The first connection to a peer opened. Never lost (see [`Events`]).
     PeerConnected(PeerId),
     /// A peer of this overlay told its listen addresses (identify): where to reach it again,
     /// for instance after a restart.
@@ -100,7 +203,7 @@ pub enum Event {
         /// Its listen addresses (at most a few).
         listen_addrs: Vec<Multiaddr>,
     },
-    /// The last connection to a peer closed.
+    /// The last connection to a peer closed. Never lost (see [`Events`]).
     PeerDisconnected(PeerId),
     /// A peer entered the routing table.
     RoutingUpdated(PeerId),
@@ -135,7 +238,20 @@ impl Network {
     /// Builds the swarm with `keypair` as the node's identity, listens on every address of
     /// `config.listen` (it returns once each has one listen address), dials the bootstrap peers
     /// and spawns the task that owns the swarm. Must be called inside a tokio runtime.
+    ///
+    /// A request refused by the per-peer limits fails at its sender without an answer; use
+    /// [`Network::start_with_refusal`] to answer it.
     pub async fn start(keypair: Keypair, config: Config) -> Result<(Network, Events), Error> {
+        Network::start_with_refusal(keypair, config, Arc::new(|_: &[u8], _: &Error| None)).await
+    }
+
+    /// As [`Network::start`], and a request refused by the limits on inbound requests is
+    /// answered with the frame `refusal` makes of it (the layer above's error response).
+    pub async fn start_with_refusal(
+        keypair: Keypair,
+        config: Config,
+        refusal: Refusal,
+    ) -> Result<(Network, Events), Error> {
         config.validate()?;
         let local_peer_id = keypair.public().to_peer_id();
         let members = behaviour::Members::default();
@@ -144,23 +260,39 @@ impl Network {
         let (commands, command_rx) = mpsc::channel(COMMAND_BUFFER);
         let (event_tx, event_rx) = mpsc::channel(config.event_buffer);
         let span = tracing::info_span!("network", peer = %local_peer_id, overlay = %config.overlay);
+        let refused = Arc::new(AtomicU64::new(0));
+        let peers = Arc::new(PeerChanges::default());
         let network = Network {
             commands,
             local_peer_id,
             max_frame_size: config.max_frame_size,
             media,
             media_protocol: config.media_protocol(),
+            refused: refused.clone(),
         };
 
         let mut task = Task::new(swarm, command_rx, event_tx, config, members);
+        task.set_refusal(refusal, refused, peers.clone());
         task.start().instrument(span.clone()).await?;
         tokio::spawn(task.run().instrument(span));
-        Ok((network, Events(event_rx)))
+        Ok((
+            network,
+            Events {
+                rx: event_rx,
+                peers,
+            },
+        ))
     }
 
     /// This node's peer id (its Node-ID).
     pub fn local_peer_id(&self) -> PeerId {
         self.local_peer_id
+    }
+
+    /// How many inbound requests the network refused because their peer was over its limits
+    /// (waiting requests, rate) or every slot was taken.
+    pub fn refused_requests(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 
     /// The addresses the node listens on now.
@@ -259,14 +391,22 @@ impl Network {
 }
 
 impl Events {
-    /// The next event; `None` once the network has stopped.
+    /// The next event; `None` once the network has stopped. Cancel-safe.
     pub async fn recv(&mut self) -> Option<Event> {
-        self.0.recv().await
+        futures::future::poll_fn(|cx| self.poll_event(cx)).await
     }
 
     /// The next event if one is waiting.
     pub fn try_recv(&mut self) -> Option<Event> {
-        self.0.try_recv().ok()
+        self.peers.pop().or_else(|| self.rx.try_recv().ok())
+    }
+
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.peers.waker.register(cx.waker());
+        if let Some(event) = self.peers.pop() {
+            return Poll::Ready(Some(event));
+        }
+        self.rx.poll_recv(cx)
     }
 }
 
@@ -274,7 +414,7 @@ impl Stream for Events {
     type Item = Event;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
-        self.0.poll_recv(cx)
+        self.poll_event(cx)
     }
 }
 
@@ -298,5 +438,42 @@ pub(crate) fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
     match addr.iter().last() {
         Some(Protocol::P2p(peer)) => Some(peer),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(changes: &PeerChanges) -> Vec<(PeerId, bool)> {
+        std::iter::from_fn(|| changes.pop())
+            .map(|event| match event {
+                Event::PeerConnected(peer) => (peer, true),
+                Event::PeerDisconnected(peer) => (peer, false),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn peer_changes_coalesce_without_losing_a_disconnect() {
+        let changes = PeerChanges::default();
+        let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
+        // a: known connected, then gone, back, gone: one disconnect.
+        for connected in [false, true, false] {
+            changes.push(a, connected);
+        }
+        // b: gone and back: both.
+        changes.push(b, false);
+        changes.push(b, true);
+        // c: came and went unseen: nothing.
+        changes.push(c, true);
+        changes.push(c, false);
+        assert_eq!(drain(&changes), vec![(a, false), (b, false), (b, true)]);
+        for _ in 0..1000 {
+            changes.push(a, true);
+            changes.push(a, false);
+        }
+        assert!(drain(&changes).is_empty());
     }
 }
