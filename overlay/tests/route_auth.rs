@@ -157,7 +157,12 @@ async fn a_forged_origin_is_refused() {
         // Signed with the attacker's key: the only key it has.
         signature: auth::sign_request(&m_key, &id, &payload).unwrap(),
     };
-    let answer = send(&m, d.node_id(), &routed(as_victim.clone(), d.node_id(), &[victim])).await;
+    let answer = send(
+        &m,
+        d.node_id(),
+        &routed(as_victim.clone(), d.node_id(), &[victim]),
+    )
+    .await;
     assert_eq!(code(&answer), Some(ErrorCode::Forbidden), "{answer:?}");
     assert_eq!(d.refused().wrong_sender, 1);
 
@@ -211,7 +216,12 @@ async fn a_rewritten_payload_a_replay_and_a_stale_message_are_refused() {
     if let Request::Route { payload, .. } = &mut rewritten {
         *payload = b"INVITE Contact: <sip:mallory@10.6.6.6>".to_vec();
     }
-    let answer = send(&m, d.node_id(), &routed(rewritten, d.node_id(), &[alice_id, m_id])).await;
+    let answer = send(
+        &m,
+        d.node_id(),
+        &routed(rewritten, d.node_id(), &[alice_id, m_id]),
+    )
+    .await;
     assert_eq!(code(&answer), Some(ErrorCode::Forbidden), "{answer:?}");
     assert_eq!(d.refused().bad_signature, 1);
     assert!(delivered.lock().unwrap().is_empty());
@@ -248,9 +258,20 @@ async fn a_rewritten_payload_a_replay_and_a_stale_message_are_refused() {
     assert_eq!(d.refused().replayed, 1);
 
     // Signed ten minutes ago (a capture kept for later): stale.
-    let old = Request::route(&alice, &d.node_id(), [10; 16], now_ms() - 600_000, b"x".into())
-        .unwrap();
-    let answer = send(&m, d.node_id(), &routed(old, d.node_id(), &[alice_id, m_id])).await;
+    let old = Request::route(
+        &alice,
+        &d.node_id(),
+        [10; 16],
+        now_ms() - 600_000,
+        b"x".into(),
+    )
+    .unwrap();
+    let answer = send(
+        &m,
+        d.node_id(),
+        &routed(old, d.node_id(), &[alice_id, m_id]),
+    )
+    .await;
     assert_eq!(code(&answer), Some(ErrorCode::Stale), "{answer:?}");
     assert_eq!(d.refused().stale, 1);
     assert_eq!(delivered.lock().unwrap().len(), 1, "delivered once only");
@@ -309,10 +330,17 @@ async fn a_faked_delivery_by_a_middle_hop_is_detected() {
         .unwrap();
     let bob = Keypair::generate_ed25519().public().to_peer_id();
     let result = within("the route", a.route(bob, b"INVITE".to_vec())).await;
-    assert_eq!(*forwarded.lock().unwrap(), 1, "the route went through the attacker");
+    assert_eq!(
+        *forwarded.lock().unwrap(),
+        1,
+        "the route went through the attacker"
+    );
     let error = result.expect_err("a faked delivery must not be accepted");
     assert_eq!(error.code(), Some(ErrorCode::Forbidden), "{error}");
-    assert!(error.to_string().contains("not signed by its destination"), "{error}");
+    assert!(
+        error.to_string().contains("not signed by its destination"),
+        "{error}"
+    );
     assert_eq!(a.refused().forged_answers, 1);
     m.shutdown().await.unwrap();
 }
@@ -330,15 +358,22 @@ async fn a_genuine_two_hop_route_is_delivered() {
         net_config(vec![b_addr.clone()]).with_connection_limits(1, 1),
     )
     .await;
-    let a = Overlay::start(node::Config::new(dirs[2].path()).with_network(net_config(vec![b_addr])))
-        .await
-        .unwrap();
+    let a =
+        Overlay::start(node::Config::new(dirs[2].path()).with_network(net_config(vec![b_addr])))
+            .await
+            .unwrap();
     let (answer, hops) = within("the route", a.route(d.node_id(), b"INVITE".to_vec()))
         .await
         .unwrap();
     assert_eq!(answer, b"ok:INVITE");
     assert_eq!(hops, 2, "A then B");
     assert_eq!(b.forwarded(), 1);
-    assert_eq!(delivered.lock().unwrap()[0], (a.node_id(), b"INVITE".to_vec()));
-    assert_eq!(a.refused().total() + b.refused().total() + d.refused().total(), 0);
+    assert_eq!(
+        delivered.lock().unwrap()[0],
+        (a.node_id(), b"INVITE".to_vec())
+    );
+    assert_eq!(
+        a.refused().total() + b.refused().total() + d.refused().total(),
+        0
+    );
 }

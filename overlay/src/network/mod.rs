@@ -32,8 +32,8 @@
 //! [`Events`]: when that channel is full, a request is refused as busy and other events are
 //! dropped and logged, except peers connecting and disconnecting, which are never lost: they
 //! go through a table of their own (one entry per peer, coalesced: a peer that connected and
-//! disconnected unseen is not reported at all, one that disconnected and came back is
-//! reported as both) that [`Events`] drains first. Nodes of overlays with different names
+//! disconnected unseen is reported as disconnected, one that disconnected and came back as
+//! both) that [`Events`] drains first. Nodes of overlays with different names
 //! never enter each other's routing tables, because they speak different Kademlia protocols
 //! and identify only feeds peers that speak ours.
 //!
@@ -45,7 +45,7 @@
 //! | inbound requests waiting, per peer | [`Config::max_pending_per_peer`]; the table holds only peers with requests waiting |
 //! | token buckets per peer | pruned when refilled; at most `2 × max_connections + 64` peers |
 //! | bad-frame counts, connections, overlay members | connected peers only (removed with the last connection; [`Config::max_connections`]) |
-//! | peer changes not yet read | one entry per peer connected or believed connected by the reader |
+//! | peer changes not yet read | one entry per peer connected now or that the reader was told connected, and at most 4096 disconnects of peers it never heard of |
 //! | addresses learnt from identify | [`MAX_ADDRS_PER_PEER`](task) per message, into Kademlia's routing table (k per bucket) |
 //! | relay candidates and reservations (`nat.rs`) | relay candidates: connected peers only; reservations: [`Config::relay_reservations`] |
 
@@ -58,7 +58,7 @@ mod nat;
 mod task;
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     pin::Pin,
     sync::{
         Arc, Mutex, PoisonError,
@@ -119,12 +119,17 @@ pub struct Events {
 }
 
 /// Peers that connected or disconnected, not yet read: shared by the task (which adds) and
-/// [`Events`] (which drains). Never full, never lossy.
+/// [`Events`] (which drains). Never full; loses no disconnect of a peer the reader was told
+/// connected.
 #[derive(Debug, Default)]
 pub(crate) struct PeerChanges {
     queue: Mutex<PeerQueue>,
     waker: AtomicWaker,
 }
+
+/// The most peers the reader never heard of that may wait with a disconnect not yet read;
+/// beyond it, such disconnects are dropped (the reader was never told those peers came).
+const MAX_UNHEARD_GONE: usize = 4096;
 
 /// For each peer with changes not yet read: the first of them and its state now.
 #[derive(Debug, Default)]
@@ -132,6 +137,10 @@ struct PeerQueue {
     order: VecDeque<PeerId>,
     /// (connected at the first unread change, connected now)
     state: HashMap<PeerId, (bool, bool)>,
+    /// The peers the reader was told connected and not yet told disconnected.
+    heard: HashSet<PeerId>,
+    /// Entries of peers not in `heard` that only say "disconnected".
+    unheard_gone: usize,
 }
 
 impl PeerChanges {
@@ -139,19 +148,32 @@ impl PeerChanges {
     pub(crate) fn push(&self, peer: PeerId, connected: bool) {
         {
             let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-            match queue.state.get_mut(&peer) {
-                None => {
-                    queue.state.insert(peer, (connected, connected));
-                    queue.order.push_back(peer);
+            let old = queue.state.get(&peer).copied();
+            let new = match old {
+                None => (connected, connected),
+                // Came and went before the reader saw it come: the reader hears of the
+                // disconnect only (it may have used the peer without hearing of it).
+                Some((true, _)) if !connected => (false, false),
+                Some((first, _)) => (first, connected),
+            };
+            let heard = queue.heard.contains(&peer);
+            let unheard_gone =
+                |state: Option<(bool, bool)>| !heard && state == Some((false, false));
+            if unheard_gone(Some(new))
+                && !unheard_gone(old)
+                && queue.unheard_gone >= MAX_UNHEARD_GONE
+            {
+                // Bounded: a peer the reader never heard of, gone again, is forgotten.
+                if old.is_some() {
+                    queue.state.remove(&peer);
+                    queue.order.retain(|p| *p != peer);
                 }
-                Some(entry) => {
-                    entry.1 = connected;
-                    // Connected and gone again before the reader saw either: nothing changed
-                    // for the reader.
-                    if entry.0 && !entry.1 {
-                        queue.state.remove(&peer);
-                        queue.order.retain(|p| *p != peer);
-                    }
+            } else {
+                queue.unheard_gone = queue.unheard_gone + usize::from(unheard_gone(Some(new)))
+                    - usize::from(unheard_gone(old));
+                queue.state.insert(peer, new);
+                if old.is_none() {
+                    queue.order.push_back(peer);
                 }
             }
         }
@@ -162,13 +184,9 @@ impl PeerChanges {
         let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
         let peer = *queue.order.front()?;
         let (first, now) = queue.state.get(&peer).copied()?;
-        let event = |connected| {
-            if connected {
-                Event::PeerConnected(peer)
-            } else {
-                Event::PeerDisconnected(peer)
-            }
-        };
+        if !first && !now && !queue.heard.contains(&peer) {
+            queue.unheard_gone = queue.unheard_gone.saturating_sub(1);
+        }
         if first != now {
             // Gone and back: the reader hears of both.
             queue.state.insert(peer, (now, now));
@@ -176,7 +194,13 @@ impl PeerChanges {
             queue.order.pop_front();
             queue.state.remove(&peer);
         }
-        Some(event(first))
+        if first {
+            queue.heard.insert(peer);
+            Some(Event::PeerConnected(peer))
+        } else {
+            queue.heard.remove(&peer);
+            Some(Event::PeerDisconnected(peer))
+        }
     }
 }
 
@@ -460,20 +484,33 @@ mod tests {
         let changes = PeerChanges::default();
         let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
         // a: known connected, then gone, back, gone: one disconnect.
+        changes.push(a, true);
+        changes.push(b, true);
+        assert_eq!(drain(&changes), vec![(a, true), (b, true)]);
         for connected in [false, true, false] {
             changes.push(a, connected);
         }
         // b: gone and back: both.
         changes.push(b, false);
         changes.push(b, true);
-        // c: came and went unseen: nothing.
+        // c: came and went unseen: the disconnect only.
         changes.push(c, true);
         changes.push(c, false);
-        assert_eq!(drain(&changes), vec![(a, false), (b, false), (b, true)]);
+        assert_eq!(
+            drain(&changes),
+            vec![(a, false), (b, false), (b, true), (c, false)]
+        );
         for _ in 0..1000 {
             changes.push(a, true);
             changes.push(a, false);
         }
-        assert!(drain(&changes).is_empty());
+        assert_eq!(drain(&changes), vec![(a, false)]);
+        // Peers never heard of that come and go: bounded.
+        for _ in 0..MAX_UNHEARD_GONE + 10 {
+            let peer = PeerId::random();
+            changes.push(peer, true);
+            changes.push(peer, false);
+        }
+        assert_eq!(drain(&changes).len(), MAX_UNHEARD_GONE);
     }
 }
