@@ -30,10 +30,12 @@
 //! Invariants: every channel and every table of pending operations is bounded
 //! ([`Config::max_pending`], [`Config::event_buffer`]); the task never waits for the reader of
 //! [`Events`]: when that channel is full, a request is refused as busy and other events are
-//! dropped and logged, except peers connecting and disconnecting, which are never lost: they
-//! go through a table of their own (one entry per peer, coalesced: a peer that connected and
-//! disconnected unseen is reported as disconnected, one that disconnected and came back as
-//! both) that [`Events`] drains first. Nodes of overlays with different names
+//! dropped and logged, except peers connecting and disconnecting, which are never lost: when
+//! the channel is full they wait in a table of their own (one entry per peer, coalesced: a
+//! peer that connected and disconnected unseen is reported as disconnected, one that
+//! disconnected and came back as both), which [`Events`] hands out before the channel's
+//! other events as soon as the peer changes sent earlier through the channel are read, so
+//! each peer's changes stay in order. Nodes of overlays with different names
 //! never enter each other's routing tables, because they speak different Kademlia protocols
 //! and identify only feeds peers that speak ours.
 //!
@@ -46,7 +48,7 @@
 //! | token buckets per peer | pruned when refilled; at most `2 × max_connections + 64` peers |
 //! | bad-frame counts, connections, overlay members | connected peers only (removed with the last connection; [`Config::max_connections`]) |
 //! | peer changes not yet read | one entry per peer connected now or that the reader was told connected, and at most 4096 disconnects of peers it never heard of |
-//! | addresses learnt from identify | [`MAX_ADDRS_PER_PEER`](task) per message, into Kademlia's routing table (k per bucket) |
+//! | addresses learnt from identify | 8 per message (`MAX_ADDRS_PER_PEER`); Kademlia keeps at most 16 per peer, the oldest go (`MAX_KAD_ADDRS_PER_PEER`), for k peers per bucket |
 //! | relay candidates and reservations (`nat.rs`) | relay candidates: connected peers only; reservations: [`Config::relay_reservations`] |
 
 mod behaviour;
@@ -111,7 +113,8 @@ impl std::fmt::Debug for Network {
 /// The events of the network, in order, from a bounded channel. Read them promptly: when the
 /// channel is full, new requests are refused as busy and other events dropped, except
 /// [`Event::PeerConnected`] and [`Event::PeerDisconnected`], which are never lost (they wait
-/// in a table of their own, coalesced per peer, and come first).
+/// in a table of their own, coalesced per peer, and come before the channel's other events
+/// once the earlier peer changes are read).
 #[derive(Debug)]
 pub struct Events {
     rx: mpsc::Receiver<Event>,
@@ -141,13 +144,37 @@ struct PeerQueue {
     heard: HashSet<PeerId>,
     /// Entries of peers not in `heard` that only say "disconnected".
     unheard_gone: usize,
+    /// Peer changes sent through the event channel and not yet read: while there are some,
+    /// the reader takes the channel's events first, so that each peer's changes stay in order.
+    in_channel: usize,
 }
 
 impl PeerChanges {
-    /// Records that `peer` connected (`true`) or disconnected, and wakes the reader.
-    pub(crate) fn push(&self, peer: PeerId, connected: bool) {
+    /// Reports that `peer` connected (`true`) or disconnected: through the event channel
+    /// when nothing waits here and it has room, else here (and wakes the reader).
+    pub(crate) fn report(&self, events: &mpsc::Sender<Event>, peer: PeerId, connected: bool) {
         {
             let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            if queue.order.is_empty() {
+                let event = if connected {
+                    Event::PeerConnected(peer)
+                } else {
+                    Event::PeerDisconnected(peer)
+                };
+                match events.try_send(event) {
+                    Ok(()) => {
+                        queue.in_channel += 1;
+                        if connected {
+                            queue.heard.insert(peer);
+                        } else {
+                            queue.heard.remove(&peer);
+                        }
+                        return;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return,
+                    Err(mpsc::error::TrySendError::Full(_)) => {}
+                }
+            }
             let old = queue.state.get(&peer).copied();
             let new = match old {
                 None => (connected, connected),
@@ -180,8 +207,13 @@ impl PeerChanges {
         self.waker.wake();
     }
 
-    fn pop(&self) -> Option<Event> {
+    /// Takes the next peer change waiting here, unless `after_channel` and peer changes sent
+    /// earlier through the channel are still unread.
+    fn pop(&self, after_channel: bool) -> Option<Event> {
         let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        if after_channel && queue.in_channel > 0 {
+            return None;
+        }
         let peer = *queue.order.front()?;
         let (first, now) = queue.state.get(&peer).copied()?;
         if !first && !now && !queue.heard.contains(&peer) {
@@ -200,6 +232,14 @@ impl PeerChanges {
         } else {
             queue.heard.remove(&peer);
             Some(Event::PeerDisconnected(peer))
+        }
+    }
+
+    /// The reader took `event` from the channel.
+    fn received(&self, event: &Event) {
+        if matches!(event, Event::PeerConnected(_) | Event::PeerDisconnected(_)) {
+            let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            queue.in_channel = queue.in_channel.saturating_sub(1);
         }
     }
 }
@@ -422,15 +462,37 @@ impl Events {
 
     /// The next event if one is waiting.
     pub fn try_recv(&mut self) -> Option<Event> {
-        self.peers.pop().or_else(|| self.rx.try_recv().ok())
+        if let Some(event) = self.peers.pop(true) {
+            return Some(event);
+        }
+        match self.rx.try_recv() {
+            Ok(event) => {
+                self.peers.received(&event);
+                Some(event)
+            }
+            Err(_) => self.peers.pop(false),
+        }
     }
 
+    /// Peer changes waiting in their table come first, once the ones sent earlier through
+    /// the channel are read (each peer's changes stay in order).
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
         self.peers.waker.register(cx.waker());
-        if let Some(event) = self.peers.pop() {
+        if let Some(event) = self.peers.pop(true) {
             return Poll::Ready(Some(event));
         }
-        self.rx.poll_recv(cx)
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(event)) => {
+                self.peers.received(&event);
+                Poll::Ready(Some(event))
+            }
+            // Stopped: what waits in the table still comes.
+            Poll::Ready(None) => Poll::Ready(self.peers.pop(false)),
+            Poll::Pending => match self.peers.pop(false) {
+                Some(event) => Poll::Ready(Some(event)),
+                None => Poll::Pending,
+            },
+        }
     }
 }
 
@@ -470,7 +532,7 @@ mod tests {
     use super::*;
 
     fn drain(changes: &PeerChanges) -> Vec<(PeerId, bool)> {
-        std::iter::from_fn(|| changes.pop())
+        std::iter::from_fn(|| changes.pop(true))
             .map(|event| match event {
                 Event::PeerConnected(peer) => (peer, true),
                 Event::PeerDisconnected(peer) => (peer, false),
@@ -481,36 +543,66 @@ mod tests {
 
     #[test]
     fn peer_changes_coalesce_without_losing_a_disconnect() {
+        // A full channel: every change waits in the table.
+        let (events, _rx) = mpsc::channel(1);
+        events
+            .try_send(Event::Listening(Multiaddr::empty()))
+            .unwrap();
         let changes = PeerChanges::default();
         let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
         // a: known connected, then gone, back, gone: one disconnect.
-        changes.push(a, true);
-        changes.push(b, true);
+        changes.report(&events, a, true);
+        changes.report(&events, b, true);
         assert_eq!(drain(&changes), vec![(a, true), (b, true)]);
         for connected in [false, true, false] {
-            changes.push(a, connected);
+            changes.report(&events, a, connected);
         }
         // b: gone and back: both.
-        changes.push(b, false);
-        changes.push(b, true);
+        changes.report(&events, b, false);
+        changes.report(&events, b, true);
         // c: came and went unseen: the disconnect only.
-        changes.push(c, true);
-        changes.push(c, false);
+        changes.report(&events, c, true);
+        changes.report(&events, c, false);
         assert_eq!(
             drain(&changes),
             vec![(a, false), (b, false), (b, true), (c, false)]
         );
         for _ in 0..1000 {
-            changes.push(a, true);
-            changes.push(a, false);
+            changes.report(&events, a, true);
+            changes.report(&events, a, false);
         }
         assert_eq!(drain(&changes), vec![(a, false)]);
         // Peers never heard of that come and go: bounded.
         for _ in 0..MAX_UNHEARD_GONE + 10 {
             let peer = PeerId::random();
-            changes.push(peer, true);
-            changes.push(peer, false);
+            changes.report(&events, peer, true);
+            changes.report(&events, peer, false);
         }
         assert_eq!(drain(&changes).len(), MAX_UNHEARD_GONE);
+    }
+
+    #[test]
+    fn a_peers_changes_stay_in_order_across_the_channel_and_the_table() {
+        let (tx, rx) = mpsc::channel(2);
+        let peers = Arc::new(PeerChanges::default());
+        let mut events = Events {
+            rx,
+            peers: peers.clone(),
+        };
+        let p = PeerId::random();
+        peers.report(&tx, p, true);
+        tx.try_send(Event::Listening(Multiaddr::empty())).unwrap();
+        // The channel is full: the disconnect waits in the table, behind the connect.
+        peers.report(&tx, p, false);
+        let read: Vec<String> = std::iter::from_fn(|| events.try_recv())
+            .map(|event| match event {
+                Event::PeerConnected(_) => "connected",
+                Event::PeerDisconnected(_) => "disconnected",
+                _ => "other",
+            })
+            .map(String::from)
+            .collect();
+        // The connect first; then the table's changes come before other events.
+        assert_eq!(read, ["connected", "disconnected", "other"]);
     }
 }
