@@ -20,7 +20,15 @@
 //! - [`Overlay::route`] sends an opaque payload hop by hop to a node; the destination hands it
 //!   to the handler set by [`Overlay::set_route_handler`], and the answer retraces the path.
 //!   Every hop calls [`Envelope::hop`] (TTL, Via list, loop detection) and forwards to the
-//!   known peer closest to the destination (XOR in Kademlia's key space).
+//!   known peer closest to the destination (XOR in Kademlia's key space). The message is
+//!   authenticated end to end ([`crate::auth`]): the origin signs it with its node key (over
+//!   origin, destination, a random nonce, a timestamp and the payload); each hop refuses one
+//!   whose last Via entry is not the libp2p peer that sent it; the destination delivers it
+//!   only when the signature verifies, its Via list starts with the signed origin, and its
+//!   (origin, nonce) is fresh ([`Config::route_window`], a bounded replay cache of
+//!   [`Config::replay_capacity`]); it signs the answer, and the origin refuses an answer
+//!   whose signature fails (a faked delivery). Each refusal is counted ([`Overlay::refused`]).
+//!   Transaction ids and nonces come from the OS RNG ([`crate::rng`]).
 //! - [`Overlay::publish`] is the store of an owner: the node re-signs the entry (new storage
 //!   time, higher generation) and stores it again every half lifetime, and pushes it to the
 //!   resource's replica set whenever that changes, until [`Overlay::withdraw`].
@@ -44,7 +52,9 @@
 //! ## Inbound requests
 //!
 //! Each is decoded with [`Config::max_message_size`]; a message that is too large or does not
-//! decode is answered with a [`Response::Error`] and counted ([`Overlay::bad_messages`]).
+//! decode is answered with a [`Response::Error`] and counted ([`Overlay::bad_messages`]). A
+//! request over the network's per-peer or global limits is answered with `Busy` and counted
+//! ([`Refused::busy`]).
 //! Store goes through [`Store::store`] (on disk before the answer); Fetch and Stat read the
 //! local store; Route and PathTrack are forwarded or delivered; Ping is answered with Pong.
 
