@@ -48,7 +48,7 @@
 //! | token buckets per peer | pruned when refilled; at most `2 × max_connections + 64` peers |
 //! | bad-frame counts, connections, overlay members | connected peers only (removed with the last connection; [`Config::max_connections`]) |
 //! | peer changes not yet read | one entry per peer connected now or that the reader was told connected, and at most 4096 disconnects of peers it never heard of |
-//! | addresses learnt from identify | 8 per message (`MAX_ADDRS_PER_PEER`); Kademlia keeps at most 16 per peer, the oldest go (`MAX_KAD_ADDRS_PER_PEER`), for k peers per bucket |
+//! | addresses learnt from identify | 8 per message (`MAX_ADDRS_PER_PEER`), for k peers per Kademlia bucket; NOT yet bounded: Kademlia keeps every address a routing-table peer ever announced (a cap through `kbuckets()` slowed rejoining, so it was taken out) |
 //! | relay candidates and reservations (`nat.rs`) | relay candidates: connected peers only; reservations: [`Config::relay_reservations`] |
 
 mod behaviour;

@@ -45,8 +45,6 @@ use super::{
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How many of a peer's identified listen addresses enter the routing table.
 const MAX_ADDRS_PER_PEER: usize = 8;
-/// The most addresses Kademlia's routing table keeps for one peer (the oldest go first).
-const MAX_KAD_ADDRS_PER_PEER: usize = 16;
 /// How often the task looks again for relays to reserve on, when it needs some.
 const RELAY_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -774,26 +772,6 @@ impl Task {
                 .collect();
             for addr in &addrs {
                 kad.add_address(&peer_id, addr.clone());
-            }
-            // Kademlia keeps every address it was given for a peer: a peer that announces new
-            // ones again and again must not grow that list without end. Keep the newest.
-            let known: Vec<Multiaddr> = kad
-                .kbuckets()
-                .flat_map(|bucket| {
-                    bucket
-                        .iter()
-                        .filter(|entry| *entry.node.key.preimage() == peer_id)
-                        .flat_map(|entry| entry.node.value.iter().cloned().collect::<Vec<_>>())
-                        .collect::<Vec<_>>()
-                })
-                .collect();
-            let excess = known.len().saturating_sub(MAX_KAD_ADDRS_PER_PEER);
-            for old in known
-                .iter()
-                .filter(|addr| !addrs.contains(addr))
-                .take(excess)
-            {
-                kad.remove_address(&peer_id, old);
             }
             self.emit(Event::Identified {
                 peer: peer_id,
