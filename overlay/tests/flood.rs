@@ -7,7 +7,9 @@
 //! - a peer that sends faster than its rate is refused beyond its burst
 //!   (`a_peer_over_its_rate_is_refused`);
 //! - a full event queue never loses a peer's disconnect
-//!   (`a_full_event_queue_loses_no_disconnect`).
+//!   (`a_full_event_queue_loses_no_disconnect`);
+//! - an overlay node answers such a refusal with the error code `Busy` and a sentence, and
+//!   counts it (`an_overlay_node_answers_a_refused_request_with_busy_and_counts_it`).
 
 // Test helpers panic to fail the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -201,4 +203,43 @@ async fn a_full_event_queue_loses_no_disconnect() {
     })
     .await;
     assert_eq!(gone, ids);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overlay_node_answers_a_refused_request_with_busy_and_counts_it() {
+    use p2psip_overlay::error::ErrorCode;
+    use p2psip_overlay::message::{Body, DEFAULT_MAX_MESSAGE, Envelope, Request, Response};
+    use p2psip_overlay::node::{self, Overlay};
+
+    let dir = tempfile::tempdir().unwrap();
+    // Bursts of 2, then one request a second.
+    let node = Overlay::start(
+        node::Config::new(dir.path()).with_network(config().with_peer_limits(100, 1, 2)),
+    )
+    .await
+    .unwrap();
+    let addr = node.listen_addrs().await.unwrap().remove(0);
+    let (flooder, _events, _) = start(config()).await;
+    within("dial", flooder.dial(addr)).await.unwrap();
+    let pings = (0..6u64).map(|transaction| {
+        let mut envelope = Envelope::request(transaction, None, Request::Ping);
+        envelope.hop(&flooder.local_peer_id()).unwrap();
+        flooder.request(node.node_id(), p2psip_overlay::message::encode(&envelope))
+    });
+    let answers = within("6 answers", futures::future::join_all(pings)).await;
+    let mut busy = 0;
+    for answer in answers {
+        let reply = p2psip_overlay::message::decode(&answer.unwrap(), DEFAULT_MAX_MESSAGE).unwrap();
+        match reply.body {
+            Body::Response(Response::Pong) => {}
+            Body::Response(Response::Error { code, message }) => {
+                assert_eq!(code, ErrorCode::Busy, "{message}");
+                assert!(message.contains("per second"), "{message}");
+                busy += 1;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(busy >= 3, "{busy} refused");
+    assert_eq!(node.refused().busy, busy);
 }
