@@ -157,6 +157,37 @@ pub enum Error {
         /// The replication factor of this node.
         replicas: usize,
     },
+    /// A Route message arrived a second time (same origin, same nonce): a replay, refused.
+    #[error(
+        "a Route message from {origin} with this nonce was already delivered: a replay, refused"
+    )]
+    Replayed {
+        /// The node that signed the message.
+        origin: PeerId,
+    },
+    /// A Route message was signed too long ago (or too far in the future) for the receiver
+    /// to tell it from a replay.
+    #[error(
+        "the Route message was signed at {timestamp_ms} ms, outside this node's window ({now_ms} ms \
+         ± {window_ms} ms, nothing older than {floor_ms} ms); check the sender's clock"
+    )]
+    Stale {
+        /// When the origin signed it, in ms since the Unix epoch.
+        timestamp_ms: u64,
+        /// The receiver's clock, in ms since the Unix epoch.
+        now_ms: u64,
+        /// The freshness window, in ms.
+        window_ms: u64,
+        /// The oldest signing time still accepted (raised when the replay cache is full).
+        floor_ms: u64,
+    },
+    /// The peer refused a request because the sender already has too many requests waiting
+    /// or sends them too fast; slow down and try again.
+    #[error("busy: {reason}; slow down and try again")]
+    Busy {
+        /// Which limit was reached.
+        reason: String,
+    },
     /// A remote peer answered with an error; `message` is its sentence.
     #[error("peer answered: {message}")]
     Remote {
@@ -234,6 +265,12 @@ pub enum ErrorCode {
     Internal,
     /// [`Error::NotReplica`].
     NotReplica,
+    /// [`Error::Replayed`].
+    Replayed,
+    /// [`Error::Stale`].
+    Stale,
+    /// [`Error::Busy`].
+    Busy,
 }
 
 impl Error {
@@ -253,6 +290,9 @@ impl Error {
             Error::InvalidMessage { .. } | Error::InvalidAor { .. } => ErrorCode::InvalidMessage,
             Error::LoopDetected { .. } => ErrorCode::LoopDetected,
             Error::NotReplica { .. } => ErrorCode::NotReplica,
+            Error::Replayed { .. } => ErrorCode::Replayed,
+            Error::Stale { .. } => ErrorCode::Stale,
+            Error::Busy { .. } => ErrorCode::Busy,
             Error::Remote { code, .. } => *code,
             Error::Io { .. } | Error::Store(_) | Error::Corrupt { .. } | Error::Key { .. } => {
                 ErrorCode::Internal
@@ -300,7 +340,9 @@ impl ErrorCode {
     /// The RELOAD error code (RFC 6940 §14.9) this code corresponds to; codes RELOAD does not
     /// have use its private range (`Error_Exp_A` = 18 for [`ErrorCode::LoopDetected`],
     /// `Error_Exp_B` = 19 for [`ErrorCode::Expired`]), 21 (unassigned by RELOAD) for
-    /// [`ErrorCode::NotReplica`], or 0 for [`ErrorCode::Internal`].
+    /// [`ErrorCode::NotReplica`], RELOAD's private-use range (0x8000
+    /// [`ErrorCode::Replayed`], 0x8001 [`ErrorCode::Stale`], 0x8002 [`ErrorCode::Busy`]) or 0
+    /// for [`ErrorCode::Internal`].
     pub fn reload_code(self) -> u16 {
         match self {
             ErrorCode::Forbidden => 2,
@@ -317,6 +359,9 @@ impl ErrorCode {
             ErrorCode::Expired => 19,
             ErrorCode::NotReplica => 21,
             ErrorCode::Internal => 0,
+            ErrorCode::Replayed => 0x8000,
+            ErrorCode::Stale => 0x8001,
+            ErrorCode::Busy => 0x8002,
         }
     }
 }
@@ -338,6 +383,9 @@ impl std::fmt::Display for ErrorCode {
             ErrorCode::Expired => "Expired",
             ErrorCode::NotReplica => "NotReplica",
             ErrorCode::Internal => "Internal",
+            ErrorCode::Replayed => "Replayed",
+            ErrorCode::Stale => "Stale",
+            ErrorCode::Busy => "Busy",
         };
         f.write_str(name)
     }

@@ -17,6 +17,7 @@
 //! Being built (milestone 1, issue 5): the modules below.
 
 pub mod access;
+pub mod auth;
 pub mod data;
 pub mod error;
 pub mod id;
@@ -25,4 +26,5 @@ pub mod message;
 pub mod network;
 pub mod node;
 pub mod quorum;
+pub mod rng;
 pub mod store;

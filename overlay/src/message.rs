@@ -19,12 +19,15 @@ use libp2p::PeerId;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::{self, Nonce, RouteId};
 use crate::data::{Kind, StoredData, StoredMeta};
 use crate::error::{Error, ErrorCode};
 use crate::id::ResourceId;
 
-/// The protocol version this code speaks.
-pub const VERSION: u8 = 1;
+/// The protocol version this code speaks. Version 2 signs Route messages and their answers
+/// end to end ([`crate::auth`]); a version-1 peer could not check them, and a version-1
+/// Route would be refused anyway, so the version says plainly why two such peers cannot talk.
+pub const VERSION: u8 = 2;
 
 /// The TTL of a new request: `log2(N) + 5` covers overlays of a hundred million nodes and
 /// stays under RELOAD's initial 100.
@@ -94,12 +97,21 @@ pub enum Request {
         kind: Kind,
     },
     /// An opaque payload (e.g. a SIP message) for the node `destination`, forwarded hop by
-    /// hop.
+    /// hop, signed by its origin ([`crate::auth`]).
     Route {
         /// The destination node (`PeerId` bytes).
         destination: Vec<u8>,
         /// The payload, not read by the peers on the way.
         payload: Vec<u8>,
+        /// The node that sent it and signed it (`PeerId` bytes).
+        origin: Vec<u8>,
+        /// Unique per origin, random: with `origin`, what the destination's replay cache
+        /// remembers.
+        nonce: Nonce,
+        /// When the origin signed it, in ms since the Unix epoch.
+        timestamp_ms: u64,
+        /// The origin's ed25519 signature ([`crate::auth::sign_request`]).
+        signature: Vec<u8>,
     },
     /// Is the peer alive?
     Ping,
@@ -132,6 +144,9 @@ pub enum Response {
     Routed {
         /// The answer's payload.
         payload: Vec<u8>,
+        /// The destination's ed25519 signature, binding the answer to the request
+        /// ([`crate::auth::sign_answer`]).
+        signature: Vec<u8>,
     },
     /// The answer to Ping.
     Pong,
@@ -215,6 +230,35 @@ impl Envelope {
     }
 }
 
+impl Request {
+    /// A Route request from the owner of `key` to `destination`, signed over `nonce`,
+    /// `timestamp_ms` and `payload` ([`crate::auth::sign_request`]).
+    pub fn route(
+        key: &libp2p::identity::Keypair,
+        destination: &PeerId,
+        nonce: Nonce,
+        timestamp_ms: u64,
+        payload: Vec<u8>,
+    ) -> Result<Request, Error> {
+        let origin = key.public().to_peer_id();
+        let id = RouteId {
+            origin,
+            destination: *destination,
+            nonce,
+            timestamp_ms,
+        };
+        let signature = auth::sign_request(key, &id, &payload)?;
+        Ok(Request::Route {
+            destination: destination.to_bytes(),
+            payload,
+            origin: origin.to_bytes(),
+            nonce,
+            timestamp_ms,
+            signature,
+        })
+    }
+}
+
 impl Response {
     /// The error response for `error`: its code and its sentence.
     pub fn error(error: &Error) -> Response {
@@ -258,6 +302,15 @@ pub fn decode(bytes: &[u8], limit: usize) -> Result<Envelope, Error> {
         Some(_) => {}
     }
     decode_value(bytes, "message")
+}
+
+/// The transaction id of an encoded message of this version, read from its first bytes
+/// without decoding the rest (to answer a request refused before it is decoded).
+pub fn peek_transaction(bytes: &[u8]) -> Option<u64> {
+    match bincode::serde::decode_from_slice::<(u8, u64), _>(bytes, CONFIG) {
+        Ok(((VERSION, transaction), _)) => Some(transaction),
+        _ => None,
+    }
 }
 
 /// The bincode configuration of messages and stored values: standard, with a hard limit on

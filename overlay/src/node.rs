@@ -25,7 +25,15 @@
 //! - [`Overlay::route`] sends an opaque payload hop by hop to a node; the destination hands it
 //!   to the handler set by [`Overlay::set_route_handler`], and the answer retraces the path.
 //!   Every hop calls [`Envelope::hop`] (TTL, Via list, loop detection) and forwards to the
-//!   known peer closest to the destination (XOR in Kademlia's key space).
+//!   known peer closest to the destination (XOR in Kademlia's key space). The message is
+//!   authenticated end to end ([`crate::auth`]): the origin signs it with its node key (over
+//!   origin, destination, a random nonce, a timestamp and the payload); each hop refuses one
+//!   whose last Via entry is not the libp2p peer that sent it; the destination delivers it
+//!   only when the signature verifies, its Via list starts with the signed origin, and its
+//!   (origin, nonce) is fresh ([`Config::route_window`], a bounded replay cache of
+//!   [`Config::replay_capacity`]); it signs the answer, and the origin refuses an answer
+//!   whose signature fails (a faked delivery). Each refusal is counted ([`Overlay::refused`]).
+//!   Transaction ids and nonces come from the OS RNG ([`crate::rng`]).
 //! - [`Overlay::publish`] is the store of an owner: the node re-signs the entry (new storage
 //!   time, higher generation) and stores it again every half lifetime, and pushes it to the
 //!   resource's replica set whenever that changes, until [`Overlay::withdraw`].
@@ -56,14 +64,17 @@
 //! ## Inbound requests
 //!
 //! Each is decoded with [`Config::max_message_size`]; a message that is too large or does not
-//! decode is answered with a [`Response::Error`] and counted ([`Overlay::bad_messages`]).
+//! decode is answered with a [`Response::Error`] and counted ([`Overlay::bad_messages`]). A
+//! request over the network's per-peer or global limits is answered with `Busy` and counted
+//! ([`Refused::busy`]).
 //! Store is taken only by a replica of the resource: a node that is not among the `r` closest
 //! to it of the live peers it knows and itself (the sender left out, so that the closest
 //! other peers take the handover of a leaving node; with a margin of `r` places for closer
 //! peers that are silent without this node knowing it) answers [`ErrorCode::NotReplica`]
-//! (counted in [`Overlay::not_replica`]), and the storing node tries the next closest peer. Then it goes
-//! through [`Store::store`] (on disk before the answer; a replayed entry costs no write, and
-//! per-signer quotas apply); Fetch and Stat read the local store; Route and PathTrack are forwarded or delivered; Ping is answered with Pong.
+//! (counted in [`Overlay::not_replica`]), and the storing node tries the next closest peer.
+//! Then it goes through [`Store::store`] (on disk before the answer; a replayed entry costs
+//! no write, and per-signer quotas apply); Fetch and Stat read the local store; Route and
+//! PathTrack are forwarded or delivered; Ping is answered with Pong.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -78,6 +89,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tracing::{Instrument as _, debug, info, warn};
 
 use crate::access::AccessPolicy;
+use crate::auth::{self, ReplayCache, RouteId};
 use crate::data::{self, Kind, StoredData};
 use crate::error::{self as overlay_error, ErrorCode};
 use crate::id::{ResourceId, closest_nodes, node_distance};
@@ -86,10 +98,12 @@ use crate::identity::is_self_certifying;
 use crate::message::{self, Body, DEFAULT_MAX_MESSAGE, Envelope, Request, Response};
 use crate::network::{self, Event, Events, Network, Responder};
 use crate::quorum;
+use crate::rng::Rng;
 use crate::store::{Limits, Store};
 
-/// The handler of Route messages for this node: takes the node the message came from (the
-/// first entry of its Via list) and the payload, and gives the answer, or the overlay error
+/// The handler of Route messages for this node: takes the node the message came from (its
+/// origin, proven by the origin's signature: see [`crate::auth`]) and the payload, and gives
+/// the answer (signed by this node before it goes back), or the overlay error
 /// the sender gets (an [`overlay_error::Error::InvalidMessage`] for a payload it cannot use,
 /// say). It runs on the node's task: it must not block.
 pub type RouteHandler =
@@ -136,6 +150,17 @@ pub struct Config {
     /// The largest message accepted, in bytes (at most [`message::MAX_MESSAGE_LIMIT`]).
     /// Default 64 KiB.
     pub max_message_size: usize,
+    /// How far the signing time of a Route message may be from this node's clock (either
+    /// way) for it to be delivered; older ones are refused as stale, since the replay cache
+    /// forgets after this long. Default 60 s.
+    pub route_window: Duration,
+    /// The most Route messages the replay cache remembers; when full, it forgets the oldest
+    /// and refuses everything signed before it as stale. Default 65 536.
+    pub replay_capacity: usize,
+    /// Tests only: draw transaction ids and nonces from a reproducible generator seeded with
+    /// this, not from the operating system's RNG. Default `None` (the OS RNG); a seeded node
+    /// is predictable, never use one in production.
+    pub seed: Option<u64>,
 }
 
 impl Default for Config {
@@ -153,6 +178,9 @@ impl Default for Config {
             repair_delay: Duration::from_millis(500),
             sweep_interval: Duration::from_secs(60),
             max_message_size: DEFAULT_MAX_MESSAGE,
+            route_window: Duration::from_secs(60),
+            replay_capacity: 65_536,
+            seed: None,
         }
     }
 }
@@ -233,6 +261,50 @@ impl Error {
     }
 }
 
+/// What this node refused, by reason (see [`Overlay::refused`]). Every refusal also answers
+/// the sender with an error code and a sentence.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Refused {
+    /// Route messages whose origin's signature did not verify: a forged origin, or a payload
+    /// changed on the way (`Forbidden`).
+    pub bad_signature: u64,
+    /// Route and PathTrack messages whose last Via entry is not the peer that sent them, or
+    /// whose first is not their signed origin (`Forbidden`).
+    pub wrong_sender: u64,
+    /// Route messages delivered before: replays (`Replayed`).
+    pub replayed: u64,
+    /// Route messages signed outside the freshness window (`Stale`).
+    pub stale: u64,
+    /// Answers to this node's Route messages not signed by their destination: a faked
+    /// delivery by a node on the path (the caller gets `Forbidden`).
+    pub forged_answers: u64,
+    /// Inbound requests refused by the network's per-peer or global limits (`Busy`).
+    pub busy: u64,
+}
+
+impl Refused {
+    /// Every refusal together.
+    pub fn total(&self) -> u64 {
+        self.bad_signature
+            + self.wrong_sender
+            + self.replayed
+            + self.stale
+            + self.forged_answers
+            + self.busy
+    }
+}
+
+/// The counters behind [`Refused`].
+#[derive(Default)]
+struct RefusedCounters {
+    bad_signature: AtomicU64,
+    wrong_sender: AtomicU64,
+    replayed: AtomicU64,
+    stale: AtomicU64,
+    forged_answers: AtomicU64,
+}
+
 /// A running overlay node. Dropping it stops the node abruptly (as [`Overlay::kill`]).
 pub struct Overlay {
     inner: Arc<Inner>,
@@ -255,7 +327,11 @@ struct Inner {
     store: Store,
     config: Config,
     handler: RwLock<Option<Arc<RouteHandler>>>,
-    transaction: AtomicU64,
+    /// Transaction ids and nonces.
+    rng: Rng,
+    /// The Route messages delivered here recently.
+    replays: Mutex<ReplayCache>,
+    refused: RefusedCounters,
     bad_messages: AtomicU64,
     /// Entries of fetch answers that failed the checks of a storing node.
     rejected_entries: AtomicU64,
@@ -304,17 +380,15 @@ impl Overlay {
         .await
         .map_err(|_| Error::Stopped)??;
         let id = key.node_id();
-        let (network, events) =
-            Network::start(key.keypair().clone(), config.network.clone()).await?;
-        let seed = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |t| t.as_nanos() as u64);
-        let seed = seed
-            ^ u64::from_le_bytes(
-                blake3::hash(&id.to_bytes()).as_bytes()[..8]
-                    .try_into()
-                    .unwrap_or_default(),
-            );
+        let (network, events) = Network::start_with_refusal(
+            key.keypair().clone(),
+            config.network.clone(),
+            Arc::new(refusal_frame),
+        )
+        .await?;
+        let rng = config.seed.map_or_else(Rng::os, Rng::seeded);
+        let window_ms = u64::try_from(config.route_window.as_millis()).unwrap_or(u64::MAX);
+        let replays = Mutex::new(ReplayCache::new(window_ms, config.replay_capacity));
         let inner = Arc::new(Inner {
             id,
             key,
@@ -322,7 +396,9 @@ impl Overlay {
             store,
             config,
             handler: RwLock::new(None),
-            transaction: AtomicU64::new(seed),
+            rng,
+            replays,
+            refused: RefusedCounters::default(),
             bad_messages: AtomicU64::new(0),
             rejected_entries: AtomicU64::new(0),
             not_replica: AtomicU64::new(0),
@@ -414,6 +490,20 @@ impl Overlay {
             .unwrap_or_else(PoisonError::into_inner)
             .len();
         (pushed, down)
+    }
+
+    /// What this node refused since it started, by reason: forged or changed Route messages,
+    /// replays, faked answers, requests over the per-peer limits.
+    pub fn refused(&self) -> Refused {
+        let counters = &self.inner.refused;
+        Refused {
+            bad_signature: counters.bad_signature.load(Ordering::Relaxed),
+            wrong_sender: counters.wrong_sender.load(Ordering::Relaxed),
+            replayed: counters.replayed.load(Ordering::Relaxed),
+            stale: counters.stale.load(Ordering::Relaxed),
+            forged_answers: counters.forged_answers.load(Ordering::Relaxed),
+            busy: self.inner.network.refused_requests(),
+        }
     }
 
     /// How many Route and PathTrack messages this node forwarded for other nodes (it was
@@ -520,16 +610,35 @@ impl Overlay {
             let answer = inner.deliver(inner.id, payload)?;
             return Ok((answer, 0));
         }
-        let request = Request::Route {
-            destination: destination.to_bytes(),
-            payload,
+        let id = RouteId {
+            origin: inner.id,
+            destination,
+            nonce: inner.rng.bytes(),
+            timestamp_ms: now_ms(),
         };
+        let request = Request::route(
+            inner.key.keypair(),
+            &destination,
+            id.nonce,
+            id.timestamp_ms,
+            payload.clone(),
+        )?;
         let mut envelope = Envelope::request(inner.next_transaction(), Some(&destination), request);
         envelope.hop(&inner.id).map_err(Error::Overlay)?;
         let reply = inner.forward(envelope, destination).await?;
         let hops = u8::try_from(reply.via.len()).unwrap_or(u8::MAX);
         match into_response(reply)? {
-            Response::Routed { payload } => Ok((payload, hops)),
+            Response::Routed {
+                payload: answer,
+                signature,
+            } => {
+                if let Err(error) = auth::verify_answer(&id, &payload, &answer, &signature) {
+                    inner.refused.forged_answers.fetch_add(1, Ordering::Relaxed);
+                    warn!(%destination, %error, "refused a forged answer to a Route message");
+                    return Err(error.into());
+                }
+                Ok((answer, hops))
+            }
             other => Err(unexpected(destination, &other)),
         }
     }
@@ -794,8 +903,10 @@ impl Inner {
             .contains(peer)
     }
 
+    /// A fresh transaction id from the node's RNG (the OS RNG in production): nobody can
+    /// guess the id of a request it did not see.
     fn next_transaction(&self) -> u64 {
-        self.transaction.fetch_add(1, Ordering::Relaxed)
+        self.rng.u64()
     }
 
     fn max_message(&self) -> usize {
@@ -1216,7 +1327,7 @@ impl Inner {
                 .map_err(Error::Overlay),
             Request::Ping => Ok(Response::Pong),
             Request::Route { destination, .. } | Request::PathTrack { destination } => {
-                return self.route_step(envelope, destination).await;
+                return self.route_step(peer, envelope, destination).await;
             }
         };
         envelope.reply(match result {
@@ -1225,34 +1336,38 @@ impl Inner {
         })
     }
 
-    /// A Route or PathTrack request at this node: delivered here, or forwarded one hop.
-    async fn route_step(&self, mut envelope: Envelope, destination: Vec<u8>) -> Envelope {
+    /// A Route or PathTrack request at this node from `peer` (the libp2p-authenticated
+    /// sender): delivered here, or forwarded one hop. Its last Via entry must be `peer` (each
+    /// hop appends itself before it sends), else it is refused.
+    async fn route_step(
+        &self,
+        peer: PeerId,
+        mut envelope: Envelope,
+        destination: Vec<u8>,
+    ) -> Envelope {
         let Ok(destination) = PeerId::from_bytes(&destination) else {
             let error = overlay_error::Error::invalid("the destination is not a Node-ID");
             return envelope.reply(Response::error(&error));
         };
+        if envelope.via.last() != Some(&peer.to_bytes()) {
+            self.refused.wrong_sender.fetch_add(1, Ordering::Relaxed);
+            let error = overlay_error::Error::forbidden(format!(
+                "the last Via entry of the message is not {peer}, the peer that sent it"
+            ));
+            debug!(%peer, %error, "refused a routed message");
+            return envelope.reply(Response::error(&error));
+        }
         if destination == self.id {
-            let response = match &envelope.body {
-                Body::Request(Request::Route { payload, .. }) => {
-                    let origin = envelope
-                        .via
-                        .first()
-                        .and_then(|bytes| PeerId::from_bytes(bytes).ok());
-                    let delivered = match origin {
-                        Some(origin) => self.deliver(origin, payload.clone()),
-                        None => Err(overlay_error::Error::invalid(
-                            "the Via list does not start with a Node-ID",
-                        )),
-                    };
-                    match delivered {
-                        Ok(payload) => Response::Routed { payload },
-                        Err(error) => Response::error(&error),
-                    }
-                }
-                _ => {
+            let response = match self.accept_route(&envelope) {
+                Ok(Some(response)) => response,
+                Ok(None) => {
                     let mut hops = envelope.via.clone();
                     hops.push(self.id.to_bytes());
                     Response::Path { hops }
+                }
+                Err(error) => {
+                    debug!(%peer, %error, "refused a Route message");
+                    Response::error(&error)
                 }
             };
             return envelope.reply(response);
@@ -1265,6 +1380,59 @@ impl Inner {
             Ok(reply) => reply,
             Err(error) => envelope.reply(error_response(&error)),
         }
+    }
+
+    /// A Route request for this node: checks its origin's signature, its Via list and its
+    /// freshness, delivers it and signs the answer. `None` for a PathTrack request.
+    fn accept_route(&self, envelope: &Envelope) -> Result<Option<Response>, overlay_error::Error> {
+        let Body::Request(Request::Route {
+            payload,
+            origin,
+            nonce,
+            timestamp_ms,
+            signature,
+            ..
+        }) = &envelope.body
+        else {
+            return Ok(None);
+        };
+        let origin = PeerId::from_bytes(origin)
+            .map_err(|_| overlay_error::Error::invalid("the origin is not a Node-ID"))?;
+        let id = RouteId {
+            origin,
+            destination: self.id,
+            nonce: *nonce,
+            timestamp_ms: *timestamp_ms,
+        };
+        if let Err(error) = auth::verify_request(&id, payload, signature) {
+            self.refused.bad_signature.fetch_add(1, Ordering::Relaxed);
+            return Err(error);
+        }
+        if envelope.via.first() != Some(&origin.to_bytes()) {
+            self.refused.wrong_sender.fetch_add(1, Ordering::Relaxed);
+            return Err(overlay_error::Error::forbidden(format!(
+                "the Via list does not start with the message's origin {origin}"
+            )));
+        }
+        let fresh = self
+            .replays
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .check(&id, now_ms());
+        if let Err(error) = fresh {
+            let counter = match error {
+                overlay_error::Error::Replayed { .. } => &self.refused.replayed,
+                _ => &self.refused.stale,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            return Err(error);
+        }
+        let answer = self.deliver(origin, payload.clone())?;
+        let signature = auth::sign_answer(self.key.keypair(), &id, payload, &answer)?;
+        Ok(Some(Response::Routed {
+            payload: answer,
+            signature,
+        }))
     }
 
     /// One replication pass over the local store and the entries this node publishes; with
@@ -1672,12 +1840,12 @@ fn holds_newer(error: &Error) -> bool {
     )
 }
 
-/// Whether an error is the peer's absence (try another) rather than its refusal.
+/// Whether an error is the peer's absence or overload (try another) rather than its refusal.
 fn is_transient(error: &Error) -> bool {
     match error {
         Error::Overlay(error) => matches!(
             error.code(),
-            ErrorCode::RequestTimeout | ErrorCode::Internal
+            ErrorCode::RequestTimeout | ErrorCode::Internal | ErrorCode::Busy
         ),
         _ => true,
     }
@@ -1688,6 +1856,24 @@ fn into_response(envelope: Envelope) -> Result<Response, Error> {
         Body::Response(response) => Ok(response.into_result()?),
         Body::Request(_) => Err(Error::Unreachable("a request came back".into())),
     }
+}
+
+/// The answer the network sends for a request it refused (too many from one peer): an error
+/// response with the request's transaction, so the requester reads the code and sentence.
+fn refusal_frame(request: &[u8], error: &network::Error) -> Option<Vec<u8>> {
+    let transaction = message::peek_transaction(request)?;
+    let refused = overlay_error::Error::Busy {
+        reason: error.to_string(),
+    };
+    let envelope = Envelope {
+        version: message::VERSION,
+        transaction,
+        ttl: message::DEFAULT_TTL,
+        via: Vec::new(),
+        destination: None,
+        body: Body::Response(Response::error(&refused)),
+    };
+    Some(message::encode(&envelope))
 }
 
 fn error_response(error: &Error) -> Response {

@@ -10,6 +10,7 @@ use p2psip_overlay::error::{Error, ErrorCode};
 use p2psip_overlay::id::ResourceId;
 use p2psip_overlay::message::{
     Body, DEFAULT_MAX_MESSAGE, Envelope, Request, Response, VERSION, decode, encode,
+    peek_transaction,
 };
 use proptest::prelude::*;
 
@@ -79,10 +80,24 @@ fn request() -> impl Strategy<Value = Request> {
             resource,
             kind: Kind(kind)
         }),
-        (bytes(40), bytes(200)).prop_map(|(destination, payload)| Request::Route {
-            destination,
-            payload
-        }),
+        (
+            bytes(40),
+            bytes(200),
+            bytes(40),
+            any::<[u8; 16]>(),
+            any::<u64>(),
+            bytes(64)
+        )
+            .prop_map(
+                |(destination, payload, origin, nonce, timestamp_ms, signature)| Request::Route {
+                    destination,
+                    payload,
+                    origin,
+                    nonce,
+                    timestamp_ms,
+                    signature,
+                }
+            ),
         Just(Request::Ping),
         bytes(40).prop_map(|destination| Request::PathTrack { destination }),
     ]
@@ -104,6 +119,9 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
         ErrorCode::Expired,
         ErrorCode::Internal,
         ErrorCode::NotReplica,
+        ErrorCode::Replayed,
+        ErrorCode::Stale,
+        ErrorCode::Busy,
     ])
 }
 
@@ -114,7 +132,8 @@ fn response() -> impl Strategy<Value = Response> {
             .prop_map(|entries| Response::Fetched { entries }),
         prop::collection::vec((bytes(40), meta()), 0..4)
             .prop_map(|entries| Response::Stat { entries }),
-        bytes(200).prop_map(|payload| Response::Routed { payload }),
+        (bytes(200), bytes(64))
+            .prop_map(|(payload, signature)| Response::Routed { payload, signature }),
         Just(Response::Pong),
         prop::collection::vec(bytes(40), 0..5).prop_map(|hops| Response::Path { hops }),
         (error_code(), ".{0,80}").prop_map(|(code, message)| Response::Error { code, message }),
@@ -148,6 +167,7 @@ proptest! {
     #[test]
     fn encode_then_decode_is_the_identity(message in envelope()) {
         let encoded = encode(&message);
+        prop_assert_eq!(peek_transaction(&encoded), Some(message.transaction));
         prop_assert_eq!(decode(&encoded, DEFAULT_MAX_MESSAGE).unwrap(), message);
     }
 
@@ -182,10 +202,14 @@ fn an_oversized_message_is_too_large() {
     let message = Envelope::request(
         1,
         None,
-        Request::Route {
-            destination: PeerId::random().to_bytes(),
-            payload: vec![0; 70_000],
-        },
+        Request::route(
+            &Keypair::generate_ed25519(),
+            &PeerId::random(),
+            [7; 16],
+            1000,
+            vec![0; 70_000],
+        )
+        .unwrap(),
     );
     let encoded = encode(&message);
     assert!(matches!(
@@ -201,10 +225,11 @@ fn an_oversized_message_is_too_large() {
 #[test]
 fn another_version_is_named() {
     let mut encoded = encode(&Envelope::request(1, None, Request::Ping));
-    encoded[0] = 2;
+    encoded[0] = VERSION + 1;
     let error = decode(&encoded, DEFAULT_MAX_MESSAGE).unwrap_err();
     assert!(matches!(error, Error::InvalidMessage { .. }));
-    assert!(error.to_string().contains("version 2"), "{error}");
+    let named = format!("version {}", VERSION + 1);
+    assert!(error.to_string().contains(&named), "{error}");
 }
 
 #[test]

@@ -69,8 +69,18 @@ pub struct Config {
     /// response, inbound requests awaiting their answer, dials, DHT queries. Default 256.
     pub max_pending: usize,
     /// How many events wait for the reader of [`Events`](super::Events); when it is full, new
-    /// events are dropped (a dropped request fails at the requester). Default 256.
+    /// requests are refused as busy (peers coming and going are never lost: they wait in a
+    /// table of their own). Default 256.
     pub event_buffer: usize,
+    /// The most inbound requests of one peer waiting for their answer at once, so that one
+    /// peer cannot take every one of the [`Config::max_pending`] slots. Default 32.
+    pub max_pending_per_peer: usize,
+    /// How many requests one peer may send per second, on average (a token bucket per peer).
+    /// Default 200.
+    pub peer_request_rate: u32,
+    /// How many requests one peer may send at once above its rate (the bucket's size).
+    /// Default 400.
+    pub peer_request_burst: u32,
 }
 
 impl Default for Config {
@@ -94,6 +104,9 @@ impl Default for Config {
             max_bad_frames: 3,
             max_pending: 256,
             event_buffer: 256,
+            max_pending_per_peer: 32,
+            peer_request_rate: 200,
+            peer_request_burst: 400,
         }
     }
 }
@@ -191,6 +204,15 @@ impl Config {
         self
     }
 
+    /// Sets the per-peer limits on inbound requests: how many may wait for their answer at
+    /// once, how many per second on average, and the burst above that rate.
+    pub fn with_peer_limits(mut self, pending: usize, rate: u32, burst: u32) -> Self {
+        self.max_pending_per_peer = pending;
+        self.peer_request_rate = rate;
+        self.peer_request_burst = burst;
+        self
+    }
+
     /// Sets the capacity of the event channel.
     pub fn with_event_buffer(mut self, n: usize) -> Self {
         self.event_buffer = n;
@@ -260,6 +282,14 @@ impl Config {
         if self.max_pending == 0 || self.event_buffer == 0 {
             return Err(Error::Config(
                 "max_pending and event_buffer must be at least 1".into(),
+            ));
+        }
+        if self.max_pending_per_peer == 0
+            || self.peer_request_rate == 0
+            || self.peer_request_burst == 0
+        {
+            return Err(Error::Config(
+                "the per-peer request limits (pending, rate, burst) must be at least 1".into(),
             ));
         }
         self.relay_limits.validate()?;
@@ -413,6 +443,8 @@ mod tests {
             Config::default().with_connection_limits(0, 1),
             Config::default().with_max_bad_frames(0),
             Config::default().with_max_pending(0),
+            Config::default().with_peer_limits(0, 1, 1),
+            Config::default().with_peer_limits(1, 0, 1),
             Config::default().with_request_timeout(Duration::ZERO),
             Config::default().with_autonat(Duration::ZERO, Duration::from_secs(1)),
             Config::default().with_relay_limits(RelayLimits {

@@ -83,6 +83,15 @@ pub enum Error {
         /// The configured limit.
         limit: usize,
     },
+    /// A peer sent more requests than this node takes from one peer: too many waiting for
+    /// their answer at once, or too many per second.
+    #[error("peer {peer} {why}; slow down")]
+    PeerLimit {
+        /// The peer.
+        peer: PeerId,
+        /// Which limit it reached, e.g. "has 32 requests waiting (the limit per peer)".
+        why: String,
+    },
     /// A node cannot send a request to itself over the network.
     #[error("a node cannot send a request to itself; handle it locally")]
     LocalPeer,

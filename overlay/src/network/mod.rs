@@ -19,25 +19,57 @@
 //! connections to direct ones where the NATs allow (the policy is in `nat.rs`). Streams of the
 //! media protocol ([`Network::media`]) carry RTP between the end nodes of a call.
 //!
+//! Inbound requests are held to limits per peer besides the global ones: at most
+//! [`Config::max_pending_per_peer`] of one peer's requests wait for their answer, and a token
+//! bucket per peer ([`Config::peer_request_rate`], [`Config::peer_request_burst`]) caps their
+//! rate, so a peer that floods cannot take the slots of the others. A refused request is
+//! answered at once with the frame the [`Refusal`] function of [`Network::start_with_refusal`]
+//! makes (the overlay's error response, code `Busy` and a sentence), or failed at its sender
+//! when there is none, and counted ([`Network::refused_requests`]).
+//!
 //! Invariants: every channel and every table of pending operations is bounded
 //! ([`Config::max_pending`], [`Config::event_buffer`]); the task never waits for the reader of
-//! [`Events`] (when that channel is full, events are dropped and logged); nodes of overlays
-//! with different names never enter each other's routing tables, because they speak different
-//! Kademlia protocols and identify only feeds peers that speak ours.
+//! [`Events`]: when that channel is full, a request is refused as busy and other events are
+//! dropped and logged, except peers connecting and disconnecting, which are never lost: when
+//! the channel is full they wait in a table of their own (one entry per peer, coalesced: a
+//! peer that connected and disconnected unseen is reported as disconnected, one that
+//! disconnected and came back as both), which [`Events`] hands out before the channel's
+//! other events as soon as the peer changes sent earlier through the channel are read, so
+//! each peer's changes stay in order. Nodes of overlays with different names
+//! never enter each other's routing tables, because they speak different Kademlia protocols
+//! and identify only feeds peers that speak ours.
+//!
+//! # Tables keyed by what peers send, and their bounds
+//!
+//! | table | bound |
+//! |---|---|
+//! | pending dials, DHT queries, outbound requests, inbound requests | [`Config::max_pending`] each |
+//! | inbound requests waiting, per peer | [`Config::max_pending_per_peer`]; the table holds only peers with requests waiting |
+//! | token buckets per peer | pruned when refilled; at most `2 × max_connections + 64` peers |
+//! | bad-frame counts, connections, overlay members | connected peers only (removed with the last connection; [`Config::max_connections`]) |
+//! | peer changes not yet read | one entry per peer connected now or that the reader was told connected, and at most 4096 disconnects of peers it never heard of |
+//! | addresses learnt from identify | 8 per message (`MAX_ADDRS_PER_PEER`), for k peers per Kademlia bucket; NOT yet bounded: Kademlia keeps every address a routing-table peer ever announced (a cap through `kbuckets()` slowed rejoining, so it was taken out) |
+//! | relay candidates and reservations (`nat.rs`) | relay candidates: connected peers only; reservations: [`Config::relay_reservations`] |
 
 mod behaviour;
 mod codec;
 mod config;
 mod error;
+mod limits;
 mod nat;
 mod task;
 
 use std::{
+    collections::{HashMap, HashSet, VecDeque},
     pin::Pin,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
     task::{Context, Poll},
 };
 
-use futures::Stream;
+use futures::{Stream, task::AtomicWaker};
 use libp2p::{Multiaddr, PeerId, identity::Keypair, multiaddr::Protocol};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument as _;
@@ -51,6 +83,11 @@ use task::{Command, Task};
 /// Capacity of the command channel from the handles to the task.
 const COMMAND_BUFFER: usize = 64;
 
+/// Makes the answer frame of an inbound request the network refused (over a per-peer or
+/// global limit) from the request frame and the reason; `None` fails the request at its
+/// sender without an answer. See [`Network::start_with_refusal`].
+pub type Refusal = Arc<dyn Fn(&[u8], &Error) -> Option<Vec<u8>> + Send + Sync>;
+
 /// A handle on the running network. Cheap to clone; every clone talks to the same task.
 ///
 /// The task stops on [`Network::shutdown`], or when every handle is dropped.
@@ -61,6 +98,7 @@ pub struct Network {
     max_frame_size: usize,
     media: libp2p_stream::Control,
     media_protocol: libp2p::StreamProtocol,
+    refused: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Network {
@@ -73,9 +111,138 @@ impl std::fmt::Debug for Network {
 }
 
 /// The events of the network, in order, from a bounded channel. Read them promptly: when the
-/// channel is full, new events are dropped (a dropped request fails at its requester).
+/// channel is full, new requests are refused as busy and other events dropped, except
+/// [`Event::PeerConnected`] and [`Event::PeerDisconnected`], which are never lost (they wait
+/// in a table of their own, coalesced per peer, and come before the channel's other events
+/// once the earlier peer changes are read).
 #[derive(Debug)]
-pub struct Events(mpsc::Receiver<Event>);
+pub struct Events {
+    rx: mpsc::Receiver<Event>,
+    peers: Arc<PeerChanges>,
+}
+
+/// Peers that connected or disconnected, not yet read: shared by the task (which adds) and
+/// [`Events`] (which drains). Never full; loses no disconnect of a peer the reader was told
+/// connected.
+#[derive(Debug, Default)]
+pub(crate) struct PeerChanges {
+    queue: Mutex<PeerQueue>,
+    waker: AtomicWaker,
+}
+
+/// The most peers the reader never heard of that may wait with a disconnect not yet read;
+/// beyond it, such disconnects are dropped (the reader was never told those peers came).
+const MAX_UNHEARD_GONE: usize = 4096;
+
+/// For each peer with changes not yet read: the first of them and its state now.
+#[derive(Debug, Default)]
+struct PeerQueue {
+    order: VecDeque<PeerId>,
+    /// (connected at the first unread change, connected now)
+    state: HashMap<PeerId, (bool, bool)>,
+    /// The peers the reader was told connected and not yet told disconnected.
+    heard: HashSet<PeerId>,
+    /// Entries of peers not in `heard` that only say "disconnected".
+    unheard_gone: usize,
+    /// Peer changes sent through the event channel and not yet read: while there are some,
+    /// the reader takes the channel's events first, so that each peer's changes stay in order.
+    in_channel: usize,
+}
+
+impl PeerChanges {
+    /// Reports that `peer` connected (`true`) or disconnected: through the event channel
+    /// when nothing waits here and it has room, else here (and wakes the reader).
+    pub(crate) fn report(&self, events: &mpsc::Sender<Event>, peer: PeerId, connected: bool) {
+        {
+            let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            if queue.order.is_empty() {
+                let event = if connected {
+                    Event::PeerConnected(peer)
+                } else {
+                    Event::PeerDisconnected(peer)
+                };
+                match events.try_send(event) {
+                    Ok(()) => {
+                        queue.in_channel += 1;
+                        if connected {
+                            queue.heard.insert(peer);
+                        } else {
+                            queue.heard.remove(&peer);
+                        }
+                        return;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return,
+                    Err(mpsc::error::TrySendError::Full(_)) => {}
+                }
+            }
+            let old = queue.state.get(&peer).copied();
+            let new = match old {
+                None => (connected, connected),
+                // Came and went before the reader saw it come: the reader hears of the
+                // disconnect only (it may have used the peer without hearing of it).
+                Some((true, _)) if !connected => (false, false),
+                Some((first, _)) => (first, connected),
+            };
+            let heard = queue.heard.contains(&peer);
+            let unheard_gone =
+                |state: Option<(bool, bool)>| !heard && state == Some((false, false));
+            if unheard_gone(Some(new))
+                && !unheard_gone(old)
+                && queue.unheard_gone >= MAX_UNHEARD_GONE
+            {
+                // Bounded: a peer the reader never heard of, gone again, is forgotten.
+                if old.is_some() {
+                    queue.state.remove(&peer);
+                    queue.order.retain(|p| *p != peer);
+                }
+            } else {
+                queue.unheard_gone = queue.unheard_gone + usize::from(unheard_gone(Some(new)))
+                    - usize::from(unheard_gone(old));
+                queue.state.insert(peer, new);
+                if old.is_none() {
+                    queue.order.push_back(peer);
+                }
+            }
+        }
+        self.waker.wake();
+    }
+
+    /// Takes the next peer change waiting here, unless `after_channel` and peer changes sent
+    /// earlier through the channel are still unread.
+    fn pop(&self, after_channel: bool) -> Option<Event> {
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        if after_channel && queue.in_channel > 0 {
+            return None;
+        }
+        let peer = *queue.order.front()?;
+        let (first, now) = queue.state.get(&peer).copied()?;
+        if !first && !now && !queue.heard.contains(&peer) {
+            queue.unheard_gone = queue.unheard_gone.saturating_sub(1);
+        }
+        if first != now {
+            // Gone and back: the reader hears of both.
+            queue.state.insert(peer, (now, now));
+        } else {
+            queue.order.pop_front();
+            queue.state.remove(&peer);
+        }
+        if first {
+            queue.heard.insert(peer);
+            Some(Event::PeerConnected(peer))
+        } else {
+            queue.heard.remove(&peer);
+            Some(Event::PeerDisconnected(peer))
+        }
+    }
+
+    /// The reader took `event` from the channel.
+    fn received(&self, event: &Event) {
+        if matches!(event, Event::PeerConnected(_) | Event::PeerDisconnected(_)) {
+            let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            queue.in_channel = queue.in_channel.saturating_sub(1);
+        }
+    }
+}
 
 /// Something that happened on the network.
 #[derive(Debug)]
@@ -90,7 +257,7 @@ pub enum Event {
         /// Sends the response frame back.
         responder: Responder,
     },
-    /// The first connection to a peer opened.
+    /// The first connection to a peer opened. Never lost (see [`Events`]).
     PeerConnected(PeerId),
     /// A peer of this overlay told its listen addresses (identify): where to reach it again,
     /// for instance after a restart.
@@ -100,7 +267,7 @@ pub enum Event {
         /// Its listen addresses (at most a few).
         listen_addrs: Vec<Multiaddr>,
     },
-    /// The last connection to a peer closed.
+    /// The last connection to a peer closed. Never lost (see [`Events`]).
     PeerDisconnected(PeerId),
     /// A peer entered the routing table.
     RoutingUpdated(PeerId),
@@ -135,7 +302,20 @@ impl Network {
     /// Builds the swarm with `keypair` as the node's identity, listens on every address of
     /// `config.listen` (it returns once each has one listen address), dials the bootstrap peers
     /// and spawns the task that owns the swarm. Must be called inside a tokio runtime.
+    ///
+    /// A request refused by the per-peer limits fails at its sender without an answer; use
+    /// [`Network::start_with_refusal`] to answer it.
     pub async fn start(keypair: Keypair, config: Config) -> Result<(Network, Events), Error> {
+        Network::start_with_refusal(keypair, config, Arc::new(|_: &[u8], _: &Error| None)).await
+    }
+
+    /// As [`Network::start`], and a request refused by the limits on inbound requests is
+    /// answered with the frame `refusal` makes of it (the layer above's error response).
+    pub async fn start_with_refusal(
+        keypair: Keypair,
+        config: Config,
+        refusal: Refusal,
+    ) -> Result<(Network, Events), Error> {
         config.validate()?;
         let local_peer_id = keypair.public().to_peer_id();
         let members = behaviour::Members::default();
@@ -144,23 +324,39 @@ impl Network {
         let (commands, command_rx) = mpsc::channel(COMMAND_BUFFER);
         let (event_tx, event_rx) = mpsc::channel(config.event_buffer);
         let span = tracing::info_span!("network", peer = %local_peer_id, overlay = %config.overlay);
+        let refused = Arc::new(AtomicU64::new(0));
+        let peers = Arc::new(PeerChanges::default());
         let network = Network {
             commands,
             local_peer_id,
             max_frame_size: config.max_frame_size,
             media,
             media_protocol: config.media_protocol(),
+            refused: refused.clone(),
         };
 
         let mut task = Task::new(swarm, command_rx, event_tx, config, members);
+        task.set_refusal(refusal, refused, peers.clone());
         task.start().instrument(span.clone()).await?;
         tokio::spawn(task.run().instrument(span));
-        Ok((network, Events(event_rx)))
+        Ok((
+            network,
+            Events {
+                rx: event_rx,
+                peers,
+            },
+        ))
     }
 
     /// This node's peer id (its Node-ID).
     pub fn local_peer_id(&self) -> PeerId {
         self.local_peer_id
+    }
+
+    /// How many inbound requests the network refused because their peer was over its limits
+    /// (waiting requests, rate) or every slot was taken.
+    pub fn refused_requests(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 
     /// The addresses the node listens on now.
@@ -259,14 +455,44 @@ impl Network {
 }
 
 impl Events {
-    /// The next event; `None` once the network has stopped.
+    /// The next event; `None` once the network has stopped. Cancel-safe.
     pub async fn recv(&mut self) -> Option<Event> {
-        self.0.recv().await
+        futures::future::poll_fn(|cx| self.poll_event(cx)).await
     }
 
     /// The next event if one is waiting.
     pub fn try_recv(&mut self) -> Option<Event> {
-        self.0.try_recv().ok()
+        if let Some(event) = self.peers.pop(true) {
+            return Some(event);
+        }
+        match self.rx.try_recv() {
+            Ok(event) => {
+                self.peers.received(&event);
+                Some(event)
+            }
+            Err(_) => self.peers.pop(false),
+        }
+    }
+
+    /// Peer changes waiting in their table come first, once the ones sent earlier through
+    /// the channel are read (each peer's changes stay in order).
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.peers.waker.register(cx.waker());
+        if let Some(event) = self.peers.pop(true) {
+            return Poll::Ready(Some(event));
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(event)) => {
+                self.peers.received(&event);
+                Poll::Ready(Some(event))
+            }
+            // Stopped: what waits in the table still comes.
+            Poll::Ready(None) => Poll::Ready(self.peers.pop(false)),
+            Poll::Pending => match self.peers.pop(false) {
+                Some(event) => Poll::Ready(Some(event)),
+                None => Poll::Pending,
+            },
+        }
     }
 }
 
@@ -274,7 +500,7 @@ impl Stream for Events {
     type Item = Event;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
-        self.0.poll_recv(cx)
+        self.poll_event(cx)
     }
 }
 
@@ -298,5 +524,85 @@ pub(crate) fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
     match addr.iter().last() {
         Some(Protocol::P2p(peer)) => Some(peer),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(changes: &PeerChanges) -> Vec<(PeerId, bool)> {
+        std::iter::from_fn(|| changes.pop(true))
+            .map(|event| match event {
+                Event::PeerConnected(peer) => (peer, true),
+                Event::PeerDisconnected(peer) => (peer, false),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn peer_changes_coalesce_without_losing_a_disconnect() {
+        // A full channel: every change waits in the table.
+        let (events, _rx) = mpsc::channel(1);
+        events
+            .try_send(Event::Listening(Multiaddr::empty()))
+            .unwrap();
+        let changes = PeerChanges::default();
+        let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
+        // a: known connected, then gone, back, gone: one disconnect.
+        changes.report(&events, a, true);
+        changes.report(&events, b, true);
+        assert_eq!(drain(&changes), vec![(a, true), (b, true)]);
+        for connected in [false, true, false] {
+            changes.report(&events, a, connected);
+        }
+        // b: gone and back: both.
+        changes.report(&events, b, false);
+        changes.report(&events, b, true);
+        // c: came and went unseen: the disconnect only.
+        changes.report(&events, c, true);
+        changes.report(&events, c, false);
+        assert_eq!(
+            drain(&changes),
+            vec![(a, false), (b, false), (b, true), (c, false)]
+        );
+        for _ in 0..1000 {
+            changes.report(&events, a, true);
+            changes.report(&events, a, false);
+        }
+        assert_eq!(drain(&changes), vec![(a, false)]);
+        // Peers never heard of that come and go: bounded.
+        for _ in 0..MAX_UNHEARD_GONE + 10 {
+            let peer = PeerId::random();
+            changes.report(&events, peer, true);
+            changes.report(&events, peer, false);
+        }
+        assert_eq!(drain(&changes).len(), MAX_UNHEARD_GONE);
+    }
+
+    #[test]
+    fn a_peers_changes_stay_in_order_across_the_channel_and_the_table() {
+        let (tx, rx) = mpsc::channel(2);
+        let peers = Arc::new(PeerChanges::default());
+        let mut events = Events {
+            rx,
+            peers: peers.clone(),
+        };
+        let p = PeerId::random();
+        peers.report(&tx, p, true);
+        tx.try_send(Event::Listening(Multiaddr::empty())).unwrap();
+        // The channel is full: the disconnect waits in the table, behind the connect.
+        peers.report(&tx, p, false);
+        let read: Vec<String> = std::iter::from_fn(|| events.try_recv())
+            .map(|event| match event {
+                Event::PeerConnected(_) => "connected",
+                Event::PeerDisconnected(_) => "disconnected",
+                _ => "other",
+            })
+            .map(String::from)
+            .collect();
+        // The connect first; then the table's changes come before other events.
+        assert_eq!(read, ["connected", "disconnected", "other"]);
     }
 }

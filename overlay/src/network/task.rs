@@ -2,12 +2,18 @@
 //! handles, swarm events go through, [`Event`]s go out.
 //!
 //! Every table here is bounded: pending dials, DHT queries, outbound requests and inbound
-//! requests awaiting their answer by [`Config::max_pending`] each; bad-frame counts by the
-//! connected peers (an entry goes when the peer's last connection closes).
+//! requests awaiting their answer by [`Config::max_pending`] each; inbound requests per peer
+//! and their rate by [`PeerLimits`] (its own bounds are in `limits.rs`); bad-frame counts,
+//! connections and members by the connected peers (an entry goes when the peer's last
+//! connection closes); peers connecting and disconnecting go to [`PeerChanges`], never lost.
 
 use std::{
     collections::HashMap,
     io,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -27,9 +33,10 @@ use tokio::sync::{
 use tracing::{debug, info, warn};
 
 use super::{
-    Config, Error, Event, Responder,
+    Config, Error, Event, PeerChanges, Refusal, Responder,
     behaviour::{Behaviour, BehaviourEvent, Members},
     codec::{FrameTooLarge, Request},
+    limits::PeerLimits,
     nat::{NatState, Path, Reachability, Traversal},
     peer_of,
 };
@@ -109,6 +116,14 @@ pub(crate) struct Task {
     members: Members,
     nat: Traversal,
     relay_serving: bool,
+    /// Per-peer limits on inbound requests.
+    limits: PeerLimits,
+    /// Makes the answer of a refused request.
+    refusal: Refusal,
+    /// Inbound requests refused (shared with the handles).
+    refused: Arc<AtomicU64>,
+    /// Peers connecting and disconnecting, for the reader of the events; never lost.
+    peers: Arc<PeerChanges>,
 }
 
 /// One open connection.
@@ -128,7 +143,17 @@ impl Task {
         config: Config,
         members: Members,
     ) -> Self {
+        let bucket_capacity = config.max_connections as usize * 2 + 64;
         Self {
+            limits: PeerLimits::new(
+                config.max_pending_per_peer,
+                config.peer_request_rate,
+                config.peer_request_burst,
+                bucket_capacity,
+            ),
+            refusal: Arc::new(|_: &[u8], _: &Error| None),
+            refused: Arc::new(AtomicU64::new(0)),
+            peers: Arc::new(PeerChanges::default()),
             connections: HashMap::new(),
             members,
             nat: Traversal::new(config.relay_reservations),
@@ -146,6 +171,19 @@ impl Task {
             inbound: FuturesUnordered::new(),
             bad_frames: HashMap::new(),
         }
+    }
+
+    /// Sets how refused requests are answered, where they are counted, and where peer
+    /// changes go.
+    pub(crate) fn set_refusal(
+        &mut self,
+        refusal: Refusal,
+        refused: Arc<AtomicU64>,
+        peers: Arc<PeerChanges>,
+    ) {
+        self.refusal = refusal;
+        self.refused = refused;
+        self.peers = peers;
     }
 
     /// Listens on every configured address and waits until each listener has an address;
@@ -416,7 +454,7 @@ impl Task {
                     let _ = reply.send(Ok(peer_id));
                 }
                 if num_established.get() == 1 {
-                    self.emit(Event::PeerConnected(peer_id));
+                    self.peers.report(&self.events, peer_id, true);
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -440,7 +478,7 @@ impl Task {
                     self.connections.remove(&peer_id);
                     self.members.remove(&peer_id);
                     self.bad_frames.remove(&peer_id);
-                    self.emit(Event::PeerDisconnected(peer_id));
+                    self.peers.report(&self.events, peer_id, false);
                 }
             }
             SwarmEvent::OutgoingConnectionError {
@@ -857,8 +895,18 @@ impl Task {
 
     fn on_request(&mut self, peer: PeerId, frame: Vec<u8>, channel: ResponseChannel<Vec<u8>>) {
         if self.inbound.len() >= self.config.max_pending {
-            // Dropping the channel fails the request at the requester.
             warn!(%peer, "too many inbound requests waiting for an answer; request refused");
+            let error = busy("inbound requests", self.config.max_pending);
+            self.refuse(peer, &frame, channel, &error);
+            return;
+        }
+        if let Err(why) = self.limits.admit(peer, Instant::now()) {
+            debug!(%peer, %why, "request over the peer's limits refused");
+            let error = Error::PeerLimit {
+                peer,
+                why: why.to_string(),
+            };
+            self.refuse(peer, &frame, channel, &error);
             return;
         }
         let (reply, answer) = oneshot::channel();
@@ -866,11 +914,18 @@ impl Task {
             reply,
             max_frame_size: self.config.max_frame_size,
         };
-        if !self.emit(Event::Request {
+        let event = Event::Request {
             peer,
             frame,
             responder,
-        }) {
+        };
+        if let Err(error) = self.events.try_send(event) {
+            self.limits.done(&peer);
+            if let TrySendError::Full(Event::Request { frame, .. }) = error {
+                warn!(%peer, "the event channel is full: request refused");
+                let error = busy("events for the node", self.config.event_buffer);
+                self.refuse(peer, &frame, channel, &error);
+            }
             return;
         }
         let timeout = self.config.request_timeout;
@@ -887,12 +942,37 @@ impl Task {
         }));
     }
 
+    /// Answers a refused request with the refusal frame (or fails it at its sender), and
+    /// counts it.
+    fn refuse(
+        &mut self,
+        peer: PeerId,
+        frame: &[u8],
+        channel: ResponseChannel<Vec<u8>>,
+        error: &Error,
+    ) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        // Dropping the channel instead fails the request at the requester.
+        if let Some(answer) = (self.refusal)(frame, error)
+            && answer.len() <= self.config.max_frame_size
+            && self
+                .swarm
+                .behaviour_mut()
+                .reload
+                .send_response(channel, answer)
+                .is_err()
+        {
+            debug!(%peer, "the requester stopped waiting before its refusal");
+        }
+    }
+
     fn on_answer(&mut self, answer: Answer) {
         let Answer {
             peer,
             channel,
             frame,
         } = answer;
+        self.limits.done(&peer);
         match frame {
             Some(frame) => {
                 if self
