@@ -180,7 +180,8 @@ impl Dialogs {
     }
 
     /// Whether a request of the dialog (`call_id`, `from_tag`, `to_tag`) from `source` may go
-    /// to `next`: the dialog is known, `source` is one of its sides and `next` the other.
+    /// to `next`: the dialog is known, `source` is one of its sides and `next` the other
+    /// (`None`, a next hop that names no address, is never the other side).
     /// `bye` marks the dialog as ending. A request let through keeps the dialog alive.
     pub fn check(
         &mut self,
@@ -189,7 +190,7 @@ impl Dialogs {
         from_tag: &str,
         to_tag: &str,
         source: &Peer,
-        next: &Peer,
+        next: Option<&Peer>,
         bye: bool,
     ) -> Result<(), Refusal> {
         let key = Key::new(call_id, from_tag, to_tag);
@@ -211,7 +212,7 @@ impl Dialogs {
         } else {
             return Err(Refusal::NotASide);
         };
-        if !same(next, other) {
+        if !next.is_some_and(|next| same(next, other)) {
             return Err(Refusal::Elsewhere);
         }
         if bye || entry.ending {
@@ -277,27 +278,27 @@ mod tests {
         let mut d = Dialogs::new(Config::default(), is_link);
         let (alice, node_b) = (client(1, 5060), link(1));
         assert_eq!(
-            d.check(t0, "c1", "a", "b", &alice, &node_b, false),
+            d.check(t0, "c1", "a", "b", &alice, Some(&node_b), false),
             Err(Refusal::Unknown)
         );
         d.learn(t0, &id(), alice, node_b, true);
         // Both directions, tags either way round, another port of the same host.
-        assert_eq!(d.check(t0, "c1", "a", "b", &client(1, 7000), &node_b, false), Ok(()));
-        assert_eq!(d.check(t0, "c1", "b", "a", &node_b, &alice, false), Ok(()));
+        assert_eq!(d.check(t0, "c1", "a", "b", &client(1, 7000), Some(&node_b), false), Ok(()));
+        assert_eq!(d.check(t0, "c1", "b", "a", &node_b, Some(&alice), false), Ok(()));
         assert_eq!(
-            d.check(t0, "c1", "a", "b", &link(2), &alice, false),
+            d.check(t0, "c1", "a", "b", &link(2), Some(&alice), false),
             Err(Refusal::NotASide)
         );
         assert_eq!(
-            d.check(t0, "c1", "a", "b", &alice, &client(9, 5060), false),
+            d.check(t0, "c1", "a", "b", &alice, Some(&client(9, 5060)), false),
             Err(Refusal::Elsewhere)
         );
         assert_eq!(
-            d.check(t0, "c1", "a", "b", &alice, &link(2), false),
+            d.check(t0, "c1", "a", "b", &alice, Some(&link(2)), false),
             Err(Refusal::Elsewhere)
         );
         assert_eq!(
-            d.check(t0, "c2", "a", "b", &alice, &node_b, false),
+            d.check(t0, "c2", "a", "b", &alice, Some(&node_b), false),
             Err(Refusal::Unknown)
         );
     }
@@ -314,14 +315,14 @@ mod tests {
         d.learn(t0, &id(), alice, bob, false);
         let later = t0 + config.early + Duration::from_secs(1);
         assert_eq!(
-            d.check(later, "c1", "a", "b", &alice, &bob, false),
+            d.check(later, "c1", "a", "b", &alice, Some(&bob), false),
             Err(Refusal::Unknown)
         );
         d.learn(t0, &id(), alice, bob, true);
-        assert_eq!(d.check(t0, "c1", "a", "b", &alice, &bob, true), Ok(()));
+        assert_eq!(d.check(t0, "c1", "a", "b", &alice, Some(&bob), true), Ok(()));
         let after_bye = t0 + config.ending + Duration::from_secs(1);
         assert_eq!(
-            d.check(after_bye, "c1", "a", "b", &alice, &bob, false),
+            d.check(after_bye, "c1", "a", "b", &alice, Some(&bob), false),
             Err(Refusal::Unknown)
         );
         for n in 0..10 {
@@ -333,7 +334,7 @@ mod tests {
         }
         assert_eq!(d.len(), 2);
         assert_eq!(
-            d.check(t0 + Duration::from_secs(9), "x9", "a", "b", &alice, &bob, false),
+            d.check(t0 + Duration::from_secs(9), "x9", "a", "b", &alice, Some(&bob), false),
             Ok(())
         );
     }

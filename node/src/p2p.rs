@@ -1102,7 +1102,13 @@ impl State {
     /// inside a dialog this node record-routed, from one of the dialog's sides to the other
     /// ([`edge`]); a local client's is also taken from its budget. Anything else is refused:
     /// 481 for an unknown dialog, 403 with the reason otherwise.
-    fn routed(&mut self, context: proxy::Context, request: Request, source: Peer, next: Peer) {
+    fn routed(
+        &mut self,
+        context: proxy::Context,
+        request: Request,
+        source: Peer,
+        next: Option<Peer>,
+    ) {
         let from_node = lock(&self.links).node(&source);
         if from_node.is_none() && !self.within_limits(context, &request, source) {
             return;
@@ -1122,7 +1128,7 @@ impl State {
         if from_node.is_none() && self.take_budget(&request, source).is_err() {
             return;
         }
-        match self.dialog_check(&request, source, next) {
+        match self.dialog_check(&request, source, Some(next)) {
             Ok(()) => self.proxy.send_ack(&request, next),
             Err((status, why)) => {
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
@@ -1136,7 +1142,7 @@ impl State {
         &mut self,
         request: &Request,
         source: Peer,
-        next: Peer,
+        next: Option<Peer>,
     ) -> Result<(), (StatusCode, &'static str)> {
         let Some(dialog) = DialogId::of_request(request) else {
             return Err((
@@ -1152,7 +1158,7 @@ impl State {
                 &dialog.local_tag,
                 &dialog.remote_tag,
                 &source,
-                &next,
+                next.as_ref(),
                 bye,
             )
             .map_err(|refusal| {

@@ -212,8 +212,10 @@ pub enum Event {
         request: Box<Request>,
         /// Where it came from.
         source: Peer,
-        /// Where it would go: the top Route's next hop, else the Request-URI's.
-        next: Peer,
+        /// Where it would go: the top Route's next hop, else the Request-URI's; `None` when
+        /// that URI names no address (a host name the resolver does not know), in which case
+        /// [`Proxy::forward_routed`] answers 480.
+        next: Option<Peer>,
     },
     /// With [`Config::screen_routed`]: an ACK that matches no transaction (the ACK of a 2xx),
     /// ready to go to `next` (Max-Forwards lowered, this proxy's Via on top). It goes only if
@@ -592,9 +594,8 @@ impl Proxy {
         // A request with a Route left, or one inside a dialog, goes where it says (§16.5).
         let in_dialog = DialogId::of_request(&request).is_some();
         if request.headers().contains(HeaderName::Route) || in_dialog {
-            if self.config.screen_routed
-                && let Ok(next) = self.resolve(&next_hop(&request))
-            {
+            if self.config.screen_routed {
+                let next = self.resolve(&next_hop(&request)).ok();
                 self.events.push_back(Event::Routed {
                     context,
                     request: Box::new(request),
