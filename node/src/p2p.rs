@@ -1071,9 +1071,17 @@ impl State {
         let Some(verifier) = &self.verifier else {
             return Some(Client::Open);
         };
-        if source.transport == Transport::Udp
-            && lock_trusted(&self.trusted).contains(&source.addr)
-        {
+        // A trusted socket bound to 0.0.0.0 sends from a loopback address.
+        let unspecified = SocketAddr::new(
+            IpAddr::from([0, 0, 0, 0]),
+            source.addr.port(),
+        );
+        let trusted = {
+            let trusted = lock_trusted(&self.trusted);
+            trusted.contains(&source.addr)
+                || (source.addr.ip().is_loopback() && trusted.contains(&unspecified))
+        };
+        if source.transport == Transport::Udp && trusted {
             return Some(Client::Trusted);
         }
         let register = *request.method() == Method::Register;
