@@ -67,7 +67,9 @@ impl Refusal {
         match self {
             Refusal::Unknown => "Call/Transaction Does Not Exist (no such dialog at this node)",
             Refusal::NotASide => "Forbidden (not a party of this dialog)",
-            Refusal::Elsewhere => "Forbidden (the request goes elsewhere than the dialog's other end)",
+            Refusal::Elsewhere => {
+                "Forbidden (the request goes elsewhere than the dialog's other end)"
+            }
         }
     }
 }
@@ -179,21 +181,19 @@ impl Dialogs {
         );
     }
 
-    /// Whether a request of the dialog (`call_id`, `from_tag`, `to_tag`) from `source` may go
+    /// Whether a request of the dialog `id` (either side's view) from `source` may go
     /// to `next`: the dialog is known, `source` is one of its sides and `next` the other
     /// (`None`, a next hop that names no address, is never the other side).
     /// `bye` marks the dialog as ending. A request let through keeps the dialog alive.
     pub fn check(
         &mut self,
         now: Instant,
-        call_id: &str,
-        from_tag: &str,
-        to_tag: &str,
+        id: &DialogId,
         source: &Peer,
         next: Option<&Peer>,
         bye: bool,
     ) -> Result<(), Refusal> {
-        let key = Key::new(call_id, from_tag, to_tag);
+        let key = Key::new(&id.call_id, &id.local_tag, &id.remote_tag);
         let is_link = self.is_link;
         let (idle, ending) = (self.config.idle, self.config.ending);
         let entry = match self.dialogs.get_mut(&key) {
@@ -264,6 +264,14 @@ mod tests {
         p.connection.is_some_and(|c| c.0 >= 1 << 62)
     }
 
+    fn did(call_id: &str, a: &str, b: &str) -> DialogId {
+        DialogId {
+            call_id: call_id.into(),
+            local_tag: a.into(),
+            remote_tag: b.into(),
+        }
+    }
+
     fn id() -> DialogId {
         DialogId {
             call_id: "c1".into(),
@@ -278,27 +286,45 @@ mod tests {
         let mut d = Dialogs::new(Config::default(), is_link);
         let (alice, node_b) = (client(1, 5060), link(1));
         assert_eq!(
-            d.check(t0, "c1", "a", "b", &alice, Some(&node_b), false),
+            d.check(t0, &did("c1", "a", "b"), &alice, Some(&node_b), false),
             Err(Refusal::Unknown)
         );
         d.learn(t0, &id(), alice, node_b, true);
         // Both directions, tags either way round, another port of the same host.
-        assert_eq!(d.check(t0, "c1", "a", "b", &client(1, 7000), Some(&node_b), false), Ok(()));
-        assert_eq!(d.check(t0, "c1", "b", "a", &node_b, Some(&alice), false), Ok(()));
         assert_eq!(
-            d.check(t0, "c1", "a", "b", &link(2), Some(&alice), false),
+            d.check(
+                t0,
+                &did("c1", "a", "b"),
+                &client(1, 7000),
+                Some(&node_b),
+                false
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            d.check(t0, &did("c1", "b", "a"), &node_b, Some(&alice), false),
+            Ok(())
+        );
+        assert_eq!(
+            d.check(t0, &did("c1", "a", "b"), &link(2), Some(&alice), false),
             Err(Refusal::NotASide)
         );
         assert_eq!(
-            d.check(t0, "c1", "a", "b", &alice, Some(&client(9, 5060)), false),
+            d.check(
+                t0,
+                &did("c1", "a", "b"),
+                &alice,
+                Some(&client(9, 5060)),
+                false
+            ),
             Err(Refusal::Elsewhere)
         );
         assert_eq!(
-            d.check(t0, "c1", "a", "b", &alice, Some(&link(2)), false),
+            d.check(t0, &did("c1", "a", "b"), &alice, Some(&link(2)), false),
             Err(Refusal::Elsewhere)
         );
         assert_eq!(
-            d.check(t0, "c2", "a", "b", &alice, Some(&node_b), false),
+            d.check(t0, &did("c2", "a", "b"), &alice, Some(&node_b), false),
             Err(Refusal::Unknown)
         );
     }
@@ -315,14 +341,17 @@ mod tests {
         d.learn(t0, &id(), alice, bob, false);
         let later = t0 + config.early + Duration::from_secs(1);
         assert_eq!(
-            d.check(later, "c1", "a", "b", &alice, Some(&bob), false),
+            d.check(later, &did("c1", "a", "b"), &alice, Some(&bob), false),
             Err(Refusal::Unknown)
         );
         d.learn(t0, &id(), alice, bob, true);
-        assert_eq!(d.check(t0, "c1", "a", "b", &alice, Some(&bob), true), Ok(()));
+        assert_eq!(
+            d.check(t0, &did("c1", "a", "b"), &alice, Some(&bob), true),
+            Ok(())
+        );
         let after_bye = t0 + config.ending + Duration::from_secs(1);
         assert_eq!(
-            d.check(after_bye, "c1", "a", "b", &alice, Some(&bob), false),
+            d.check(after_bye, &did("c1", "a", "b"), &alice, Some(&bob), false),
             Err(Refusal::Unknown)
         );
         for n in 0..10 {
@@ -334,7 +363,13 @@ mod tests {
         }
         assert_eq!(d.len(), 2);
         assert_eq!(
-            d.check(t0 + Duration::from_secs(9), "x9", "a", "b", &alice, Some(&bob), false),
+            d.check(
+                t0 + Duration::from_secs(9),
+                &did("x9", "a", "b"),
+                &alice,
+                Some(&bob),
+                false
+            ),
             Ok(())
         );
     }

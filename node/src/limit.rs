@@ -281,8 +281,23 @@ mod tests {
         Limiter::new(Config {
             register,
             requests,
+            in_dialog: requests,
             max_clients,
         })
+    }
+
+    /// Requests inside a dialog have a budget of their own.
+    #[test]
+    fn in_dialog_requests_have_their_own_budget() {
+        let t0 = Instant::now();
+        let mut l = Limiter::new(Config {
+            in_dialog: Rate::new(1, 0),
+            ..Config::default()
+        });
+        assert!(l.check(t0, client(1), Budget::InDialog).is_ok());
+        assert!(l.check(t0, client(1), Budget::InDialog).is_err());
+        assert!(l.check(t0, client(1), Budget::Requests).is_ok());
+        assert!(l.check(t0, client(2), Budget::InDialog).is_ok());
     }
 
     /// The burst goes through at once; the next request is refused, with a Retry-After of

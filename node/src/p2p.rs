@@ -26,13 +26,33 @@
 //!   the device. A device that rings and never answers is cancelled by Timer C
 //!   ([`proxy::Config::timer_c`]) and the caller gets 408; a CANCEL from the caller reaches
 //!   every branch, over the overlay too, and the caller gets 487.
-//! - **Flood limits.** Each local client (its source address and port) has two budgets
+//! - **Authentication** ([`Config::auth`]): a node with a SIP address beyond loopback does
+//!   not start without users. With users, every request of a local client outside a dialog
+//!   needs digest credentials (RFC 3261 §22, RFC 7616; nonces keyed with a secret from the
+//!   operating system): 401 for a REGISTER, 407 for the rest, counted in
+//!   [`Stats::challenged`] (wrong credentials also in [`Stats::refused`]). A user registers
+//!   only AORs whose user part is its name (else 403). Nothing is published, looked up or
+//!   relayed for a client without valid credentials. [`Node::trust`] lets one local socket
+//!   in without them (the node's built-in agent). In-dialog requests are not challenged (an
+//!   ACK cannot be): they are held to the dialog table below instead.
+//! - **The edge** ([`edge`]): the proxy core puts every request that still carries a Route
+//!   after the node's own, or a To tag, to the node ([`proxy::Config::screen_routed`]), and
+//!   reports each dialog it sees being made. A Route outside a dialog that does not name this
+//!   node is refused, 403. An in-dialog request (ACKs of 2xx included) goes on only for a
+//!   dialog this node record-routed, only from one of its two sides (a local client by IP
+//!   address, an overlay node by its authenticated Node-ID) and only to the other one: 481
+//!   for an unknown dialog, 403 otherwise, counted in [`Stats::refused`] (ACKs are dropped).
+//!   So the node relays to no URI of a client's choosing, and a node that is not a dialog's
+//!   other end cannot reach its softphone.
+//! - **Identifiers.** Branches, tags and Call-IDs come from [`Ids::from_os`], a CSPRNG keyed
+//!   from the operating system: nobody can guess them to forge a response or a CANCEL.
+//! - **Flood limits.** Each local client (its source address and port) has three budgets
 //!   ([`limit`], [`Config::limits`]): one for REGISTERs, one for the other out-of-dialog
-//!   requests. A request beyond its budget is answered 503 "Service Unavailable (too many
+//!   requests, one for requests inside a dialog. A request beyond its budget is answered 503 "Service Unavailable (too many
 //!   requests from this client)" with Retry-After, counted in [`Stats::refused`], and logged
 //!   with its Call-ID (a warning for the first refusal of a flood, debug for the rest). Other
 //!   clients are not affected. Requests from other overlay nodes are not counted here: they
-//!   only reach the contacts registered at this node.
+//!   only reach the contacts registered at this node and the dialogs it knows.
 //! - **Over the overlay**, a SIP message is the payload of a Route message to a node; the
 //!   Route's own answer only says the node took it. SIP responses come back the same way. To
 //!   the proxy core an overlay node is a reliable connection: a [`Peer`] whose connection id
@@ -1072,10 +1092,7 @@ impl State {
             return Some(Client::Open);
         };
         // A trusted socket bound to 0.0.0.0 sends from a loopback address.
-        let unspecified = SocketAddr::new(
-            IpAddr::from([0, 0, 0, 0]),
-            source.addr.port(),
-        );
+        let unspecified = SocketAddr::new(IpAddr::from([0, 0, 0, 0]), source.addr.port());
         let trusted = {
             let trusted = lock_trusted(&self.trusted);
             trusted.contains(&source.addr)
@@ -1160,15 +1177,7 @@ impl State {
         };
         let bye = *request.method() == Method::Bye;
         self.dialogs
-            .check(
-                now(),
-                &dialog.call_id,
-                &dialog.local_tag,
-                &dialog.remote_tag,
-                &source,
-                next.as_ref(),
-                bye,
-            )
+            .check(now(), &dialog, &source, next.as_ref(), bye)
             .map_err(|refusal| {
                 let status = match refusal {
                     edge::Refusal::Unknown => StatusCode::CALL_DOES_NOT_EXIST,

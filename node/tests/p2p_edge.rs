@@ -22,13 +22,15 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use p2psip_node::limit::{self, Rate};
-use p2psip_node::p2p::{self, Node};
-use p2psip_sip::header::{CallId, ProxyAuthenticate, Via, WwwAuthenticate};
-use p2psip_sip::{HeaderName, Ids, Message, Method, Request, Response, StatusCode, Transport, auth};
 use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
+use p2psip_node::limit::{self, Rate};
+use p2psip_node::p2p::{self, Node};
 use p2psip_overlay::{network, node as overlay_node};
+use p2psip_sip::header::{CallId, ProxyAuthenticate, Via, WwwAuthenticate};
+use p2psip_sip::{
+    HeaderName, Ids, Message, Method, Request, Response, StatusCode, Transport, auth,
+};
 use tokio::net::UdpSocket;
 
 #[path = "support/overlay.rs"]
@@ -69,12 +71,18 @@ async fn without_credentials_nothing_is_registered_or_relayed() {
     let aor = "sip:alice@example.p2p";
 
     // The attack: register and call without credentials.
-    let answer = alice.ask(at0, alice.register_request(at0, aor, 1, None)).await.1;
+    let answer = alice
+        .ask(at0, alice.register_request(at0, aor, 1, None))
+        .await
+        .1;
     assert_eq!(answer.status(), StatusCode::UNAUTHORIZED, "{answer}");
     assert!(answer.headers().contains(HeaderName::WwwAuthenticate));
     let foreign = Sip::new().await;
     let outside = format!("sip:carol@127.0.0.1:{}", foreign.port());
-    let answer = alice.ask(at0, invite(&outside, "noauth-1", alice.port(), "")).await.1;
+    let answer = alice
+        .ask(at0, invite(&outside, "noauth-1", alice.port(), ""))
+        .await
+        .1;
     assert_eq!(
         answer.status(),
         StatusCode::PROXY_AUTHENTICATION_REQUIRED,
@@ -82,8 +90,14 @@ async fn without_credentials_nothing_is_registered_or_relayed() {
     );
     assert!(answer.headers().contains(HeaderName::ProxyAuthenticate));
     let devices = p2p::lookup(net.nodes[1].overlay(), aor).await.unwrap();
-    assert!(devices.is_empty(), "published without credentials: {devices:?}");
-    assert!(foreign.silent().await, "relayed for a client without credentials");
+    assert!(
+        devices.is_empty(),
+        "published without credentials: {devices:?}"
+    );
+    assert!(
+        foreign.silent().await,
+        "relayed for a client without credentials"
+    );
     assert!(net.nodes[0].stats().challenged.load(Ordering::Relaxed) >= 2);
 
     // A wrong password is refused too, and counted.
@@ -91,52 +105,109 @@ async fn without_credentials_nothing_is_registered_or_relayed() {
     let challenged = answer_of(&alice, at0, aor).await;
     let challenge = www_challenge(&challenged);
     let uri = format!("sip:{at0}");
-    let wrong = auth::answer(&challenge.0, &Method::Register, &uri, "alice", "guess", "c0ffee", 1)
-        .unwrap();
-    let answer = alice.ask(at0, alice.register_request(at0, aor, 3, Some(&wrong))).await.1;
+    let wrong = auth::answer(
+        &challenge.0,
+        &Method::Register,
+        &uri,
+        "alice",
+        "guess",
+        "c0ffee",
+        1,
+    )
+    .unwrap();
+    let answer = alice
+        .ask(at0, alice.register_request(at0, aor, 3, Some(&wrong)))
+        .await
+        .1;
     assert_eq!(answer.status(), StatusCode::UNAUTHORIZED, "{answer}");
     assert!(net.nodes[0].stats().refused.load(Ordering::Relaxed) > refused);
 
     // With credentials: registered and published.
     let challenge_response = answer_of(&alice, at0, aor).await;
     let challenge = www_challenge(&challenge_response);
-    let right =
-        auth::answer(&challenge.0, &Method::Register, &uri, "alice", "wonderland", "c0ffee", 1)
-            .unwrap();
-    let answer = alice.ask(at0, alice.register_request(at0, aor, 5, Some(&right))).await.1;
+    let right = auth::answer(
+        &challenge.0,
+        &Method::Register,
+        &uri,
+        "alice",
+        "wonderland",
+        "c0ffee",
+        1,
+    )
+    .unwrap();
+    let answer = alice
+        .ask(at0, alice.register_request(at0, aor, 5, Some(&right)))
+        .await
+        .1;
     assert_eq!(answer.status(), StatusCode::OK, "{answer}");
     let devices = p2p::lookup(net.nodes[1].overlay(), aor).await.unwrap();
-    assert!(devices.iter().any(|d| !d.contacts.is_empty()), "{devices:?}");
+    assert!(
+        devices.iter().any(|d| !d.contacts.is_empty()),
+        "{devices:?}"
+    );
 
     // alice's credentials do not register bob's AOR.
     let bob_aor = "sip:bob@example.p2p";
-    let answer = alice.ask(at0, alice.register_request(at0, bob_aor, 7, None)).await.1;
+    let answer = alice
+        .ask(at0, alice.register_request(at0, bob_aor, 7, None))
+        .await
+        .1;
     let challenge = www_challenge(&answer);
-    let right =
-        auth::answer(&challenge.0, &Method::Register, &uri, "alice", "wonderland", "c0ffee", 2)
-            .unwrap();
-    let answer = alice.ask(at0, alice.register_request(at0, bob_aor, 9, Some(&right))).await.1;
+    let right = auth::answer(
+        &challenge.0,
+        &Method::Register,
+        &uri,
+        "alice",
+        "wonderland",
+        "c0ffee",
+        2,
+    )
+    .unwrap();
+    let answer = alice
+        .ask(at0, alice.register_request(at0, bob_aor, 9, Some(&right)))
+        .await
+        .1;
     assert_eq!(answer.status(), StatusCode::FORBIDDEN, "{answer}");
     assert_eq!(
         answer.reason(),
         "Forbidden (user alice may register only AORs of user alice)"
     );
-    assert!(p2p::lookup(net.nodes[1].overlay(), bob_aor).await.unwrap().is_empty());
+    assert!(
+        p2p::lookup(net.nodes[1].overlay(), bob_aor)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // bob (an HA1 hash in the config) calls out with credentials: relayed.
     let bob = Sip::new().await;
-    let answer = bob.ask(at0, invite(&outside, "auth-2", bob.port(), "")).await.1;
+    let answer = bob
+        .ask(at0, invite(&outside, "auth-2", bob.port(), ""))
+        .await
+        .1;
     assert_eq!(answer.status(), StatusCode::PROXY_AUTHENTICATION_REQUIRED);
     let challenge = answer
         .headers()
         .typed::<ProxyAuthenticate>()
         .unwrap()
         .unwrap();
-    let credentials =
-        auth::answer(&challenge.0, &Method::Invite, &outside, "bob", "builder", "beef", 1).unwrap();
+    let credentials = auth::answer(
+        &challenge.0,
+        &Method::Invite,
+        &outside,
+        "bob",
+        "builder",
+        "beef",
+        1,
+    )
+    .unwrap();
     let header = format!("Proxy-Authorization: {credentials}\r\n");
-    bob.send(at0, invite(&outside, "auth-3", bob.port(), &header)).await;
-    let (request, _) = foreign.request(Instant::now() + WAIT).await.expect("relayed");
+    bob.send(at0, invite(&outside, "auth-3", bob.port(), &header))
+        .await;
+    let (request, _) = foreign
+        .request(Instant::now() + WAIT)
+        .await
+        .expect("relayed");
     assert_eq!(*request.method(), Method::Invite);
 }
 
@@ -166,7 +237,9 @@ async fn a_node_beyond_loopback_without_users_does_not_start() {
         "{error}"
     );
     let config = p2p::Config::new(dir.path(), wide).with_auth(p2p::Auth::default());
-    let error = Node::start(config).await.expect_err("started without users");
+    let error = Node::start(config)
+        .await
+        .expect_err("started without users");
     assert!(error.to_string().contains("no users"), "{error}");
 }
 
@@ -182,7 +255,10 @@ async fn a_route_to_a_foreign_uri_is_refused_not_relayed() {
 
     // Outside a dialog: an INVITE for a local AOR with a Route to elsewhere.
     let answer = client
-        .ask(at0, invite("sip:x@example.p2p", "route-1", client.port(), &route))
+        .ask(
+            at0,
+            invite("sip:x@example.p2p", "route-1", client.port(), &route),
+        )
         .await
         .1;
     assert_eq!(answer.status(), StatusCode::FORBIDDEN, "{answer}");
@@ -193,22 +269,46 @@ async fn a_route_to_a_foreign_uri_is_refused_not_relayed() {
 
     // Inside a made-up dialog: a MESSAGE with a To tag and the same Route.
     let answer = client
-        .ask(at0, in_dialog("MESSAGE", "sip:x@example.p2p", "route-2", client.port(), &route))
+        .ask(
+            at0,
+            in_dialog(
+                "MESSAGE",
+                "sip:x@example.p2p",
+                "route-2",
+                client.port(),
+                &route,
+            ),
+        )
         .await
         .1;
     assert_eq!(answer.status(), StatusCode::CALL_DOES_NOT_EXIST, "{answer}");
 
     // An ACK (never answered) with that Route; the OPTIONS after it shows it was handled.
     client
-        .send(at0, in_dialog("ACK", "sip:x@example.p2p", "route-3", client.port(), &route))
+        .send(
+            at0,
+            in_dialog("ACK", "sip:x@example.p2p", "route-3", client.port(), &route),
+        )
         .await;
     let answer = client
-        .ask(at0, in_dialog("OPTIONS", "sip:x@example.p2p", "route-4", client.port(), &route))
+        .ask(
+            at0,
+            in_dialog(
+                "OPTIONS",
+                "sip:x@example.p2p",
+                "route-4",
+                client.port(),
+                &route,
+            ),
+        )
         .await
         .1;
     assert_eq!(answer.status(), StatusCode::CALL_DOES_NOT_EXIST, "{answer}");
 
-    assert!(foreign.silent().await, "the node relayed to a foreign Route");
+    assert!(
+        foreign.silent().await,
+        "the node relayed to a foreign Route"
+    );
     assert!(net.nodes[0].stats().refused.load(Ordering::Relaxed) >= refused + 4);
 }
 
@@ -219,7 +319,10 @@ async fn a_bye_for_an_unknown_dialog_is_refused() {
     let at0 = net.sip(0, Transport::Udp);
     let victim = Sip::new().await;
     let ok = victim
-        .ask(at0, victim.register_request(at0, "sip:victim@example.p2p", 1, None))
+        .ask(
+            at0,
+            victim.register_request(at0, "sip:victim@example.p2p", 1, None),
+        )
         .await
         .1;
     assert_eq!(ok.status(), StatusCode::OK, "{ok}");
@@ -227,7 +330,10 @@ async fn a_bye_for_an_unknown_dialog_is_refused() {
     // A BYE straight at the victim's contact, as if a dialog with it existed.
     let contact = format!("sip:device@127.0.0.1:{}", victim.port());
     let answer = attacker
-        .ask(at0, in_dialog("BYE", &contact, "bye-1", attacker.port(), ""))
+        .ask(
+            at0,
+            in_dialog("BYE", &contact, "bye-1", attacker.port(), ""),
+        )
         .await
         .1;
     assert_eq!(answer.status(), StatusCode::CALL_DOES_NOT_EXIST, "{answer}");
@@ -235,7 +341,10 @@ async fn a_bye_for_an_unknown_dialog_is_refused() {
         answer.reason(),
         "Call/Transaction Does Not Exist (no such dialog at this node)"
     );
-    assert!(victim.silent().await, "a BYE of no dialog reached the device");
+    assert!(
+        victim.silent().await,
+        "a BYE of no dialog reached the device"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -245,7 +354,10 @@ async fn in_dialog_requests_come_only_from_the_dialogs_end_node() {
     let (at0, at1) = (net.sip(0, Transport::Udp), net.sip(1, Transport::Udp));
     let callee = Sip::new().await;
     let ok = callee
-        .ask(at1, callee.register_request(at1, "sip:callee@example.p2p", 1, None))
+        .ask(
+            at1,
+            callee.register_request(at1, "sip:callee@example.p2p", 1, None),
+        )
         .await
         .1;
     assert_eq!(ok.status(), StatusCode::OK, "{ok}");
@@ -253,14 +365,17 @@ async fn in_dialog_requests_come_only_from_the_dialogs_end_node() {
 
     // A call from node 0 to the callee at node 1.
     caller
-        .send(at0, invite("sip:callee@example.p2p", "dlg-1", caller.port(), ""))
+        .send(
+            at0,
+            invite("sip:callee@example.p2p", "dlg-1", caller.port(), ""),
+        )
         .await;
     let (invite_in, from) = callee.request(Instant::now() + WAIT).await.expect("INVITE");
     assert_eq!(*invite_in.method(), Method::Invite);
     let mut ok = reply(&invite_in, StatusCode::OK, "OK", Some("callee-tag"));
     // A UAS copies the Record-Route into its 2xx (RFC 3261 §12.1.1).
     for field in invite_in.headers().get_all(HeaderName::RecordRoute) {
-        let value = String::from_utf8_lossy(&field.value).into_owned();
+        let value = String::from_utf8_lossy(field.value).into_owned();
         ok.headers_mut().push(HeaderName::RecordRoute, value);
     }
     ok.headers_mut().push(
@@ -274,7 +389,7 @@ async fn in_dialog_requests_come_only_from_the_dialogs_end_node() {
         .headers()
         .get_all(HeaderName::RecordRoute)
         .flat_map(|f| {
-            String::from_utf8_lossy(&f.value)
+            String::from_utf8_lossy(f.value)
                 .split(',')
                 .map(|v| v.trim().to_owned())
                 .collect::<Vec<_>>()
@@ -300,10 +415,16 @@ async fn in_dialog_requests_come_only_from_the_dialogs_end_node() {
         .unwrap();
     let deadline = Instant::now() + WAIT;
     while net.nodes[1].stats().refused.load(Ordering::Relaxed) == refused {
-        assert!(Instant::now() < deadline, "node 1 did not refuse the forged BYE");
+        assert!(
+            Instant::now() < deadline,
+            "node 1 did not refuse the forged BYE"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(callee.silent().await, "a BYE from a stranger node reached the callee");
+    assert!(
+        callee.silent().await,
+        "a BYE from a stranger node reached the callee"
+    );
 
     // The caller's own BYE, through node 0, ends the call.
     let route: Vec<&str> = record_route.iter().rev().map(String::as_str).collect();
@@ -314,7 +435,10 @@ async fn in_dialog_requests_come_only_from_the_dialogs_end_node() {
         route = route.join(", ")
     );
     caller.send(at0, bye).await;
-    let (bye_in, from) = callee.request(Instant::now() + WAIT).await.expect("the BYE");
+    let (bye_in, from) = callee
+        .request(Instant::now() + WAIT)
+        .await
+        .expect("the BYE");
     assert_eq!(*bye_in.method(), Method::Bye);
     callee
         .send_response(from, &reply(&bye_in, StatusCode::OK, "OK", None))
@@ -339,19 +463,28 @@ async fn flood_limits_hold_for_requests_with_a_to_tag() {
     for n in 0..5 {
         let call_id = format!("flood-{n}");
         let answer = flooder
-            .ask(at0, in_dialog("INFO", "sip:x@example.p2p", &call_id, flooder.port(), ""))
+            .ask(
+                at0,
+                in_dialog("INFO", "sip:x@example.p2p", &call_id, flooder.port(), ""),
+            )
             .await
             .1;
         statuses.push(answer.status().as_u16());
         if n == 4 {
-            assert!(answer.headers().contains(HeaderName::RetryAfter), "{answer}");
+            assert!(
+                answer.headers().contains(HeaderName::RetryAfter),
+                "{answer}"
+            );
         }
     }
     assert_eq!(statuses, [481, 481, 481, 503, 503]);
     // Another client still has its budget.
     let other = Sip::new().await;
     let answer = other
-        .ask(at0, in_dialog("INFO", "sip:x@example.p2p", "other-1", other.port(), ""))
+        .ask(
+            at0,
+            in_dialog("INFO", "sip:x@example.p2p", "other-1", other.port(), ""),
+        )
         .await
         .1;
     assert_eq!(answer.status(), StatusCode::CALL_DOES_NOT_EXIST, "{answer}");
@@ -376,13 +509,19 @@ async fn branches_are_not_derived_from_the_node_id() {
                 invite(&outside, &call_id, client.port(), ""),
             )
             .await;
-        let (request, _) = foreign.request(Instant::now() + WAIT).await.expect("relayed");
+        let (request, _) = foreign
+            .request(Instant::now() + WAIT)
+            .await
+            .expect("relayed");
         let via = request.headers().typed::<Via>().unwrap().unwrap();
         branches.push(via.branch().unwrap().to_owned());
         node.kill().await;
     }
     assert_eq!(ids[0], ids[1], "the same node twice");
-    assert_ne!(branches[0], branches[1], "the same node made the same branch twice");
+    assert_ne!(
+        branches[0], branches[1],
+        "the same node made the same branch twice"
+    );
     // The generator of before: SplitMix64 seeded from blake3 of the Node-ID.
     let hash = blake3::hash(&ids[0].to_bytes());
     let seed = u64::from_le_bytes(hash.as_bytes()[..8].try_into().unwrap());

@@ -123,7 +123,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             file.display()
         )
     })?;
-    println!("{} written; restart a running node to use it", file.display());
+    println!(
+        "{} written; restart a running node to use it",
+        file.display()
+    );
     Ok(())
 }
 

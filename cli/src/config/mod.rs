@@ -252,9 +252,11 @@ impl TryFrom<RawUser> for User {
         hex(&raw.ha1_sha256, 64, "ha1_sha256")?;
         hex(&raw.ha1_md5, 32, "ha1_md5")?;
         if raw.password.is_none() && raw.ha1_sha256.is_none() && raw.ha1_md5.is_none() {
-            return Err("a user needs ha1_sha256 (and ha1_md5), or a password; add one with \
+            return Err(
+                "a user needs ha1_sha256 (and ha1_md5), or a password; add one with \
                         `p2psip user add NAME`"
-                .into());
+                    .into(),
+            );
         }
         Ok(User {
             password: raw.password,

@@ -216,9 +216,14 @@ fn media_keys_name_their_line() {
 #[test]
 fn users_are_checked_where_they_are_written() {
     let sha = "a".repeat(64);
-    let text = format!("[sip]\nlisten = [\"192.0.2.1:5060\"]\n\n[sip.users.alice]\nha1_sha256 = \"{sha}\"\n");
+    let text = format!(
+        "[sip]\nlisten = [\"192.0.2.1:5060\"]\n\n[sip.users.alice]\nha1_sha256 = \"{sha}\"\n"
+    );
     let config = parse(&text).expect("a user with a hash");
-    assert_eq!(config.sip.users["alice"].ha1_sha256.as_deref(), Some(sha.as_str()));
+    assert_eq!(
+        config.sip.users["alice"].ha1_sha256.as_deref(),
+        Some(sha.as_str())
+    );
     let short = "[sip.users.alice]\nha1_sha256 = \"abc\"\n";
     let error = parse(short).unwrap_err();
     assert!(
@@ -227,7 +232,10 @@ fn users_are_checked_where_they_are_written() {
     );
     let empty = "\n[sip.users.bob]\n";
     let error = parse(empty).unwrap_err();
-    assert!(error.contains("line 2") && error.contains("p2psip user add"), "{error}");
+    assert!(
+        error.contains("line 2") && error.contains("p2psip user add"),
+        "{error}"
+    );
     let unknown = "[sip.users.bob]\npasword = \"x\"\n";
     assert!(parse(unknown).unwrap_err().contains("pasword"));
 }
