@@ -24,10 +24,12 @@ use std::time::{Duration, Instant};
 
 use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
+use p2psip_node::agent::Agent;
 use p2psip_node::limit::{self, Rate};
 use p2psip_node::p2p::{self, Node};
 use p2psip_overlay::{network, node as overlay_node};
 use p2psip_sip::header::{CallId, ProxyAuthenticate, Via, WwwAuthenticate};
+use p2psip_sip::ua;
 use p2psip_sip::{
     HeaderName, Ids, Message, Method, Request, Response, StatusCode, Transport, auth,
 };
@@ -223,6 +225,66 @@ fn www_challenge(response: &Response) -> WwwAuthenticate<'_> {
         .typed::<WwwAuthenticate>()
         .expect("a challenge")
         .unwrap()
+}
+
+/// The node's built-in agent has no password: the node lets its socket in
+/// ([`Node::trust`]), and only that socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_trusted_built_in_agent_registers_without_credentials() {
+    overlay::logs();
+    let net = overlay::Nodes::start_with(2, with_users).await;
+    let at0 = net.sip(0, Transport::Udp);
+    let mut stranger = Agent::for_node(at0, "mallory", false, None, 1)
+        .await
+        .unwrap();
+    let mut agent = Agent::for_node(at0, "p2psip", false, None, 2)
+        .await
+        .unwrap();
+    for peer in agent.local_addrs() {
+        if peer.transport == Transport::Udp {
+            net.nodes[0].trust(peer.addr);
+        }
+    }
+    stranger
+        .register("sip:mallory@example.p2p", 600)
+        .await
+        .unwrap();
+    let failed = registration(&mut stranger).await;
+    assert!(
+        matches!(failed, ua::Event::RegistrationFailed { .. }),
+        "{failed:?}"
+    );
+    agent.register("sip:p2psip@example.p2p", 600).await.unwrap();
+    let ok = registration(&mut agent).await;
+    assert!(matches!(ok, ua::Event::Registered { .. }), "{ok:?}");
+    let devices = p2p::lookup(net.nodes[1].overlay(), "sip:p2psip@example.p2p")
+        .await
+        .unwrap();
+    assert!(
+        devices.iter().any(|d| !d.contacts.is_empty()),
+        "{devices:?}"
+    );
+    let nothing = p2p::lookup(net.nodes[1].overlay(), "sip:mallory@example.p2p")
+        .await
+        .unwrap();
+    assert!(nothing.is_empty(), "{nothing:?}");
+}
+
+/// The agent's next registration outcome.
+async fn registration(agent: &mut Agent) -> ua::Event {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let event = agent.next_event().await.expect("the agent runs");
+            if matches!(
+                event,
+                ua::Event::Registered { .. } | ua::Event::RegistrationFailed { .. }
+            ) {
+                return event;
+            }
+        }
+    })
+    .await
+    .expect("a registration outcome")
 }
 
 #[tokio::test]
