@@ -83,6 +83,9 @@ enum Command {
     Message(commands::remote::MessageArgs),
     /// Start N nodes in this process for softphones (until Ctrl-C), or `run` a scenario.
     Testnet(commands::testnet::Args),
+    /// Add, remove or list the users softphones log in with (digest authentication).
+    #[command(after_long_help = commands::user::USER_HELP)]
+    User(commands::user::Args),
 }
 
 impl Command {
@@ -100,6 +103,7 @@ impl Command {
             Command::Call(args) => commands::remote::call(args),
             Command::Message(args) => commands::remote::message(args),
             Command::Testnet(args) => commands::testnet::run(args),
+            Command::User(args) => commands::user::run(args),
         }
     }
 

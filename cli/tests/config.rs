@@ -101,7 +101,8 @@ fn an_unknown_key_names_the_file_line_and_key() {
     assert_eq!(
         line,
         format!(
-            "{} line 5, column 1: unknown key `lisen` in [sip]; known keys: listen",
+            "{} line 5, column 1: unknown key `lisen` in [sip]; known keys: listen, \
+             require_auth, realm, users",
             file.display()
         )
     );

@@ -236,3 +236,68 @@ fn bad_input_is_one_sentence_and_a_non_zero_exit() {
         .to_owned();
     assert!(line.starts_with("no bootstrap peer answered"), "{line}");
 }
+
+#[test]
+fn a_node_beyond_loopback_needs_a_user_and_user_add_writes_one() {
+    let sandbox = Sandbox::new();
+    let line = sandbox
+        .run(&[
+            "node",
+            "-qq",
+            "--data-dir",
+            "d",
+            "--sip-listen",
+            "0.0.0.0:0",
+            "--no-mdns",
+        ])
+        .fails(1)
+        .to_owned();
+    assert!(
+        line.contains("beyond loopback") && line.contains("`p2psip user add NAME`"),
+        "{line}"
+    );
+
+    sandbox
+        .run(&[
+            "user",
+            "add",
+            "alice",
+            "--password",
+            "wonderland",
+            "--data-dir",
+            "d",
+        ])
+        .ok();
+    let config = std::fs::read_to_string(sandbox.path("d/config.toml")).unwrap();
+    assert!(config.contains("[sip.users.alice]"), "{config}");
+    assert!(
+        !config.contains("wonderland"),
+        "the password is stored: {config}"
+    );
+    let users = sandbox
+        .run(&["user", "list", "--data-dir", "d"])
+        .ok()
+        .to_owned();
+    assert_eq!(users.trim(), "alice");
+    let line = sandbox
+        .run(&[
+            "user",
+            "add",
+            "alice",
+            "--password",
+            "again",
+            "--data-dir",
+            "d",
+        ])
+        .fails(1)
+        .to_owned();
+    assert!(line.contains("already a user"), "{line}");
+    sandbox
+        .run(&["user", "remove", "alice", "--data-dir", "d"])
+        .ok();
+    let users = sandbox
+        .run(&["user", "list", "--data-dir", "d"])
+        .ok()
+        .to_owned();
+    assert_eq!(users.trim(), "");
+}

@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use p2psip_sip::ua::{self, Call, Outgoing, UserAgent};
-use p2psip_sip::{Error as SipError, Peer, StatusCode, Transport};
+use p2psip_sip::{Error as SipError, Ids, Peer, StatusCode, Transport};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info_span, warn};
@@ -148,18 +148,28 @@ impl Clone for Agent {
 
 impl Agent {
     /// Binds the transports of `transports` and starts a user agent on them. The agent's
-    /// `listen` addresses are filled in from the sockets actually bound.
+    /// `listen` addresses are filled in from the sockets actually bound. `seed` makes its
+    /// tags, branches and Call-IDs predictable, for tests; see [`Agent::start_with`].
     pub async fn start(
         transports: transport::Config,
-        mut config: ua::Config,
+        config: ua::Config,
         seed: u64,
+    ) -> Result<Agent, Error> {
+        Agent::start_with(transports, config, Ids::new(seed)).await
+    }
+
+    /// [`Agent::start`] with identifiers from `ids` ([`Ids::from_os`] outside tests).
+    pub async fn start_with(
+        transports: transport::Config,
+        mut config: ua::Config,
+        ids: Ids,
     ) -> Result<Agent, Error> {
         let (sockets, incoming) = Transports::bind(transports).await?;
         config.listen = sockets.local_addrs().to_vec();
         let local = config.listen.clone();
         let (commands, command_rx) = mpsc::channel(64);
         let (event_tx, events) = broadcast::channel(EVENT_CAPACITY);
-        let agent = UserAgent::new(config, seed);
+        let agent = UserAgent::with_ids(config, ids);
         let span = info_span!("agent", local = %local.first().map(ToString::to_string).unwrap_or_default());
         tokio::spawn(run(agent, sockets, incoming, command_rx, event_tx).instrument(span));
         Ok(Agent {
@@ -173,12 +183,24 @@ impl Agent {
     /// on 127.0.0.1 (UDP and TCP, ports chosen by the system), uses the node as its outbound
     /// proxy, presents itself as `user`, offers `sdp` in its calls, and answers incoming
     /// calls by itself when `auto_answer`.
+    /// `seed` makes its identifiers predictable, for tests; see [`Agent::for_node_with`].
     pub async fn for_node(
         node: SocketAddr,
         user: &str,
         auto_answer: bool,
         sdp: Option<Bytes>,
         seed: u64,
+    ) -> Result<Agent, Error> {
+        Agent::for_node_with(node, user, auto_answer, sdp, Ids::new(seed)).await
+    }
+
+    /// [`Agent::for_node`] with identifiers from `ids` ([`Ids::from_os`] in a node).
+    pub async fn for_node_with(
+        node: SocketAddr,
+        user: &str,
+        auto_answer: bool,
+        sdp: Option<Bytes>,
+        ids: Ids,
     ) -> Result<Agent, Error> {
         let any = SocketAddr::new(node.ip(), 0);
         let transports = transport::Config::default().udp(vec![any]).tcp(vec![any]);
@@ -189,7 +211,7 @@ impl Agent {
             outbound: Some(Peer::new(Transport::Udp, node)),
             ..ua::Config::default()
         };
-        Agent::start(transports, config, seed).await
+        Agent::start_with(transports, config, ids).await
     }
 
     /// Where the agent listens.

@@ -25,6 +25,7 @@
 pub mod agent;
 mod clock;
 pub mod control;
+pub mod edge;
 pub mod limit;
 pub mod media;
 pub mod p2p;

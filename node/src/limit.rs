@@ -1,5 +1,6 @@
 //! Flood limits for the node's own clients: a token bucket per client (its source address and
-//! port), one budget for REGISTER and one for the other out-of-dialog requests, so that a
+//! port), one budget for REGISTER, one for the other out-of-dialog requests and one for the
+//! requests inside a dialog (a To tag: BYE, re-INVITE, ACK, INFO...), so that a
 //! softphone that floods is refused (503 with Retry-After, RFC 3261 §21.5.4) while every other
 //! client keeps its own budget.
 //!
@@ -51,9 +52,11 @@ pub struct Config {
     /// one every few minutes).
     pub register: Rate,
     /// The other out-of-dialog requests of one client (INVITE, MESSAGE, OPTIONS,
-    /// SUBSCRIBE...). Default: 20 at once, then 5 a second. Requests inside a dialog and
-    /// CANCELs are not counted.
+    /// SUBSCRIBE...). Default: 20 at once, then 5 a second. CANCELs are not counted.
     pub requests: Rate,
+    /// The requests of one client inside a dialog (a To tag: ACK, BYE, re-INVITE, UPDATE,
+    /// INFO, PRACK, NOTIFY...). Default: 50 at once, then 10 a second (a call sends a few).
+    pub in_dialog: Rate,
     /// How many clients are tracked at once. Default 4096.
     pub max_clients: usize,
 }
@@ -63,6 +66,7 @@ impl Default for Config {
         Config {
             register: Rate::new(20, 2),
             requests: Rate::new(20, 5),
+            in_dialog: Rate::new(50, 10),
             max_clients: 4096,
         }
     }
@@ -74,6 +78,7 @@ impl Config {
         Config {
             register: Rate::UNLIMITED,
             requests: Rate::UNLIMITED,
+            in_dialog: Rate::UNLIMITED,
             ..Config::default()
         }
     }
@@ -86,6 +91,8 @@ pub enum Budget {
     Register,
     /// Any other out-of-dialog request.
     Requests,
+    /// A request inside a dialog (with a To tag).
+    InDialog,
 }
 
 /// Why a request is refused.
@@ -140,14 +147,16 @@ impl Limiter {
         if !self.clients.contains_key(&client) && self.clients.len() >= self.config.max_clients {
             self.make_room(now);
         }
-        let (register, requests) = (self.config.register, self.config.requests);
+        let config = &self.config;
         let entry = self.clients.entry(client).or_insert_with(|| Client {
-            register: Bucket::full(register, now),
-            requests: Bucket::full(requests, now),
+            register: Bucket::full(config.register, now),
+            requests: Bucket::full(config.requests, now),
+            in_dialog: Bucket::full(config.in_dialog, now),
         });
         let bucket = match budget {
             Budget::Register => &mut entry.register,
             Budget::Requests => &mut entry.requests,
+            Budget::InDialog => &mut entry.in_dialog,
         };
         bucket.take(rate, now)
     }
@@ -161,15 +170,14 @@ impl Limiter {
         match budget {
             Budget::Register => self.config.register,
             Budget::Requests => self.config.requests,
+            Budget::InDialog => self.config.in_dialog,
         }
     }
 
     /// Forgets the clients whose budgets are full again: nothing is lost.
     fn sweep(&mut self, now: Instant) {
-        let (register, requests) = (self.config.register, self.config.requests);
-        self.clients.retain(|_, c| {
-            c.register.level(register, now) < 1.0 || c.requests.level(requests, now) < 1.0
-        });
+        let config = &self.config;
+        self.clients.retain(|_, c| c.level(config, now) < 3.0);
     }
 
     /// With the table full: forgets idle clients, or else the client closest to a full
@@ -179,14 +187,11 @@ impl Limiter {
         if self.clients.len() < self.config.max_clients {
             return;
         }
-        let (register, requests) = (self.config.register, self.config.requests);
+        let config = &self.config;
         let fullest = self
             .clients
             .iter()
-            .map(|(addr, c)| {
-                let level = c.register.level(register, now) + c.requests.level(requests, now);
-                (*addr, level)
-            })
+            .map(|(addr, c)| (*addr, c.level(config, now)))
             .max_by(|a, b| a.1.total_cmp(&b.1))
             .map(|(addr, _)| addr);
         if let Some(addr) = fullest {
@@ -195,11 +200,21 @@ impl Limiter {
     }
 }
 
-/// The two budgets of one client.
+/// The budgets of one client.
 #[derive(Debug)]
 struct Client {
     register: Bucket,
     requests: Bucket,
+    in_dialog: Bucket,
+}
+
+impl Client {
+    /// How full its budgets are, from 0 to 3 (3: all full, the client is idle).
+    fn level(&self, config: &Config, now: Instant) -> f64 {
+        self.register.level(config.register, now)
+            + self.requests.level(config.requests, now)
+            + self.in_dialog.level(config.in_dialog, now)
+    }
 }
 
 /// A token bucket.
@@ -266,8 +281,23 @@ mod tests {
         Limiter::new(Config {
             register,
             requests,
+            in_dialog: requests,
             max_clients,
         })
+    }
+
+    /// Requests inside a dialog have a budget of their own.
+    #[test]
+    fn in_dialog_requests_have_their_own_budget() {
+        let t0 = Instant::now();
+        let mut l = Limiter::new(Config {
+            in_dialog: Rate::new(1, 0),
+            ..Config::default()
+        });
+        assert!(l.check(t0, client(1), Budget::InDialog).is_ok());
+        assert!(l.check(t0, client(1), Budget::InDialog).is_err());
+        assert!(l.check(t0, client(1), Budget::Requests).is_ok());
+        assert!(l.check(t0, client(2), Budget::InDialog).is_ok());
     }
 
     /// The burst goes through at once; the next request is refused, with a Retry-After of

@@ -26,13 +26,33 @@
 //!   the device. A device that rings and never answers is cancelled by Timer C
 //!   ([`proxy::Config::timer_c`]) and the caller gets 408; a CANCEL from the caller reaches
 //!   every branch, over the overlay too, and the caller gets 487.
-//! - **Flood limits.** Each local client (its source address and port) has two budgets
+//! - **Authentication** ([`Config::auth`]): a node with a SIP address beyond loopback does
+//!   not start without users. With users, every request of a local client outside a dialog
+//!   needs digest credentials (RFC 3261 §22, RFC 7616; nonces keyed with a secret from the
+//!   operating system): 401 for a REGISTER, 407 for the rest, counted in
+//!   [`Stats::challenged`] (wrong credentials also in [`Stats::refused`]). A user registers
+//!   only AORs whose user part is its name (else 403). Nothing is published, looked up or
+//!   relayed for a client without valid credentials. [`Node::trust`] lets one local socket
+//!   in without them (the node's built-in agent). In-dialog requests are not challenged (an
+//!   ACK cannot be): they are held to the dialog table below instead.
+//! - **The edge** ([`edge`]): the proxy core puts every request that still carries a Route
+//!   after the node's own, or a To tag, to the node ([`proxy::Config::screen_routed`]), and
+//!   reports each dialog it sees being made. A Route outside a dialog that does not name this
+//!   node is refused, 403. An in-dialog request (ACKs of 2xx included) goes on only for a
+//!   dialog this node record-routed, only from one of its two sides (a local client by IP
+//!   address, an overlay node by its authenticated Node-ID) and only to the other one: 481
+//!   for an unknown dialog, 403 otherwise, counted in [`Stats::refused`] (ACKs are dropped).
+//!   So the node relays to no URI of a client's choosing, and a node that is not a dialog's
+//!   other end cannot reach its softphone.
+//! - **Identifiers.** Branches, tags and Call-IDs come from [`Ids::from_os`], a CSPRNG keyed
+//!   from the operating system: nobody can guess them to forge a response or a CANCEL.
+//! - **Flood limits.** Each local client (its source address and port) has three budgets
 //!   ([`limit`], [`Config::limits`]): one for REGISTERs, one for the other out-of-dialog
-//!   requests. A request beyond its budget is answered 503 "Service Unavailable (too many
+//!   requests, one for requests inside a dialog. A request beyond its budget is answered 503 "Service Unavailable (too many
 //!   requests from this client)" with Retry-After, counted in [`Stats::refused`], and logged
 //!   with its Call-ID (a warning for the first refusal of a flood, debug for the rest). Other
 //!   clients are not affected. Requests from other overlay nodes are not counted here: they
-//!   only reach the contacts registered at this node.
+//!   only reach the contacts registered at this node and the dialogs it knows.
 //! - **Over the overlay**, a SIP message is the payload of a Route message to a node; the
 //!   Route's own answer only says the node took it. SIP responses come back the same way. To
 //!   the proxy core an overlay node is a reliable connection: a [`Peer`] whose connection id
@@ -69,13 +89,15 @@ use p2psip_sip::proxy::{self, Proxy, Target};
 use p2psip_sip::registrar::{self, Binding, Bindings, MemoryBindings, Registrar, StoreError};
 use p2psip_sip::transaction::TransactionId;
 use p2psip_sip::{
-    ConnectionId, HeaderName, Host, Message, Method, Peer, Request, StatusCode, Transport, Uri,
+    ConnectionId, DialogId, HeaderName, Host, Ids, Message, Method, Peer, Request, StatusCode,
+    Transport, Uri, auth,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::clock::{now, sleep_until};
+use crate::edge::{self, Dialogs};
 use crate::limit::{self, Budget, Limiter};
 use crate::media::{self, Ingress, Media};
 use crate::transport::{self, Incoming, Transports};
@@ -108,6 +130,22 @@ pub struct Config {
     pub limits: limit::Config,
     /// Media anchoring: on by default; see [`media`].
     pub media: media::Config,
+    /// Digest authentication of the local clients. `None`: none, which only a node whose
+    /// SIP addresses are all loopback may run with ([`Node::start`] refuses otherwise).
+    pub auth: Option<Auth>,
+    /// How long and how many dialogs the edge remembers ([`edge`]).
+    pub dialogs: edge::Config,
+}
+
+/// Who may use a node's SIP side: with it, every request of a local client outside a dialog
+/// needs valid digest credentials (RFC 3261 §22, RFC 7616): 401 for a REGISTER, 407 for the
+/// rest. The nonces are keyed with a secret drawn from the operating system at start.
+#[derive(Debug, Clone, Default)]
+pub struct Auth {
+    /// The realm of the challenges. Default (empty): `p2psip`.
+    pub realm: String,
+    /// The users by name: a password, or HA1 hashes ([`auth::ha1`]).
+    pub users: HashMap<String, auth::Credential>,
 }
 
 impl Config {
@@ -134,7 +172,15 @@ impl Config {
             overlay_queue: 1024,
             limits: limit::Config::default(),
             media: media::Config::default(),
+            auth: None,
+            dialogs: edge::Config::default(),
         }
+    }
+
+    /// Turns digest authentication on, with these users.
+    pub fn with_auth(mut self, auth: Auth) -> Config {
+        self.auth = Some(auth);
+        self
     }
 
     /// Replaces the overlay node's configuration.
@@ -188,8 +234,13 @@ pub struct Stats {
     /// Registrations published in the overlay.
     pub published: AtomicU64,
     /// Requests refused: REGISTERs the overlay refused, failed lookups, clients over their
-    /// limits, bad payloads and messages from the overlay the node had no room for.
+    /// limits, bad payloads and messages from the overlay the node had no room for, wrong
+    /// credentials, REGISTERs of another user's AOR, Routes to elsewhere, in-dialog requests
+    /// of unknown dialogs or from or to someone else than the dialog's sides.
     pub refused: AtomicU64,
+    /// Requests of local clients answered 401 or 407 (no credentials, wrong ones, or a stale
+    /// nonce).
+    pub challenged: AtomicU64,
     /// What the media side counted: sessions, packets to and from the softphones, frames
     /// between nodes and the drops.
     pub media: Arc<media::Stats>,
@@ -200,6 +251,7 @@ pub struct Stats {
 pub struct Node {
     overlay: Arc<Overlay>,
     sip: Vec<Peer>,
+    trusted: Arc<Mutex<HashSet<SocketAddr>>>,
     stats: Arc<Stats>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -214,16 +266,46 @@ impl Node {
                     .into(),
             ));
         }
-        if config
+        let wide = config
             .sip
             .udp
             .iter()
             .chain(&config.sip.tcp)
             .chain(&config.sip.tls)
-            .any(|a| !a.ip().is_loopback())
-        {
-            warn!("SIP listens beyond loopback: any client that reaches it can register");
+            .find(|a| !a.ip().is_loopback());
+        if let (Some(addr), None) = (wide, &config.auth) {
+            return Err(Error::Config(format!(
+                "SIP listens on {addr}, beyond loopback, without digest authentication: give \
+                 the node users (Config::auth), or listen on 127.0.0.1 only"
+            )));
         }
+        let verifier = match &config.auth {
+            Some(users) if users.users.is_empty() => {
+                return Err(Error::Config(
+                    "digest authentication is on but there are no users: add one".into(),
+                ));
+            }
+            Some(users) => {
+                let mut secret = [0u8; 32];
+                getrandom::fill(&mut secret).map_err(|e| {
+                    Error::Config(format!("the operating system's RNG failed: {e}"))
+                })?;
+                let realm = if users.realm.is_empty() {
+                    "p2psip"
+                } else {
+                    &users.realm
+                };
+                Some(
+                    auth::Verifier::new(auth::Config::new(realm, secret))
+                        .map_err(|e| Error::Config(e.to_string()))?,
+                )
+            }
+            None => None,
+        };
+        let ids = || {
+            Ids::from_os()
+                .map_err(|e| Error::Config(format!("the operating system's RNG failed: {e}")))
+        };
         // The SIP sockets first: a port in use stops the node before anything is written to
         // its data directory.
         let (sockets, incoming) = Transports::bind(config.sip.clone()).await?;
@@ -237,9 +319,10 @@ impl Node {
         config.proxy.listen = sockets.local_addrs().to_vec();
         config.proxy.record_route = true;
         config.proxy.record_route_params = format!(";node={id}");
+        config.proxy.screen_routed = true;
         let sip = config.proxy.listen.clone();
         let links = Arc::new(Mutex::new(Links::default()));
-        let mut proxy = Proxy::new(config.proxy.clone(), seed(&id));
+        let mut proxy = Proxy::with_ids(config.proxy.clone(), ids()?);
         let resolver_links = links.clone();
         proxy.set_resolver(Box::new(move |uri| {
             let node = node_param(uri)?;
@@ -283,12 +366,17 @@ impl Node {
         });
         let (done_tx, done_rx) = mpsc::channel(config.max_pending.max(1));
         let (stop, stopped) = oneshot::channel();
+        let trusted = Arc::new(Mutex::new(HashSet::new()));
         let state = State {
             id,
+            verifier,
+            ids: ids()?,
+            trusted: trusted.clone(),
+            dialogs: Dialogs::new(config.dialogs.clone(), is_link),
             user: user.keypair().clone(),
             overlay: overlay.clone(),
             proxy,
-            registrar: Registrar::new(config.registrar.clone(), seed(&id) ^ 1),
+            registrar: Registrar::with_ids(config.registrar.clone(), ids()?),
             bindings: MemoryBindings::new(&config.registrar),
             limiter: Limiter::new(config.limits.clone()),
             links,
@@ -309,6 +397,7 @@ impl Node {
         Ok(Node {
             overlay,
             sip,
+            trusted,
             stats,
             stop: Some(stop),
             task: Some(task),
@@ -336,6 +425,17 @@ impl Node {
             .iter()
             .find(|p| p.transport == transport)
             .map(|p| p.addr)
+    }
+
+    /// Lets the client at `addr` (a UDP address and port) use the node without credentials:
+    /// the node's own built-in user agent, which has none. Give only a local address of this
+    /// machine: the operating system drops packets from outside that claim one (Linux:
+    /// `accept_local` is off by default), so the address cannot be forged.
+    pub fn trust(&self, addr: SocketAddr) {
+        self.trusted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(addr);
     }
 
     /// What the node counted.
@@ -424,6 +524,14 @@ pub struct Device {
 
 struct State {
     id: PeerId,
+    /// Digest authentication of the local clients, when on.
+    verifier: Option<auth::Verifier>,
+    /// The To tags of the node's own challenges.
+    ids: Ids,
+    /// Local clients let in without credentials ([`Node::trust`]).
+    trusted: Arc<Mutex<HashSet<SocketAddr>>>,
+    /// The dialogs this node record-routed ([`edge`]).
+    dialogs: Dialogs,
     user: Keypair,
     overlay: Arc<Overlay>,
     proxy: Proxy,
@@ -475,13 +583,33 @@ async fn run(
             _ = &mut stopped => break,
         }
         while let Some(event) = state.proxy.poll_event() {
-            if let proxy::Event::Locate {
-                context,
-                request,
-                source,
-            } = event
-            {
-                state.locate(context, *request, source);
+            match event {
+                proxy::Event::Locate {
+                    context,
+                    request,
+                    source,
+                } => state.locate(context, *request, source),
+                proxy::Event::Routed {
+                    context,
+                    request,
+                    source,
+                    next,
+                } => state.routed(context, *request, source, next),
+                proxy::Event::Ack {
+                    request,
+                    source,
+                    next,
+                } => state.ack(*request, source, next),
+                proxy::Event::Dialog {
+                    id,
+                    upstream,
+                    downstream,
+                    confirmed,
+                    ..
+                } => state
+                    .dialogs
+                    .learn(now(), &id, upstream, downstream, confirmed),
+                _ => {}
             }
         }
         while let Some(t) = state.proxy.poll_transmit() {
@@ -550,6 +678,13 @@ impl State {
         if from_node.is_none() && !self.within_limits(context, &request, source) {
             return;
         }
+        let client = match from_node {
+            Some(_) => Client::Node,
+            None => match self.authenticate(context, &request, source) {
+                Some(client) => client,
+                None => return,
+            },
+        };
         if *request.method() == Method::Register {
             if from_node.is_some() {
                 self.refuse(
@@ -558,9 +693,17 @@ impl State {
                     StatusCode::FORBIDDEN,
                     "REGISTER is local",
                 );
-            } else {
-                self.register(context, request);
+                return;
             }
+            if let Client::User(user) = &client
+                && let Some(aor_user) = to_user(&request)
+                && aor_user != *user
+            {
+                let why = format!("Forbidden (user {user} may register only AORs of user {user})");
+                self.refuse(context, &request, StatusCode::FORBIDDEN, &why);
+                return;
+            }
+            self.register(context, request);
             return;
         }
         let uri = request.uri_str().to_owned();
@@ -897,22 +1040,10 @@ impl State {
     /// Takes the request from its client's budget ([`limit`]); a client over its budget is
     /// answered 503 with Retry-After, and `false` comes back.
     fn within_limits(&mut self, context: proxy::Context, request: &Request, source: Peer) -> bool {
-        let budget = if *request.method() == Method::Register {
-            Budget::Register
-        } else {
-            Budget::Requests
-        };
-        let Err(refusal) = self.limiter.check(now(), source.addr, budget) else {
+        let Err(refusal) = self.take_budget(request, source) else {
             return true;
         };
-        self.stats.refused.fetch_add(1, Ordering::Relaxed);
-        let (client, method, call_id) = (source.addr, request.method(), call_id(request));
         let retry_after = refusal.retry_after.as_secs();
-        if refusal.first {
-            warn!(%client, %method, call_id, retry_after, "a client sends too many requests; refusing them for now");
-        } else {
-            debug!(%client, %method, call_id, retry_after, "refused: too many requests from this client");
-        }
         let retry = [(HeaderName::RetryAfter, retry_after.to_string())];
         let _ = self.proxy.respond(
             now(),
@@ -922,6 +1053,137 @@ impl State {
             &retry,
         );
         false
+    }
+
+    /// Takes the request from its client's budget: REGISTER, other out-of-dialog requests,
+    /// requests in a dialog. A refusal is counted and logged.
+    fn take_budget(&mut self, request: &Request, source: Peer) -> Result<(), limit::Refusal> {
+        let budget = if *request.method() == Method::Register {
+            Budget::Register
+        } else if has_to_tag(request) {
+            Budget::InDialog
+        } else {
+            Budget::Requests
+        };
+        let Err(refusal) = self.limiter.check(now(), source.addr, budget) else {
+            return Ok(());
+        };
+        self.stats.refused.fetch_add(1, Ordering::Relaxed);
+        let (client, method, call_id) = (source.addr, request.method(), call_id(request));
+        let retry_after = refusal.retry_after.as_secs();
+        if refusal.first {
+            warn!(%client, %method, call_id, retry_after, "a client sends too many requests; refusing them for now");
+        } else {
+            debug!(%client, %method, call_id, retry_after, "refused: too many requests from this client");
+        }
+        Err(refusal)
+    }
+
+    /// Digest authentication of a local client's request outside a dialog: who it is, or
+    /// `None` once it has been answered 401 (REGISTER) or 407 (the rest).
+    fn authenticate(
+        &mut self,
+        context: proxy::Context,
+        request: &Request,
+        source: Peer,
+    ) -> Option<Client> {
+        let Some(verifier) = &self.verifier else {
+            return Some(Client::Open);
+        };
+        // A trusted socket bound to 0.0.0.0 sends from a loopback address.
+        let unspecified = SocketAddr::new(IpAddr::from([0, 0, 0, 0]), source.addr.port());
+        let trusted = {
+            let trusted = lock_trusted(&self.trusted);
+            trusted.contains(&source.addr)
+                || (source.addr.ip().is_loopback() && trusted.contains(&unspecified))
+        };
+        if source.transport == Transport::Udp && trusted {
+            return Some(Client::Trusted);
+        }
+        let register = *request.method() == Method::Register;
+        let proxy_auth = !register;
+        let users = self.config.auth.as_ref().map(|a| &a.users);
+        let lookup = |user: &str, _realm: &str| users.and_then(|u| u.get(user)).cloned();
+        let verdict = verifier.verify(request, SystemTime::now(), proxy_auth, lookup);
+        if let auth::Verdict::Ok { username } = verdict {
+            return Some(Client::User(username));
+        }
+        self.stats.challenged.fetch_add(1, Ordering::Relaxed);
+        if let auth::Verdict::Invalid(why) = &verdict {
+            self.stats.refused.fetch_add(1, Ordering::Relaxed);
+            debug!(client = %source.addr, call_id = call_id(request), %why, "wrong credentials");
+        } else {
+            debug!(client = %source.addr, call_id = call_id(request), ?verdict, "authentication required");
+        }
+        let stale = matches!(verdict, auth::Verdict::Stale);
+        let tag = self.ids.tag();
+        let reject = verifier.reject(request, SystemTime::now(), proxy_auth, stale, Some(&tag));
+        let _ = self.proxy.respond_with(now(), context, reject);
+        None
+    }
+
+    /// A request that carries a Route (after the node's own) or a To tag: it goes on only
+    /// inside a dialog this node record-routed, from one of the dialog's sides to the other
+    /// ([`edge`]); a local client's is also taken from its budget. Anything else is refused:
+    /// 481 for an unknown dialog, 403 with the reason otherwise.
+    fn routed(
+        &mut self,
+        context: proxy::Context,
+        request: Request,
+        source: Peer,
+        next: Option<Peer>,
+    ) {
+        let from_node = lock(&self.links).node(&source);
+        if from_node.is_none() && !self.within_limits(context, &request, source) {
+            return;
+        }
+        match self.dialog_check(&request, source, next) {
+            Ok(()) => {
+                let _ = self.proxy.forward_routed(now(), context);
+            }
+            Err((status, why)) => self.refuse(context, &request, status, why),
+        }
+    }
+
+    /// The ACK of a 2xx: sent on under the rules of [`State::routed`], else dropped (an ACK
+    /// is never answered).
+    fn ack(&mut self, request: Request, source: Peer, next: Peer) {
+        let from_node = lock(&self.links).node(&source);
+        if from_node.is_none() && self.take_budget(&request, source).is_err() {
+            return;
+        }
+        match self.dialog_check(&request, source, Some(next)) {
+            Ok(()) => self.proxy.send_ack(&request, next),
+            Err((status, why)) => {
+                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                debug!(call_id = call_id(&request), %source, %status, why, "ACK dropped");
+            }
+        }
+    }
+
+    /// Whether a request with a Route or a To tag may go from `source` to `next`.
+    fn dialog_check(
+        &mut self,
+        request: &Request,
+        source: Peer,
+        next: Option<Peer>,
+    ) -> Result<(), (StatusCode, &'static str)> {
+        let Some(dialog) = DialogId::of_request(request) else {
+            return Err((
+                StatusCode::FORBIDDEN,
+                "Forbidden (a Route to elsewhere than this node outside a dialog)",
+            ));
+        };
+        let bye = *request.method() == Method::Bye;
+        self.dialogs
+            .check(now(), &dialog, &source, next.as_ref(), bye)
+            .map_err(|refusal| {
+                let status = match refusal {
+                    edge::Refusal::Unknown => StatusCode::CALL_DOES_NOT_EXIST,
+                    _ => StatusCode::FORBIDDEN,
+                };
+                (status, refusal.reason())
+            })
     }
 
     /// The Call-ID of a context's request, for logs.
@@ -1228,11 +1490,34 @@ fn lock(links: &Mutex<Links>) -> std::sync::MutexGuard<'_, Links> {
     links.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn seed(id: &PeerId) -> u64 {
-    let hash = blake3::hash(&id.to_bytes());
-    let mut bytes = [0u8; 8];
-    bytes.copy_from_slice(&hash.as_bytes()[..8]);
-    u64::from_le_bytes(bytes)
+fn lock_trusted(
+    trusted: &Mutex<HashSet<SocketAddr>>,
+) -> std::sync::MutexGuard<'_, HashSet<SocketAddr>> {
+    trusted.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Whether a proxy [`Peer`] is an overlay link ([`OVERLAY_LINKS`]).
+fn is_link(peer: &Peer) -> bool {
+    peer.connection.is_some_and(|c| c.0 >= OVERLAY_LINKS)
+}
+
+/// The user part of the To URI (the AOR a REGISTER is for).
+fn to_user(request: &Request) -> Option<String> {
+    let to = request.headers().typed::<To>()?.ok()?;
+    let uri = Uri::parse(to.0.uri().as_str()).ok()?;
+    uri.as_sip()?.user().map(str::to_owned)
+}
+
+/// Who sent a request outside a dialog, as far as the edge is concerned.
+enum Client {
+    /// Another overlay node.
+    Node,
+    /// A local client, with authentication off (loopback only).
+    Open,
+    /// A local client the node trusts ([`Node::trust`]).
+    Trusted,
+    /// A local client with valid credentials of this user.
+    User(String),
 }
 
 fn now_ms() -> u64 {

@@ -17,7 +17,7 @@ use std::time::{Instant as StdInstant, SystemTime};
 
 use p2psip_sip::proxy::{self, Proxy, Target};
 use p2psip_sip::registrar::{self, Bindings, MemoryBindings, Registrar};
-use p2psip_sip::{HeaderName, Method, Peer, Request, StatusCode, Uri, auth};
+use p2psip_sip::{HeaderName, Ids, Method, Peer, Request, StatusCode, Uri, auth};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info_span, warn};
@@ -28,10 +28,24 @@ use crate::transport::{self, Incoming, Transports};
 /// Who may use the server, when authentication is on.
 #[derive(Debug, Clone)]
 pub struct Users {
-    /// The digest realm, algorithms and nonce secret.
+    /// The digest realm, algorithms and nonce secret (draw the secret from the operating
+    /// system: [`Users::new`] does).
     pub digest: auth::Config,
     /// Passwords by user name.
     pub passwords: HashMap<String, String>,
+}
+
+impl Users {
+    /// Users of `realm`, with a nonce secret from the operating system's RNG.
+    pub fn new(realm: &str, passwords: HashMap<String, String>) -> Result<Users, Error> {
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret)
+            .map_err(|e| Error::Config(format!("the operating system's RNG failed: {e}")))?;
+        Ok(Users {
+            digest: auth::Config::new(realm, secret),
+            passwords,
+        })
+    }
 }
 
 /// How the server runs.
@@ -94,10 +108,15 @@ impl Server {
         config.proxy.listen = sockets.local_addrs().to_vec();
         let local = config.proxy.listen.clone();
         let (stop, stopped) = oneshot::channel();
+        let ids = || {
+            Ids::from_os()
+                .map_err(|e| Error::Config(format!("the operating system's RNG failed: {e}")))
+        };
         let state = State {
             store: MemoryBindings::new(&config.registrar),
-            registrar: Registrar::new(config.registrar.clone(), 5),
-            proxy: Proxy::new(config.proxy.clone(), 6),
+            registrar: Registrar::with_ids(config.registrar.clone(), ids()?),
+            proxy: Proxy::with_ids(config.proxy.clone(), ids()?),
+            ids: ids()?,
             verifier,
             config,
         };
@@ -118,6 +137,8 @@ struct State {
     registrar: Registrar,
     store: MemoryBindings,
     verifier: Option<auth::Verifier>,
+    /// The To tags of the server's own challenges.
+    ids: Ids,
 }
 
 async fn run(
@@ -176,13 +197,9 @@ impl State {
                 verdict => {
                     debug!(?verdict, method = %request.method(), "authentication required");
                     let stale = matches!(verdict, auth::Verdict::Stale);
-                    let reject = verifier.reject(
-                        request,
-                        SystemTime::now(),
-                        proxy_auth,
-                        stale,
-                        Some("auth"),
-                    );
+                    let tag = self.ids.tag();
+                    let reject =
+                        verifier.reject(request, SystemTime::now(), proxy_auth, stale, Some(&tag));
                     let _ = self.proxy.respond_with(t, context, reject);
                     return;
                 }

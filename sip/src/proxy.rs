@@ -7,7 +7,9 @@
 //! What the proxy decides by itself: request validation (§16.3: 400, 416, 420, 483 from
 //! [`check_request`]), loop detection (482), Route processing (§16.4, strict-router
 //! Request-URIs included), forwarding of requests that carry a Route or belong to a dialog
-//! straight to their next hop, the forwarded copy (§16.6: Request-URI, Max-Forwards,
+//! straight to their next hop (unless [`Config::screen_routed`] puts them, the ACKs of 2xx
+//! responses and the dialogs made through the proxy to the transaction user first:
+//! [`Event::Routed`], [`Event::Ack`], [`Event::Dialog`]), the forwarded copy (§16.6: Request-URI, Max-Forwards,
 //! Record-Route, Via, next hop), the response context (§16.7: provisional and 2xx responses
 //! forwarded at once, the best final response chosen, 6xx ending the search, 401/407
 //! challenges merged, 503 turned into 500), CANCEL of pending branches (§16.10) on a 2xx, a
@@ -96,6 +98,16 @@ pub struct Config {
     /// that knows its targets are registered devices may say 480 Temporarily Unavailable
     /// instead. A request cancelled from upstream is answered 487 either way.
     pub unanswered: Option<Reply>,
+    /// Whether requests that go where they say put themselves to the transaction user first.
+    /// `false` (the default, RFC 3261 §16 as written): a request that still carries a Route
+    /// once this proxy's own are removed, or that has a To tag (inside a dialog), goes
+    /// straight to its next hop, and so does the ACK of a 2xx. `true` (a proxy at the edge of
+    /// a network, which must not relay for anyone to anywhere): such a request becomes
+    /// [`Event::Routed`] (the transaction user calls [`Proxy::forward_routed`] or answers it),
+    /// such an ACK becomes [`Event::Ack`] (sent only by [`Proxy::send_ack`]), and each dialog
+    /// the proxy sees being made is reported ([`Event::Dialog`]), so that the transaction
+    /// user knows which in-dialog requests to let through.
+    pub screen_routed: bool,
 }
 
 /// A status line the proxy answers with on its own.
@@ -128,6 +140,7 @@ impl Default for Config {
             timer_c: Duration::from_secs(180),
             policy: Policy::with_role(Role::Proxy),
             unanswered: None,
+            screen_routed: false,
         }
     }
 }
@@ -169,6 +182,7 @@ impl Target {
 
 /// What the transaction user must act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     /// An out-of-dialog request: answer with [`Proxy::forward`] (targets from a location
     /// service) or [`Proxy::respond`] (404, 302 with Contacts, 403, 401/407 challenges...).
@@ -187,6 +201,48 @@ pub enum Event {
         context: Context,
         /// The final status sent upstream.
         status: StatusCode,
+    },
+    /// With [`Config::screen_routed`]: a request that carries a Route (after this proxy's
+    /// own) or a To tag, which would go to `next`. Let it go with [`Proxy::forward_routed`],
+    /// or refuse it with [`Proxy::respond`] (403, 481...).
+    Routed {
+        /// The request's context.
+        context: Context,
+        /// The request, after §16.3 and §16.4.
+        request: Box<Request>,
+        /// Where it came from.
+        source: Peer,
+        /// Where it would go: the top Route's next hop, else the Request-URI's; `None` when
+        /// that URI names no address (a host name the resolver does not know), in which case
+        /// [`Proxy::forward_routed`] answers 480.
+        next: Option<Peer>,
+    },
+    /// With [`Config::screen_routed`]: an ACK that matches no transaction (the ACK of a 2xx),
+    /// ready to go to `next` (Max-Forwards lowered, this proxy's Via on top). It goes only if
+    /// the transaction user passes it to [`Proxy::send_ack`]; an ACK is never answered.
+    Ack {
+        /// The ACK as it would leave.
+        request: Box<Request>,
+        /// Where it came from.
+        source: Peer,
+        /// Where it would go.
+        next: Peer,
+    },
+    /// With [`Config::screen_routed`]: a provisional (not 100) or 2xx response with a To tag
+    /// to a request that can make a dialog (INVITE, SUBSCRIBE, REFER, NOTIFY, outside a
+    /// dialog) went upstream; the dialog (early, or confirmed by a 2xx) passes through this
+    /// proxy when it Record-Routes. Reported for each such response.
+    Dialog {
+        /// The request's context.
+        context: Context,
+        /// The dialog as the caller sees it: local tag from From, remote tag from To.
+        id: DialogId,
+        /// Where the request came from (the caller's side).
+        upstream: Peer,
+        /// Where the branch that answered went (the callee's side).
+        downstream: Peer,
+        /// A 2xx: the dialog is confirmed.
+        confirmed: bool,
     },
 }
 
@@ -275,13 +331,22 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// A proxy; `seed` drives its branches.
+    /// A proxy; `seed` drives its branches and tags (predictable: for tests, see [`Ids`]).
     pub fn new(config: Config, seed: u64) -> Proxy {
+        let mut proxy = Proxy::with_ids(config, Ids::new(seed));
+        proxy.loop_key = loop_key(seed);
+        proxy
+    }
+
+    /// A proxy whose branches, tags and loop key come from `ids` ([`Ids::from_os`] in a
+    /// node).
+    pub fn with_ids(config: Config, mut ids: Ids) -> Proxy {
+        let loop_key = ids.next_u64();
         Proxy {
             tx: Transactions::new(config.transactions.clone()),
             config,
-            ids: Ids::new(seed),
-            loop_key: loop_key(seed),
+            ids,
+            loop_key,
             contexts: HashMap::new(),
             by_server: HashMap::new(),
             by_client: HashMap::new(),
@@ -380,6 +445,23 @@ impl Proxy {
         Ok(())
     }
 
+    /// Lets the request of an [`Event::Routed`] go to its next hop.
+    pub fn forward_routed(&mut self, now: Instant, context: Context) -> Result<(), Error> {
+        let uri = self
+            .contexts
+            .get(&context)
+            .ok_or(Error::UnknownTransaction)?
+            .request
+            .uri_str()
+            .to_owned();
+        self.forward(now, context, vec![Target::new(uri)])
+    }
+
+    /// Sends the ACK of an [`Event::Ack`] to `next`.
+    pub fn send_ack(&mut self, request: &Request, next: Peer) {
+        self.tx.send(next, request.to_bytes());
+    }
+
     /// Answers the request of `context` from the proxy itself (a 404, a 302 with `extra`
     /// Contacts, a 401/407 with challenges...).
     pub fn respond(
@@ -445,7 +527,9 @@ impl Proxy {
                 request,
                 source,
             } => self.on_request(now, transaction, request, source),
-            T::Ack { request, .. } => self.forward_stateless(request),
+            T::Ack {
+                request, source, ..
+            } => self.forward_stateless(request, source),
             T::Response {
                 transaction,
                 response,
@@ -510,6 +594,16 @@ impl Proxy {
         // A request with a Route left, or one inside a dialog, goes where it says (§16.5).
         let in_dialog = DialogId::of_request(&request).is_some();
         if request.headers().contains(HeaderName::Route) || in_dialog {
+            if self.config.screen_routed {
+                let next = self.resolve(&next_hop(&request)).ok();
+                self.events.push_back(Event::Routed {
+                    context,
+                    request: Box::new(request),
+                    source,
+                    next,
+                });
+                return;
+            }
             let target = Target::new(request.uri_str());
             let _ = self.forward(now, context, vec![target]);
             return;
@@ -866,6 +960,37 @@ impl Proxy {
         self.timers.push(Reverse((at, context, txn)));
     }
 
+    /// [`Event::Dialog`] for a provisional or 2xx response on a branch, when it makes a
+    /// dialog and [`Config::screen_routed`] is on.
+    fn report_dialog(&mut self, context: Context, txn: TransactionId, response: &Response) {
+        if !self.config.screen_routed {
+            return;
+        }
+        let Some(state) = self.contexts.get(&context) else {
+            return;
+        };
+        let forming = matches!(
+            state.request.method(),
+            Method::Invite | Method::Subscribe | Method::Refer | Method::Notify
+        );
+        if !forming || DialogId::of_request(&state.request).is_some() {
+            return;
+        }
+        let (Some(id), Some(branch)) = (
+            DialogId::of_response(response),
+            state.branches.iter().find(|b| b.txn == txn),
+        ) else {
+            return;
+        };
+        self.events.push_back(Event::Dialog {
+            context,
+            id,
+            upstream: state.source,
+            downstream: branch.peer,
+            confirmed: response.status().is_success(),
+        });
+    }
+
     /// §16.7: a response on a branch.
     fn on_response(&mut self, now: Instant, txn: TransactionId, mut response: Response) {
         let Some(&context) = self.by_client.get(&txn) else {
@@ -896,6 +1021,7 @@ impl Proxy {
                 self.send_cancel(now, context, txn);
             } else if status != StatusCode::TRYING && !answered {
                 // Step 5: provisional responses go upstream at once (not 100).
+                self.report_dialog(context, txn, &response);
                 let _ = self.tx.respond(now, server, response);
             }
             return;
@@ -909,6 +1035,7 @@ impl Proxy {
             let server = state.server;
             let first = !state.answered;
             state.answered = true;
+            self.report_dialog(context, txn, &response);
             let _ = self.tx.respond(now, server, response);
             if first {
                 self.events.push_back(Event::Answered { context, status });
@@ -1111,7 +1238,7 @@ impl Proxy {
 
     /// The ACK of a 2xx (and any request the transaction layer passes without a transaction)
     /// is forwarded statelessly along its Route or to its Request-URI (§16.11).
-    fn forward_stateless(&mut self, mut request: Request) {
+    fn forward_stateless(&mut self, mut request: Request, source: Peer) {
         self.preprocess_routes(&mut request);
         let mf = request
             .headers()
@@ -1124,10 +1251,7 @@ impl Proxy {
         request
             .headers_mut()
             .set(HeaderName::MaxForwards, (mf - 1).to_string());
-        let next_hop = match request.headers().typed::<Route>().and_then(Result::ok) {
-            Some(route) => route.0.uri().as_str().to_owned(),
-            None => request.uri_str().to_owned(),
-        };
+        let next_hop = next_hop(&request);
         if self.is_me(&next_hop) {
             return;
         }
@@ -1146,6 +1270,14 @@ impl Proxy {
                 host_port(local)
             ),
         );
+        if self.config.screen_routed {
+            self.events.push_back(Event::Ack {
+                request: Box::new(request),
+                source,
+                next: peer,
+            });
+            return;
+        }
         self.tx.send(peer, request.to_bytes());
     }
 
@@ -1184,6 +1316,14 @@ impl Proxy {
             .ok_or(Error::NotAllowed(
                 "the proxy does not listen on that transport",
             ))
+    }
+}
+
+/// §16.6 steps 6-7: the URI of the next hop, the top Route's or else the Request-URI.
+fn next_hop(request: &Request) -> String {
+    match request.headers().typed::<Route>().and_then(Result::ok) {
+        Some(route) => route.0.uri().as_str().to_owned(),
+        None => request.uri_str().to_owned(),
     }
 }
 

@@ -383,12 +383,18 @@ pub struct Registrar {
 }
 
 impl Registrar {
-    /// A registrar; `seed` drives the To tags of its responses.
+    /// A registrar; `seed` drives the To tags of its responses (predictable: for tests, see
+    /// [`Ids`]).
     pub fn new(config: Config, seed: u64) -> Registrar {
+        Registrar::with_ids(config, Ids::new(seed))
+    }
+
+    /// A registrar whose To tags come from `ids` ([`Ids::from_os`] in a node).
+    pub fn with_ids(config: Config, ids: Ids) -> Registrar {
         Registrar {
             config,
             policy: Policy::with_role(Role::Uas),
-            ids: Ids::new(seed),
+            ids,
         }
     }
 

@@ -250,12 +250,19 @@ pub struct UserAgent {
 }
 
 impl UserAgent {
-    /// A user agent; `seed` drives its tags, branches and Call-IDs.
+    /// A user agent; `seed` drives its tags, branches and Call-IDs (predictable: for tests,
+    /// see [`Ids`]).
     pub fn new(config: Config, seed: u64) -> UserAgent {
+        UserAgent::with_ids(config, Ids::new(seed))
+    }
+
+    /// A user agent whose tags, branches and Call-IDs come from `ids` ([`Ids::from_os`] in
+    /// a node).
+    pub fn with_ids(config: Config, ids: Ids) -> UserAgent {
         UserAgent {
             tx: Transactions::new(config.transactions.clone()),
             config,
-            ids: Ids::new(seed),
+            ids,
             calls: HashMap::new(),
             by_dialog: HashMap::new(),
             by_txn: HashMap::new(),

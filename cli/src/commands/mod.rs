@@ -6,3 +6,4 @@ pub(crate) mod init;
 pub(crate) mod node;
 pub(crate) mod remote;
 pub(crate) mod testnet;
+pub(crate) mod user;

@@ -204,9 +204,17 @@ async fn serve(config: Config, dir: PathBuf, ready_file: Option<PathBuf>) -> any
     let rtp = std::net::UdpSocket::bind(SocketAddr::new(sip_udp.ip(), 0))
         .context("cannot reserve a UDP port for the user agent's audio")?;
     let offer = agent::audio_offer(sip_udp.ip(), rtp.local_addr()?.port(), 1);
-    let agent = Agent::for_node(sip_udp, "p2psip", true, Some(offer), seed(&node))
+    let ids = p2psip_sip::Ids::from_os()
+        .map_err(|e| anyhow!("the operating system's random generator failed: {e}"))?;
+    let agent = Agent::for_node_with(sip_udp, "p2psip", true, Some(offer), ids)
         .await
         .context("cannot start the node's user agent on 127.0.0.1")?;
+    // The built-in agent has no password: the node lets its own sockets in.
+    for peer in agent.local_addrs() {
+        if peer.transport == Transport::Udp {
+            node.trust(peer.addr);
+        }
+    }
     let control = Control::bind(config.control.listen, &dir)
         .await
         .with_context(|| {
@@ -288,9 +296,49 @@ fn node_config(config: &Config, dir: &Path) -> anyhow::Result<p2p::Config> {
     }
     let mut node =
         p2p::Config::new(dir, SocketAddr::from(([127, 0, 0, 1], 5060))).with_overlay(overlay);
+    let wide = node_sip_wide(&sip);
     node.sip = sip;
     node.media = config.media.config();
+    if let Some(addr) = wide
+        && config.sip.require_auth == Some(false)
+    {
+        bail!(
+            "sip.require_auth = false, but SIP listens on {addr}, beyond loopback: the node \
+             would serve anyone who reaches it; remove require_auth, or listen on 127.0.0.1"
+        );
+    }
+    if wide.is_some() || config.sip.require_auth == Some(true) {
+        if config.sip.users.is_empty() {
+            let why = match wide {
+                Some(addr) => format!("SIP listens on {addr}, beyond loopback"),
+                None => "sip.require_auth is on".to_owned(),
+            };
+            bail!(
+                "{why}, so softphones must log in, but the config has no users; add one with \
+                 `p2psip user add NAME` (it asks for the password), or listen on 127.0.0.1"
+            );
+        }
+        node.auth = Some(p2p::Auth {
+            realm: config.sip.realm.clone(),
+            users: config
+                .sip
+                .users
+                .iter()
+                .map(|(name, user)| (name.clone(), user.credential()))
+                .collect(),
+        });
+    }
     Ok(node)
+}
+
+/// A SIP address beyond loopback, if any.
+fn node_sip_wide(sip: &transport::Config) -> Option<SocketAddr> {
+    sip.udp
+        .iter()
+        .chain(&sip.tcp)
+        .chain(&sip.tls)
+        .find(|a| !a.ip().is_loopback())
+        .copied()
 }
 
 /// The enrollment CA's public key: the protobuf encoding libp2p uses for keys.
@@ -388,7 +436,7 @@ fn print_ready(ready: &Ready) {
     for addr in &ready.overlay_addrs {
         println!("    p2psip node --bootstrap {addr}");
     }
-    println!("  softphones register here (no password):");
+    println!("  softphones register here:");
     for addr in &ready.sip_addrs {
         println!("    {addr}");
     }
@@ -405,13 +453,4 @@ fn print_ready(ready: &Ready) {
     );
     println!("Ctrl-C leaves the overlay.");
     info!(peer_id = %ready.peer_id, "ready");
-}
-
-/// A seed for the agent's tags and branches from the Node-ID.
-fn seed(node: &Node) -> u64 {
-    let bytes = node.node_id().to_bytes();
-    let hash = blake3::hash(&bytes);
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&hash.as_bytes()[..8]);
-    u64::from_le_bytes(first) ^ u64::from(std::process::id())
 }

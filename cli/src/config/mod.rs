@@ -15,6 +15,7 @@
 mod error;
 mod value;
 
+use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read as _};
 use std::net::SocketAddr;
 use std::num::{NonZeroU64, NonZeroUsize};
@@ -196,13 +197,95 @@ pub(crate) struct Overlay {
     pub(crate) enrollment_ca: Option<PathBuf>,
 }
 
-/// `[sip]`: the SIP ports softphones register to.
+/// `[sip]`: the SIP ports softphones register to, and who may use them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct Sip {
     /// The SIP listen addresses. Default UDP and TCP on 127.0.0.1:5060.
     pub(crate) listen: Vec<SipListen>,
+    /// Demand digest authentication from the softphones. Default: on when a listen address
+    /// is not loopback (and it cannot be turned off there).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) require_auth: Option<bool>,
+    /// The digest realm. Default `p2psip`.
+    pub(crate) realm: String,
+    /// `[sip.users.NAME]`: the users of digest authentication.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) users: BTreeMap<String, User>,
 }
+
+/// `[sip.users.NAME]`: what the node keeps of a user: HA1 hashes (what `p2psip user add`
+/// writes), or the password in clear.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, try_from = "RawUser")]
+pub(crate) struct User {
+    /// The password in clear, if given so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) password: Option<String>,
+    /// `SHA-256(NAME:REALM:PASSWORD)` in hex.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) ha1_sha256: Option<String>,
+    /// `MD5(NAME:REALM:PASSWORD)` in hex, for softphones that only know MD5.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) ha1_md5: Option<String>,
+}
+
+/// A [`User`] as written, before its checks.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUser {
+    password: Option<String>,
+    ha1_sha256: Option<String>,
+    ha1_md5: Option<String>,
+}
+
+impl TryFrom<RawUser> for User {
+    type Error = String;
+
+    fn try_from(raw: RawUser) -> Result<User, String> {
+        let hex = |value: &Option<String>, len: usize, key: &str| match value {
+            Some(v) if v.len() != len || !v.bytes().all(|b| b.is_ascii_hexdigit()) => Err(format!(
+                "{key} must be {len} hex digits (write it with `p2psip user add NAME`)"
+            )),
+            _ => Ok(()),
+        };
+        hex(&raw.ha1_sha256, 64, "ha1_sha256")?;
+        hex(&raw.ha1_md5, 32, "ha1_md5")?;
+        if raw.password.is_none() && raw.ha1_sha256.is_none() && raw.ha1_md5.is_none() {
+            return Err(
+                "a user needs ha1_sha256 (and ha1_md5), or a password; add one with \
+                        `p2psip user add NAME`"
+                    .into(),
+            );
+        }
+        Ok(User {
+            password: raw.password,
+            ha1_sha256: raw.ha1_sha256,
+            ha1_md5: raw.ha1_md5,
+        })
+    }
+}
+
+impl User {
+    /// The node's credential of this user.
+    pub(crate) fn credential(&self) -> p2psip_sip::auth::Credential {
+        use p2psip_sip::auth::{Credential, Hash};
+        if let Some(password) = &self.password {
+            return Credential::Password(password.clone());
+        }
+        let mut hashes = Vec::new();
+        if let Some(h) = &self.ha1_sha256 {
+            hashes.push((Hash::Sha256, h.to_ascii_lowercase()));
+        }
+        if let Some(h) = &self.ha1_md5 {
+            hashes.push((Hash::Md5, h.to_ascii_lowercase()));
+        }
+        Credential::Ha1(hashes)
+    }
+}
+
+/// The realm of [`Sip::realm`]'s default.
+pub(crate) const DEFAULT_REALM: &str = "p2psip";
 
 /// `[control]`: the local API of a running node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -240,6 +323,9 @@ impl Default for Sip {
     fn default() -> Sip {
         Sip {
             listen: vec![SipListen::loopback()],
+            require_auth: None,
+            realm: DEFAULT_REALM.to_owned(),
+            users: BTreeMap::new(),
         }
     }
 }

@@ -52,6 +52,7 @@ fn the_template_shows_every_key_at_its_default() {
     expected.overlay.enrollment_ca = Some("enrollment-ca.pub".into());
     // Optional keys with no default value show an example.
     expected.media.address = Some([192, 0, 2, 10].into());
+    expected.sip.require_auth = Some(true);
     assert_eq!(uncommented, expected);
 
     let (mut documented, mut known) = (Vec::new(), Vec::new());
@@ -83,7 +84,8 @@ fn an_unknown_key_names_its_line_its_table_and_the_known_keys() {
     assert_eq!(
         parse(text),
         Err(
-            "/x/config.toml line 5, column 1: unknown key `lisen` in [sip]; known keys: listen"
+            "/x/config.toml line 5, column 1: unknown key `lisen` in [sip]; known keys: listen, \
+             require_auth, realm, users"
                 .into()
         )
     );
@@ -209,4 +211,31 @@ fn media_keys_name_their_line() {
     let media = config.media.config();
     assert!(!media.enabled);
     assert_eq!(media.idle_timeout, std::time::Duration::from_secs(30));
+}
+
+#[test]
+fn users_are_checked_where_they_are_written() {
+    let sha = "a".repeat(64);
+    let text = format!(
+        "[sip]\nlisten = [\"192.0.2.1:5060\"]\n\n[sip.users.alice]\nha1_sha256 = \"{sha}\"\n"
+    );
+    let config = parse(&text).expect("a user with a hash");
+    assert_eq!(
+        config.sip.users["alice"].ha1_sha256.as_deref(),
+        Some(sha.as_str())
+    );
+    let short = "[sip.users.alice]\nha1_sha256 = \"abc\"\n";
+    let error = parse(short).unwrap_err();
+    assert!(
+        error.contains("line 1") && error.contains("ha1_sha256 must be 64 hex digits"),
+        "{error}"
+    );
+    let empty = "\n[sip.users.bob]\n";
+    let error = parse(empty).unwrap_err();
+    assert!(
+        error.contains("line 2") && error.contains("p2psip user add"),
+        "{error}"
+    );
+    let unknown = "[sip.users.bob]\npasword = \"x\"\n";
+    assert!(parse(unknown).unwrap_err().contains("pasword"));
 }

@@ -133,6 +133,7 @@ impl Net {
                         self.proxy.forward(self.now, context, targets).unwrap();
                     }
                     proxy::Event::Answered { status, .. } => self.answered.push(status),
+                    _ => {}
                 }
             }
             let mut packets = Vec::new();

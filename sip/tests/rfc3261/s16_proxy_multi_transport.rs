@@ -54,6 +54,9 @@ struct Net {
     /// Packets nobody listens for: (to, first line).
     lost: Vec<(Peer, String)>,
     events: HashMap<SocketAddr, Vec<ua::Event>>,
+    /// The proxy's events other than Locate and Answered (with `screen_routed`), each let
+    /// through.
+    screened: Vec<proxy::Event>,
 }
 
 impl Net {
@@ -81,15 +84,29 @@ impl Net {
             wire: Vec::new(),
             lost: Vec::new(),
             events: HashMap::new(),
+            screened: Vec::new(),
         }
     }
 
     fn deliver(&mut self) {
         for _ in 0..10_000 {
             while let Some(e) = self.proxy.poll_event() {
-                if let proxy::Event::Locate { context, .. } = e {
-                    let targets = self.location.clone();
-                    self.proxy.forward(self.now, context, targets).unwrap();
+                match &e {
+                    proxy::Event::Locate { context, .. } => {
+                        let targets = self.location.clone();
+                        self.proxy.forward(self.now, *context, targets).unwrap();
+                        continue;
+                    }
+                    proxy::Event::Routed { context, .. } => {
+                        self.proxy.forward_routed(self.now, *context).unwrap();
+                    }
+                    proxy::Event::Ack { request, next, .. } => {
+                        self.proxy.send_ack(request, *next);
+                    }
+                    _ => {}
+                }
+                if !matches!(e, proxy::Event::Answered { .. }) {
+                    self.screened.push(e);
                 }
             }
             let mut packets: Vec<(SocketAddr, Transmit)> = Vec::new();
@@ -507,4 +524,119 @@ fn s16_3_4_another_proxy_at_the_same_address_is_not_a_loop() {
     assert_eq!(out.len(), 1, "the second proxy forwards it too, no 482");
     assert_eq!(out[0].1.method().as_str(), "BYE");
     assert_eq!(out[0].0, udp(BOB));
+}
+
+/// With `screen_routed` (a proxy at the edge, which must not relay to anyone's choice of
+/// URI), a request with a Route left or a To tag waits for the transaction user: here a BYE
+/// with a Route to a third host is refused 403, and nothing reaches that host; an ACK goes
+/// only through `send_ack`.
+#[test]
+fn s16_5_screened_routed_requests_wait_for_the_transaction_user() {
+    let mut proxy = proxy_with(|c| c.screen_routed = true);
+    let now = Instant::now();
+    let routes = format!("Route: <sip:{PROXY_UDP};lr>, <sip:{CAROL};lr>\r\n");
+    let uri = format!("sip:bob@{BOB}");
+    proxy
+        .handle(
+            now,
+            in_dialog("BYE", &uri, &routes, "z9hG4bKbye9"),
+            udp(ALICE),
+        )
+        .unwrap();
+    let Some(proxy::Event::Routed {
+        context,
+        request,
+        source,
+        next,
+    }) = proxy.poll_event()
+    else {
+        panic!("a Routed event");
+    };
+    assert_eq!((source, next), (udp(ALICE), Some(udp(CAROL))));
+    assert_eq!(request.method().as_str(), "BYE");
+    assert!(
+        sent(&mut proxy).is_empty(),
+        "forwarded before the TU said so"
+    );
+    proxy
+        .respond(
+            now,
+            context,
+            p2psip_sip::StatusCode::FORBIDDEN,
+            "Forbidden",
+            &[],
+        )
+        .unwrap();
+    let out: Vec<Peer> = std::iter::from_fn(|| proxy.poll_transmit())
+        .map(|t| t.to)
+        .collect();
+    assert_eq!(out, [udp(ALICE)], "only the 403 goes, back to Alice");
+
+    proxy
+        .handle(
+            now,
+            in_dialog("ACK", &uri, &routes, "z9hG4bKack9"),
+            udp(ALICE),
+        )
+        .unwrap();
+    let ack = std::iter::from_fn(|| proxy.poll_event())
+        .find_map(|e| match e {
+            proxy::Event::Ack { request, next, .. } => Some((request, next)),
+            _ => None,
+        })
+        .expect("an Ack event");
+    assert_eq!(ack.1, udp(CAROL));
+    assert!(sent(&mut proxy).is_empty(), "an ACK went by itself");
+    proxy.send_ack(&ack.0, ack.1);
+    assert_eq!(sent(&mut proxy).len(), 1);
+}
+
+/// With `screen_routed`, the dialog a call makes through the proxy is reported with both of
+/// its sides, and its in-dialog requests (ACK, BYE) wait for the transaction user.
+#[test]
+fn s16_5_screened_proxy_reports_the_dialogs_it_sees_made() {
+    let proxy = proxy_with(|c| c.screen_routed = true);
+    let target = Target::new(format!("sip:bob@{BOB};transport=tcp"));
+    let mut net = Net::new(proxy, tcp(BOB), vec![target]);
+    let call = net.call();
+    assert!(net.events(ALICE).contains(&ua::Event::Established { call }));
+    let dialogs: Vec<(Peer, Peer, bool)> = net
+        .screened
+        .iter()
+        .filter_map(|e| match e {
+            proxy::Event::Dialog {
+                upstream,
+                downstream,
+                confirmed,
+                ..
+            } => Some((*upstream, *downstream, *confirmed)),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        dialogs.contains(&(udp(ALICE), tcp(BOB), true)),
+        "{dialogs:?}"
+    );
+    assert!(
+        net.screened
+            .iter()
+            .any(|e| matches!(e, proxy::Event::Ack { next, .. } if *next == tcp(BOB))),
+        "the ACK of the 2xx was screened"
+    );
+    let now = net.now;
+    net.agent(ALICE).hangup(now, call).unwrap();
+    net.deliver();
+    assert!(
+        net.screened.iter().any(|e| matches!(
+            e,
+            proxy::Event::Routed { request, .. } if request.method().as_str() == "BYE"
+        )),
+        "the BYE was screened"
+    );
+    assert_eq!(
+        net.requests_to(tcp(BOB), "BYE").len(),
+        1,
+        "{:#?}",
+        net.trace()
+    );
 }
