@@ -12,6 +12,10 @@
 //!
 //! Bounded: a line is at most [`MAX_LINE`] bytes, the hello must come within
 //! [`HELLO_TIMEOUT`], at most [`MAX_CONNECTIONS`] clients are served at once.
+//!
+//! [`Hello::parse`] is all the node makes of a client's first line (UTF-8, JSON, a call
+//! duration a [`Duration`] can hold); it is a plain function so that the fuzz target and the
+//! property tests (`node/fuzz`, `node/tests/fuzz_props.rs`) feed it what a client could send.
 
 use std::io;
 use std::net::SocketAddr;
@@ -61,6 +65,27 @@ pub struct Hello {
     pub token: String,
     /// What the client wants.
     pub request: Request,
+}
+
+impl Hello {
+    /// Reads a client's first line (with or without its line end): at most [`MAX_LINE`]
+    /// bytes of UTF-8 JSON; a call's `duration_s` must be a number of seconds a [`Duration`]
+    /// can hold. The error is the sentence the node answers with. No input makes it panic.
+    pub fn parse(line: &[u8]) -> Result<Hello, String> {
+        let text = line_text(line.to_vec()).map_err(|e| e.to_string())?;
+        let hello: Hello = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        if let Request::Call {
+            duration_s: Some(d),
+            ..
+        } = hello.request
+            && call_duration(d).is_none()
+        {
+            return Err(format!(
+                "duration_s {d} is not a number of seconds a call can last; give e.g. 10"
+            ));
+        }
+        Ok(hello)
+    }
 }
 
 /// What a client may ask.
@@ -338,7 +363,7 @@ async fn serve_one(stream: TcpStream, token: &str, node: &Node, agent: &Agent) {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read);
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, read_line(&mut lines)).await {
-        Ok(Ok(Some(line))) => serde_json::from_str::<Hello>(&line).map_err(|e| e.to_string()),
+        Ok(Ok(Some(line))) => Hello::parse(line.as_bytes()),
         Ok(Ok(None)) => return,
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err("no request within 10 s".to_owned()),
@@ -557,9 +582,7 @@ async fn call(
     };
     out.send(&Reply::Call(update(CallState::Calling, None, None)))
         .await;
-    let duration = duration_s
-        .filter(|d| d.is_finite() && *d >= 0.0)
-        .map(Duration::from_secs_f64);
+    let duration = duration_s.and_then(call_duration);
     let mut hang_up_at: Option<tokio::time::Instant> = None;
     let mut hung_up = false;
     loop {
@@ -640,6 +663,12 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// A call's `duration_s` as a [`Duration`]; `None` when it is negative, not finite or too
+/// large for one (`Duration::from_secs_f64` would panic).
+fn call_duration(seconds: f64) -> Option<Duration> {
+    Duration::try_from_secs_f64(seconds).ok()
+}
+
 /// Reads one line of at most [`MAX_LINE`] bytes; `None` at the end of the stream.
 async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
     reader: &mut R,
@@ -650,11 +679,16 @@ async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
     if n == 0 {
         return Ok(None);
     }
+    line_text(line).map(Some)
+}
+
+/// A line's text: at most [`MAX_LINE`] bytes of UTF-8, without trailing white space.
+fn line_text(line: Vec<u8>) -> io::Result<String> {
     if line.len() > MAX_LINE {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "line too long"));
     }
     String::from_utf8(line)
-        .map(|l| Some(l.trim_end().to_owned()))
+        .map(|l| l.trim_end().to_owned())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8"))
 }
 

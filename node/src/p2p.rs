@@ -1244,8 +1244,9 @@ fn spawn_queue(
 }
 
 /// The SIP messages of one Route payload: each as its length (4 bytes, big-endian) and its
-/// bytes.
-fn frame<'a>(messages: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
+/// bytes. Public for the fuzz target and property tests of [`unframe`] (`node/fuzz`,
+/// `node/tests/fuzz_props.rs`).
+pub fn frame<'a>(messages: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
     let mut payload = Vec::new();
     for message in messages {
         let len = u32::try_from(message.len()).unwrap_or(u32::MAX);
@@ -1255,8 +1256,9 @@ fn frame<'a>(messages: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
     payload
 }
 
-/// The SIP messages of a Route payload ([`frame`]); an error names what is wrong.
-fn unframe(mut payload: &[u8]) -> Result<Vec<Message>, OverlayError> {
+/// The SIP messages of a Route payload ([`frame`]); an error names what is wrong. No payload
+/// makes it panic.
+pub fn unframe(mut payload: &[u8]) -> Result<Vec<Message>, OverlayError> {
     let mut messages = Vec::new();
     while !payload.is_empty() {
         let (len, rest) = payload

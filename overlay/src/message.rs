@@ -5,8 +5,11 @@
 //! is one raw byte), so a peer can name a version it does not speak before decoding the rest.
 //! [`decode`] refuses a message over its size limit ([`Error::MessageTooLarge`]), one that does
 //! not decode or leaves bytes over ([`Error::InvalidMessage`]), and one of another version
-//! ([`Error::InvalidMessage`] naming it); no input makes it panic, and what it allocates is
-//! bounded by a small multiple of the message's size.
+//! ([`Error::InvalidMessage`] naming it); no input makes it panic, and what it holds at once
+//! is bounded whatever lengths the message announces: the message's size a few times over,
+//! plus up to a MiB per nested sequence (2 MiB measured) that serde reserves for what a
+//! sequence announces before reading it (`overlay/tests/fuzz_props.rs`; fuzzed by
+//! `overlay/fuzz`).
 //!
 //! Routing fields: a request starts with `ttl` [`DEFAULT_TTL`] and an empty `via`; each peer
 //! that forwards it calls [`Envelope::hop`], which refuses a message whose TTL ran out
