@@ -2,9 +2,10 @@
 
 use std::time::Duration;
 
-use libp2p::{Multiaddr, StreamProtocol};
+use libp2p::{Multiaddr, StreamProtocol, identity::PublicKey};
 
 use super::Error;
+use crate::identity::{MAX_NODE_ID_WORK, NodeCertificate};
 
 /// Longest overlay name accepted; it becomes part of every protocol name.
 const MAX_OVERLAY_NAME: usize = 64;
@@ -71,6 +72,17 @@ pub struct Config {
     /// How many events wait for the reader of [`Events`](super::Events); when it is full, new
     /// events are dropped (a dropped request fails at the requester). Default 256.
     pub event_buffer: usize,
+    /// The overlay's enrollment CA: when set, a peer enters the routing table, the replica
+    /// sets and the relay's members only with a Node-ID certificate from it
+    /// ([`NodeCertificate`], announced through identify). Default none: an open overlay.
+    pub enrollment_ca: Option<PublicKey>,
+    /// This node's certificate from the enrollment CA, announced to its peers. Default none.
+    pub certificate: Option<NodeCertificate>,
+    /// How many bits of work a Node-ID must carry to be used
+    /// ([`crate::identity::node_id_work`], S/Kademlia's static puzzle); the node's own key is
+    /// made with that much. Every node of one overlay must use the same value. At most
+    /// [`MAX_NODE_ID_WORK`]. Default 0.
+    pub node_id_work: u32,
 }
 
 impl Default for Config {
@@ -94,6 +106,9 @@ impl Default for Config {
             max_bad_frames: 3,
             max_pending: 256,
             event_buffer: 256,
+            enrollment_ca: None,
+            certificate: None,
+            node_id_work: 0,
         }
     }
 }
@@ -197,6 +212,19 @@ impl Config {
         self
     }
 
+    /// Admits only peers with a Node-ID certificate from `ca`; `certificate` is this node's.
+    pub fn with_enrollment(mut self, ca: PublicKey, certificate: Option<NodeCertificate>) -> Self {
+        self.enrollment_ca = Some(ca);
+        self.certificate = certificate;
+        self
+    }
+
+    /// Sets the Node-ID work every node of the overlay must carry.
+    pub fn with_node_id_work(mut self, bits: u32) -> Self {
+        self.node_id_work = bits;
+        self
+    }
+
     /// The Kademlia protocol of this overlay: `/p2psip/<overlay>/kad/1.0.0`.
     pub fn kad_protocol(&self) -> StreamProtocol {
         protocol(format!("/p2psip/{}/kad/1.0.0", self.overlay))
@@ -261,6 +289,12 @@ impl Config {
             return Err(Error::Config(
                 "max_pending and event_buffer must be at least 1".into(),
             ));
+        }
+        if self.node_id_work > MAX_NODE_ID_WORK {
+            return Err(Error::Config(format!(
+                "node_id_work {} is over the most an overlay may ask for, {MAX_NODE_ID_WORK} bits",
+                self.node_id_work
+            )));
         }
         self.relay_limits.validate()?;
         for (what, timeout) in [

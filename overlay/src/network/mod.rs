@@ -25,6 +25,7 @@
 //! with different names never enter each other's routing tables, because they speak different
 //! Kademlia protocols and identify only feeds peers that speak ours.
 
+mod admission;
 mod behaviour;
 mod codec;
 mod config;
@@ -61,6 +62,8 @@ pub struct Network {
     max_frame_size: usize,
     media: libp2p_stream::Control,
     media_protocol: libp2p::StreamProtocol,
+    admission: admission::Admission,
+    members: behaviour::Members,
 }
 
 impl std::fmt::Debug for Network {
@@ -150,6 +153,8 @@ impl Network {
             max_frame_size: config.max_frame_size,
             media,
             media_protocol: config.media_protocol(),
+            admission: admission::Admission::new(&config),
+            members: members.clone(),
         };
 
         let mut task = Task::new(swarm, command_rx, event_tx, config, members);
@@ -187,6 +192,13 @@ impl Network {
     pub async fn closest_peers(&self, key: Vec<u8>) -> Result<Vec<PeerId>, Error> {
         self.call(|reply| Command::ClosestPeers { key, reply })
             .await?
+    }
+
+    /// Whether `peer` may be used as a replica or a next hop: its Node-ID carries the
+    /// overlay's work ([`Config::node_id_work`]) and, in an overlay with an enrollment CA,
+    /// identify showed its certificate ([`Config::enrollment_ca`]).
+    pub fn admits(&self, peer: &PeerId) -> bool {
+        task::admits(&self.admission, &self.members, peer)
     }
 
     /// The peers in the routing table (Kademlia buckets).
