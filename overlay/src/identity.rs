@@ -25,6 +25,27 @@
 //! characters. [`is_self_certifying`] recognizes that shape; only the key it was derived from
 //! can claim such an AOR or delegate registrations under it
 //! ([`crate::access::check_store`]), and it needs no claim to be registered.
+//!
+//! # Admission: Node-ID certificates and Node-ID work
+//!
+//! Two ways for an overlay to make Node-IDs costly, so that one party cannot cheaply place
+//! many nodes next to a resource (a Sybil attack) or fill a node's routing table (eclipse):
+//!
+//! - **An enrollment CA** (RELOAD's model, RFC 6940 §11.3): the CA signs each Node-ID it
+//!   admits, a [`NodeCertificate`]; peers of such an overlay take a node into their routing
+//!   table and replica sets only with a valid certificate. The CA decides who joins.
+//! - **Node-ID work** (S/Kademlia's static puzzle): a Node-ID counts only when
+//!   `blake3::derive_key(WORK_CONTEXT, PeerId bytes)` starts with at least the overlay's
+//!   number of zero bits ([`node_id_work`]); [`NodeKey::load_or_create_with_work`] grinds keys
+//!   until one has it. Each bit doubles what a Node-ID costs its maker; an honest node pays
+//!   once, an attacker for every key it places.
+//!
+//! The certificate is signed over a canonical layout (big-endian, `bytes(x)` is
+//! `u32 length || x`):
+//!
+//! ```text
+//! node certificate: "p2psip node certificate v1\0" || bytes(PeerId bytes) || expires_ms u64
+//! ```
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
@@ -41,6 +62,16 @@ pub const SELF_CERTIFYING_DOMAIN: &str = "key.p2psip";
 
 /// The blake3 key-derivation context of self-certifying AORs.
 const SELF_CERTIFYING_CONTEXT: &str = "p2psip 2025 self-certifying AOR v1";
+
+/// The blake3 key-derivation context of Node-ID work ([`node_id_work`]).
+const WORK_CONTEXT: &str = "p2psip 2026 node-id work v1";
+
+/// The most Node-ID work an overlay may ask for: 2^24 keys on average is already minutes of
+/// one core; more would make honest nodes wait too long to join.
+pub const MAX_NODE_ID_WORK: u32 = 24;
+
+/// The tag of the text form of a [`NodeCertificate`].
+const CERTIFICATE_TEXT_TAG: &str = "p2psip-node-cert-v1:";
 
 /// A node's ed25519 key; its `PeerId` is the node's Node-ID.
 #[derive(Clone, Debug)]
@@ -59,9 +90,40 @@ impl NodeKey {
         load_or_create(&dir.join(Self::FILE)).map(NodeKey)
     }
 
+    /// Loads `<dir>/node.key`, or creates it with a fresh key whose Node-ID has at least
+    /// `work` bits of work ([`node_id_work`]). A key that is there but has less work is an
+    /// [`Error::Key`] that says so: such a node would not be admitted by the overlay.
+    pub fn load_or_create_with_work(dir: &Path, work: u32) -> Result<NodeKey, Error> {
+        let path = dir.join(Self::FILE);
+        let key = load_or_create_from(&path, || NodeKey::generate_with_work(work).0)?;
+        let found = node_id_work(&key.public().to_peer_id());
+        if found < work {
+            return Err(Error::Key {
+                what: path.display().to_string(),
+                reason: format!(
+                    "its Node-ID has {found} bits of work and this overlay asks for {work}; \
+                     move the file away to make a new key (the node gets a new Node-ID)"
+                ),
+            });
+        }
+        Ok(NodeKey(key))
+    }
+
     /// A fresh key, not saved anywhere (tests, throw-away nodes).
     pub fn generate() -> NodeKey {
         NodeKey(Keypair::generate_ed25519())
+    }
+
+    /// A fresh key whose Node-ID has at least `work` bits of work (at most
+    /// [`MAX_NODE_ID_WORK`]): 2^`work` keys are made on average.
+    pub fn generate_with_work(work: u32) -> NodeKey {
+        let work = work.min(MAX_NODE_ID_WORK);
+        loop {
+            let key = Keypair::generate_ed25519();
+            if node_id_work(&key.public().to_peer_id()) >= work {
+                return NodeKey(key);
+            }
+        }
     }
 
     /// The key pair, for libp2p and for signing entries.
@@ -154,7 +216,149 @@ pub fn is_self_certified_by(aor: &str, key: &PublicKey) -> bool {
     }
 }
 
+/// How much work a Node-ID carries: the number of leading zero bits of
+/// `blake3::derive_key(WORK_CONTEXT, PeerId bytes)` (S/Kademlia's static puzzle, see the
+/// [module docs](self)).
+pub fn node_id_work(node: &PeerId) -> u32 {
+    let hash = blake3::derive_key(WORK_CONTEXT, &node.to_bytes());
+    let mut bits = 0;
+    for byte in hash {
+        bits += byte.leading_zeros();
+        if byte != 0 {
+            break;
+        }
+    }
+    bits
+}
+
+/// An enrollment CA's certificate for one Node-ID: the CA admits that node to its overlay
+/// until `expires_ms` (see the [module docs](self)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeCertificate {
+    /// The certified Node-ID.
+    pub node: PeerId,
+    /// When the certificate ends, in ms since the Unix epoch.
+    pub expires_ms: u64,
+    /// The CA's signature over [`NodeCertificate::signed_bytes`].
+    pub signature: Vec<u8>,
+}
+
+impl NodeCertificate {
+    /// The CA's certificate for `node`, valid until `expires_ms`.
+    pub fn issue(ca: &Keypair, node: PeerId, expires_ms: u64) -> Result<NodeCertificate, Error> {
+        let mut certificate = NodeCertificate {
+            node,
+            expires_ms,
+            signature: Vec::new(),
+        };
+        certificate.signature =
+            ca.sign(&certificate.signed_bytes())
+                .map_err(|error| Error::Key {
+                    what: "the enrollment CA key".into(),
+                    reason: error.to_string(),
+                })?;
+        Ok(certificate)
+    }
+
+    /// The canonical bytes the CA signs.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        let node = self.node.to_bytes();
+        let tag: &[u8] = b"p2psip node certificate v1\0";
+        let mut out = Vec::with_capacity(tag.len() + 4 + node.len() + 8);
+        out.extend_from_slice(tag);
+        out.extend_from_slice(&(node.len() as u32).to_be_bytes());
+        out.extend_from_slice(&node);
+        out.extend_from_slice(&self.expires_ms.to_be_bytes());
+        out
+    }
+
+    /// Checks that this certificate admits `node` at `now_ms` on behalf of `ca`; the error
+    /// ([`Error::Forbidden`] or [`Error::Expired`]) says what is wrong.
+    pub fn verify(&self, ca: &PublicKey, node: &PeerId, now_ms: u64) -> Result<(), Error> {
+        if self.node != *node {
+            return Err(Error::forbidden(
+                "the Node-ID certificate is for another Node-ID",
+            ));
+        }
+        if !ca.verify(&self.signed_bytes(), &self.signature) {
+            return Err(Error::forbidden(
+                "the Node-ID certificate is not signed by this overlay's enrollment CA",
+            ));
+        }
+        if now_ms >= self.expires_ms {
+            return Err(Error::Expired {
+                what: "the Node-ID certificate",
+                expired_at_ms: self.expires_ms,
+                now_ms,
+            });
+        }
+        Ok(())
+    }
+
+    /// The certificate as one line of text, `p2psip-node-cert-v1:<hex>` (a file, and what
+    /// identify announces).
+    pub fn to_text(&self) -> String {
+        let mut bytes = self.signed_bytes();
+        bytes.extend_from_slice(&self.signature);
+        let mut text = String::with_capacity(CERTIFICATE_TEXT_TAG.len() + bytes.len() * 2);
+        text.push_str(CERTIFICATE_TEXT_TAG);
+        for byte in bytes {
+            text.push(char::from(b"0123456789abcdef"[usize::from(byte >> 4)]));
+            text.push(char::from(b"0123456789abcdef"[usize::from(byte & 15)]));
+        }
+        text
+    }
+
+    /// Reads [`NodeCertificate::to_text`]'s form (surrounding white space allowed); an
+    /// [`Error::InvalidMessage`] says what is wrong. It does not verify the signature.
+    pub fn from_text(text: &str) -> Result<NodeCertificate, Error> {
+        let bad = |why: &str| Error::invalid(format!("not a Node-ID certificate: {why}"));
+        let hex = text
+            .trim()
+            .strip_prefix(CERTIFICATE_TEXT_TAG)
+            .ok_or_else(|| bad("it does not start with p2psip-node-cert-v1:"))?;
+        if hex.len() % 2 != 0 || hex.len() > 1024 {
+            return Err(bad("its length is wrong"));
+        }
+        let bytes = hex
+            .as_bytes()
+            .chunks(2)
+            .map(|pair| {
+                let digit = |c: u8| char::from(c).to_digit(16);
+                match (digit(pair[0]), digit(pair[1])) {
+                    (Some(high), Some(low)) => Ok((high * 16 + low) as u8),
+                    _ => Err(bad("it is not hexadecimal")),
+                }
+            })
+            .collect::<Result<Vec<u8>, Error>>()?;
+        let tag: &[u8] = b"p2psip node certificate v1\0";
+        let rest = bytes
+            .strip_prefix(tag)
+            .ok_or_else(|| bad("its tag is wrong"))?;
+        let (len, rest) = rest
+            .split_first_chunk::<4>()
+            .ok_or_else(|| bad("it is cut short"))?;
+        let len = u32::from_be_bytes(*len) as usize;
+        if rest.len() < len + 8 {
+            return Err(bad("it is cut short"));
+        }
+        let (node, rest) = rest.split_at(len);
+        let (expires, signature) = rest.split_at(8);
+        let node = PeerId::from_bytes(node).map_err(|_| bad("its Node-ID does not decode"))?;
+        let expires_ms = u64::from_be_bytes(expires.try_into().map_err(|_| bad("cut short"))?);
+        Ok(NodeCertificate {
+            node,
+            expires_ms,
+            signature: signature.to_vec(),
+        })
+    }
+}
+
 fn load_or_create(path: &Path) -> Result<Keypair, Error> {
+    load_or_create_from(path, Keypair::generate_ed25519)
+}
+
+fn load_or_create_from(path: &Path, generate: impl FnOnce() -> Keypair) -> Result<Keypair, Error> {
     let io = |source| Error::Io {
         path: path.to_path_buf(),
         source,
@@ -166,7 +370,7 @@ fn load_or_create(path: &Path) -> Result<Keypair, Error> {
     }
     let dir = path.parent().unwrap_or(Path::new("."));
     create_private_dir(dir)?;
-    let keypair = Keypair::generate_ed25519();
+    let keypair = generate();
     let encoded = keypair.to_protobuf_encoding().map_err(|error| Error::Key {
         what: path.display().to_string(),
         reason: error.to_string(),
@@ -310,6 +514,69 @@ mod tests {
         assert_eq!(base32_lower(b"foob"), "mzxw6yq");
         assert_eq!(base32_lower(b"fooba"), "mzxw6ytb");
         assert_eq!(base32_lower(b"foobar"), "mzxw6ytboi");
+    }
+
+    #[test]
+    fn node_id_work_counts_leading_zero_bits() {
+        let key = NodeKey::generate_with_work(6);
+        assert!(node_id_work(&key.node_id()) >= 6);
+        // About one key in 2^12 has 12 bits: a random key almost never does.
+        let cheap = (0..16)
+            .filter(|_| node_id_work(&NodeKey::generate().node_id()) >= 12)
+            .count();
+        assert!(cheap <= 1, "{cheap} of 16 random keys had 12 bits of work");
+    }
+
+    #[test]
+    fn a_key_without_the_work_is_refused_with_a_sentence() {
+        let dir = tempfile::tempdir().unwrap();
+        let weak = loop {
+            let key = NodeKey::generate();
+            if node_id_work(&key.node_id()) < 4 {
+                break key;
+            }
+        };
+        let encoded = weak.keypair().to_protobuf_encoding().unwrap();
+        write_private(&dir.path().join(NodeKey::FILE), &encoded).unwrap();
+        let error = NodeKey::load_or_create_with_work(dir.path(), 4).unwrap_err();
+        assert!(error.to_string().contains("bits of work"), "{error}");
+        let fresh = tempfile::tempdir().unwrap();
+        let key = NodeKey::load_or_create_with_work(fresh.path(), 4).unwrap();
+        assert!(node_id_work(&key.node_id()) >= 4);
+        let again = NodeKey::load_or_create_with_work(fresh.path(), 4).unwrap();
+        assert_eq!(again.node_id(), key.node_id());
+    }
+
+    #[test]
+    fn node_certificates_verify_only_for_their_ca_node_and_time() {
+        let ca = Keypair::generate_ed25519();
+        let node = NodeKey::generate().node_id();
+        let certificate = NodeCertificate::issue(&ca, node, 2_000).unwrap();
+        let text = certificate.to_text();
+        let read = NodeCertificate::from_text(&format!(" {text}\n")).unwrap();
+        assert_eq!(read, certificate);
+        assert!(read.verify(&ca.public(), &node, 1_000).is_ok());
+        let other_ca = Keypair::generate_ed25519().public();
+        let other_node = NodeKey::generate().node_id();
+        for (ca_key, peer, now, why) in [
+            (&other_ca, &node, 1_000, "not signed by"),
+            (&ca.public(), &other_node, 1_000, "another Node-ID"),
+            (&ca.public(), &node, 2_000, "expired"),
+        ] {
+            let error = read.verify(ca_key, peer, now).unwrap_err().to_string();
+            assert!(error.contains(why), "{error}");
+        }
+        let mut forged = certificate.clone();
+        forged.expires_ms += 1;
+        assert!(forged.verify(&ca.public(), &node, 1_000).is_err());
+        for bad in [
+            "",
+            "p2psip-node-cert-v1:zz",
+            "p2psip-node-cert-v1:00",
+            &text[..text.len() - 3],
+        ] {
+            assert!(NodeCertificate::from_text(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -372,8 +372,9 @@ impl Overlay {
     pub async fn start(config: Config) -> Result<Overlay, Error> {
         let dir = config.data_dir.clone();
         let limits = config.limits.clone();
+        let work = config.network.node_id_work;
         let (key, store) = tokio::task::spawn_blocking(move || {
-            let key = NodeKey::load_or_create(&dir)?;
+            let key = NodeKey::load_or_create_with_work(&dir, work)?;
             let store = Store::open_with(&dir, limits)?;
             Ok::<_, overlay_error::Error>((key, store))
         })
@@ -1243,7 +1244,10 @@ impl Inner {
             .collect();
         peers.extend(self.network.connected_peers().await.unwrap_or_default());
         peers.remove(&self.id);
-        peers.into_iter().collect()
+        peers
+            .into_iter()
+            .filter(|peer| self.network.admits(peer))
+            .collect()
     }
 
     /// Sends an envelope (already hopped through this node) towards `destination`: straight

@@ -120,14 +120,18 @@ impl Behaviour {
             .set_substreams_timeout(config.request_timeout)
             // We keep no Kademlia records (the overlay's data lives in its own store): records
             // and provider announcements from peers are reported and dropped, never stored.
-            .set_record_filtering(kad::StoreInserts::FilterBoth);
+            .set_record_filtering(kad::StoreInserts::FilterBoth)
+            // S/Kademlia's disjoint lookup paths: a query for a resource's closest peers
+            // follows several paths that share no peer, so one party's nodes on one path
+            // cannot hide the true closest peers.
+            .disjoint_query_paths(true);
         let mut kad = kad::Behaviour::with_config(peer, MemoryStore::new(peer), kad_config);
         // Always answer DHT queries; without this, kad waits for a confirmed external address.
         kad.set_mode(Some(kad::Mode::Server));
 
         let identify = identify::Behaviour::new(
             identify::Config::new(config.identify_protocol_version(), key.public())
-                .with_agent_version(format!("p2psip/{}", env!("CARGO_PKG_VERSION")))
+                .with_agent_version(super::admission::agent_version(config))
                 .with_push_listen_addr_updates(true),
         );
 

@@ -2,9 +2,10 @@
 
 use std::time::Duration;
 
-use libp2p::{Multiaddr, StreamProtocol};
+use libp2p::{Multiaddr, StreamProtocol, identity::PublicKey};
 
 use super::Error;
+use crate::identity::{MAX_NODE_ID_WORK, NodeCertificate};
 
 /// Longest overlay name accepted; it becomes part of every protocol name.
 const MAX_OVERLAY_NAME: usize = 64;
@@ -81,6 +82,17 @@ pub struct Config {
     /// How many requests one peer may send at once above its rate (the bucket's size).
     /// Default 400.
     pub peer_request_burst: u32,
+    /// The overlay's enrollment CA: when set, a peer enters the routing table, the replica
+    /// sets and the relay's members only with a Node-ID certificate from it
+    /// ([`NodeCertificate`], announced through identify). Default none: an open overlay.
+    pub enrollment_ca: Option<PublicKey>,
+    /// This node's certificate from the enrollment CA, announced to its peers. Default none.
+    pub certificate: Option<NodeCertificate>,
+    /// How many bits of work a Node-ID must carry to be used
+    /// ([`crate::identity::node_id_work`], S/Kademlia's static puzzle); the node's own key is
+    /// made with that much. Every node of one overlay must use the same value. At most
+    /// [`MAX_NODE_ID_WORK`]. Default 0.
+    pub node_id_work: u32,
 }
 
 impl Default for Config {
@@ -107,6 +119,9 @@ impl Default for Config {
             max_pending_per_peer: 32,
             peer_request_rate: 200,
             peer_request_burst: 400,
+            enrollment_ca: None,
+            certificate: None,
+            node_id_work: 0,
         }
     }
 }
@@ -219,6 +234,19 @@ impl Config {
         self
     }
 
+    /// Admits only peers with a Node-ID certificate from `ca`; `certificate` is this node's.
+    pub fn with_enrollment(mut self, ca: PublicKey, certificate: Option<NodeCertificate>) -> Self {
+        self.enrollment_ca = Some(ca);
+        self.certificate = certificate;
+        self
+    }
+
+    /// Sets the Node-ID work every node of the overlay must carry.
+    pub fn with_node_id_work(mut self, bits: u32) -> Self {
+        self.node_id_work = bits;
+        self
+    }
+
     /// The Kademlia protocol of this overlay: `/p2psip/<overlay>/kad/1.0.0`.
     pub fn kad_protocol(&self) -> StreamProtocol {
         protocol(format!("/p2psip/{}/kad/1.0.0", self.overlay))
@@ -291,6 +319,12 @@ impl Config {
             return Err(Error::Config(
                 "the per-peer request limits (pending, rate, burst) must be at least 1".into(),
             ));
+        }
+        if self.node_id_work > MAX_NODE_ID_WORK {
+            return Err(Error::Config(format!(
+                "node_id_work {} is over the most an overlay may ask for, {MAX_NODE_ID_WORK} bits",
+                self.node_id_work
+            )));
         }
         self.relay_limits.validate()?;
         for (what, timeout) in [

@@ -51,6 +51,7 @@
 //! | addresses learnt from identify | 8 per message (`MAX_ADDRS_PER_PEER`), for k peers per Kademlia bucket; NOT yet bounded: Kademlia keeps every address a routing-table peer ever announced (a cap through `kbuckets()` slowed rejoining, so it was taken out) |
 //! | relay candidates and reservations (`nat.rs`) | relay candidates: connected peers only; reservations: [`Config::relay_reservations`] |
 
+mod admission;
 mod behaviour;
 mod codec;
 mod config;
@@ -99,6 +100,8 @@ pub struct Network {
     media: libp2p_stream::Control,
     media_protocol: libp2p::StreamProtocol,
     refused: Arc<AtomicU64>,
+    admission: admission::Admission,
+    members: behaviour::Members,
 }
 
 impl std::fmt::Debug for Network {
@@ -333,6 +336,8 @@ impl Network {
             media,
             media_protocol: config.media_protocol(),
             refused: refused.clone(),
+            admission: admission::Admission::new(&config),
+            members: members.clone(),
         };
 
         let mut task = Task::new(swarm, command_rx, event_tx, config, members);
@@ -383,6 +388,13 @@ impl Network {
     pub async fn closest_peers(&self, key: Vec<u8>) -> Result<Vec<PeerId>, Error> {
         self.call(|reply| Command::ClosestPeers { key, reply })
             .await?
+    }
+
+    /// Whether `peer` may be used as a replica or a next hop: its Node-ID carries the
+    /// overlay's work ([`Config::node_id_work`]) and, in an overlay with an enrollment CA,
+    /// identify showed its certificate ([`Config::enrollment_ca`]).
+    pub fn admits(&self, peer: &PeerId) -> bool {
+        task::admits(&self.admission, &self.members, peer)
     }
 
     /// The peers in the routing table (Kademlia buckets).

@@ -34,6 +34,7 @@ use tracing::{debug, info, warn};
 
 use super::{
     Config, Error, Event, PeerChanges, Refusal, Responder,
+    admission::Admission,
     behaviour::{Behaviour, BehaviourEvent, Members},
     codec::{FrameTooLarge, Request},
     limits::PeerLimits,
@@ -114,6 +115,8 @@ pub(crate) struct Task {
     connections: HashMap<PeerId, HashMap<ConnectionId, Link>>,
     /// Peers identify confirmed as of this overlay (the relay server's gate).
     members: Members,
+    /// Which peers are admitted (Node-ID work, enrollment CA).
+    admission: Admission,
     nat: Traversal,
     relay_serving: bool,
     /// Per-peer limits on inbound requests.
@@ -156,6 +159,7 @@ impl Task {
             peers: Arc::new(PeerChanges::default()),
             connections: HashMap::new(),
             members,
+            admission: Admission::new(&config),
             nat: Traversal::new(config.relay_reservations),
             relay_serving: config.relay == super::Relay::On,
             swarm,
@@ -614,12 +618,15 @@ impl Task {
         }
     }
 
-    /// `peers` and this node, nearest to `key` first, at most k.
+    /// The admitted ones of `peers` and this node, nearest to `key` first, at most k: a peer
+    /// some other node told us of is used only when its Node-ID carries the overlay's work
+    /// and, with an enrollment CA, once identify showed its certificate.
     fn nearest(&self, key: Vec<u8>, peers: Vec<kad::PeerInfo>) -> Vec<PeerId> {
         let target = kad::KBucketKey::new(key);
         let mut nearest: Vec<PeerId> = peers
             .into_iter()
             .map(|peer| peer.peer_id)
+            .filter(|peer| admits(&self.admission, &self.members, peer))
             .chain([*self.swarm.local_peer_id()])
             .collect();
         nearest.sort_by_cached_key(|peer| target.distance(&kad::KBucketKey::from(*peer)));
@@ -733,8 +740,19 @@ impl Task {
         let identify::Event::Received { peer_id, info, .. } = event else {
             return;
         };
-        let member = info.protocol_version == self.protocol_version
+        let ours = info.protocol_version == self.protocol_version
             && info.protocols.contains(&self.kad_protocol);
+        let admitted = if ours {
+            self.admission
+                .check(&peer_id, &info.agent_version, now_ms())
+                .inspect_err(|reason| {
+                    info!(peer = %peer_id, reason, "a peer of this overlay is not admitted; kept out of the routing table");
+                })
+                .is_ok()
+        } else {
+            false
+        };
+        let member = ours && admitted;
         if member {
             self.members.insert(peer_id);
             // AutoNAT asks only peers of the overlay we reach directly: over a relayed
@@ -778,13 +796,16 @@ impl Task {
                 listen_addrs: addrs,
             });
         } else {
-            debug!(
-                peer = %peer_id,
-                protocol_version = %info.protocol_version,
-                agent = %info.agent_version,
-                "identified a peer of another overlay; kept out of the routing table"
-            );
+            if !ours {
+                debug!(
+                    peer = %peer_id,
+                    protocol_version = %info.protocol_version,
+                    agent = %info.agent_version,
+                    "identified a peer of another overlay; kept out of the routing table"
+                );
+            }
             kad.remove_peer(&peer_id);
+            self.members.remove(&peer_id);
         }
     }
 
@@ -1018,6 +1039,19 @@ impl Task {
 }
 
 /// Whether `addr` starts with a loopback IP address.
+/// Whether `peer` may be used: the Node-ID's work, and with an enrollment CA membership
+/// (identify showed a valid certificate).
+pub(crate) fn admits(admission: &Admission, members: &Members, peer: &PeerId) -> bool {
+    admission.has_work(peer) && (!admission.needs_certificate() || members.contains(peer))
+}
+
+/// The wall clock in ms since the Unix epoch (certificates' expiry).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.as_millis() as u64)
+}
+
 fn is_loopback(addr: &Multiaddr) -> bool {
     use libp2p::multiaddr::Protocol;
     match addr.iter().next() {
