@@ -432,10 +432,14 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         Envelope::request(
             9,
             Some(&device),
-            Request::Route {
-                destination: device.to_bytes(),
-                payload: b"INVITE sip:fuzz@example.org SIP/2.0\r\n\r\n".to_vec(),
-            },
+            Request::route(
+                &keys.user,
+                &device,
+                [7; 16],
+                NOW,
+                b"INVITE sip:fuzz@example.org SIP/2.0\r\n\r\n".to_vec(),
+            )
+            .expect("ed25519 signs"),
         ),
         store.reply(Response::error(&Error::forbidden(
             "AOR is owned by another key",
