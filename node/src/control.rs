@@ -204,6 +204,8 @@ pub struct Status {
     pub published: u64,
     /// Requests refused (overlay refusals, floods, bad payloads).
     pub refused: u64,
+    /// Every refusal of hostile or faulty input, by reason.
+    pub refusals: Refusals,
     /// SIP requests that came over the overlay, out of and in a dialog.
     pub overlay_requests: u64,
     /// In-dialog SIP requests that came over the overlay.
@@ -214,6 +216,36 @@ pub struct Status {
     pub nat: network::NatState,
     /// The media this node carries for its softphones.
     pub media: crate::media::Snapshot,
+}
+
+/// What a node refused, by reason (issue 13's "every refusal is counted").
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusals {
+    /// SIP requests refused at the edge or from the overlay (flood limits, unknown dialogs,
+    /// Routes elsewhere, bad payloads, overlay refusals of a REGISTER).
+    pub sip: u64,
+    /// SIP requests challenged for digest credentials (401/407).
+    pub challenged: u64,
+    /// Overlay messages too large or that did not decode.
+    pub bad_messages: u64,
+    /// Route messages whose origin's signature failed (forged origin, changed payload).
+    pub bad_signature: u64,
+    /// Messages whose Via did not match the peer that sent them.
+    pub wrong_sender: u64,
+    /// Replayed Route messages.
+    pub replayed: u64,
+    /// Route messages outside the freshness window.
+    pub stale: u64,
+    /// Answers to our Route messages not signed by their destination.
+    pub forged_answers: u64,
+    /// Inbound overlay requests over a per-peer or global limit.
+    pub busy: u64,
+    /// Stores refused because this node is not a replica of the resource.
+    pub not_replica: u64,
+    /// Entries of fetched answers that failed a storing node's checks, or lost the vote.
+    pub rejected_entries: u64,
+    /// Entries this node pushed that a replica refused.
+    pub refused_pushes: u64,
 }
 
 /// A peer of the routing table.
@@ -434,6 +466,23 @@ async fn status(node: &Node, agent: &Agent) -> Result<Status, String> {
         agent_registrations: agent.registrations().await.unwrap_or_default(),
         published: load(&stats.published),
         refused: load(&stats.refused),
+        refusals: {
+            let overlay_refused = overlay.refused();
+            Refusals {
+                sip: load(&stats.refused),
+                challenged: load(&stats.challenged),
+                bad_messages: overlay.bad_messages(),
+                bad_signature: overlay_refused.bad_signature,
+                wrong_sender: overlay_refused.wrong_sender,
+                replayed: overlay_refused.replayed,
+                stale: overlay_refused.stale,
+                forged_answers: overlay_refused.forged_answers,
+                busy: overlay_refused.busy,
+                not_replica: overlay.not_replica(),
+                rejected_entries: overlay.rejected_entries(),
+                refused_pushes: overlay.refused_pushes(),
+            }
+        },
         overlay_requests: load(&stats.overlay_requests),
         overlay_in_dialog: load(&stats.overlay_in_dialog),
         forwarded: overlay.forwarded(),

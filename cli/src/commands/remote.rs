@@ -119,6 +119,24 @@ pub(crate) fn status(args: ReadArgs) -> anyhow::Result<()> {
         "counters:       {} published, {} refused, {} requests and {} in-dialog over the overlay, {} forwarded",
         s.published, s.refused, s.overlay_requests, s.overlay_in_dialog, s.forwarded
     );
+    let r = &s.refusals;
+    println!(
+        "refused:        SIP {} ({} challenged), overlay: {} bad messages, {} bad signatures, \
+         {} wrong senders, {} replays, {} stale, {} forged answers, {} busy, {} not a replica, \
+         {} rejected entries, {} refused pushes",
+        r.sip,
+        r.challenged,
+        r.bad_messages,
+        r.bad_signature,
+        r.wrong_sender,
+        r.replayed,
+        r.stale,
+        r.forged_answers,
+        r.busy,
+        r.not_replica,
+        r.rejected_entries,
+        r.refused_pushes
+    );
     let reachability = match s.nat.reachability {
         network::Reachability::Public => "public (other nodes can dial this one)",
         network::Reachability::Private => "behind NAT (reached through relays)",
