@@ -97,6 +97,9 @@ pub fn decide(
         answered: answers.len(),
         ..Verified::default()
     };
+    // Replicas mostly hold the same entries: each distinct one is checked once (a signature
+    // check is the costly part of a lookup).
+    let mut checked = Checked::default();
     // Rule 1 and 2: each answer's valid claim, and its vote.
     let mut votes: Vec<(Vec<u8>, usize, StoredData)> = Vec::new();
     let mut none = 0;
@@ -105,16 +108,18 @@ pub fn decide(
         let mut held: Option<StoredData> = None;
         let mut split = false;
         for (key, data) in &answer.claims {
-            if let Err(error) = check_store(
-                resource,
-                Kind::AOR_CLAIM,
-                key,
-                None,
-                None,
-                data,
-                now_ms,
-                policy,
-            ) {
+            if let Err(error) = checked.check(Kind::AOR_CLAIM, key, data, |data| {
+                check_store(
+                    resource,
+                    Kind::AOR_CLAIM,
+                    key,
+                    None,
+                    None,
+                    data,
+                    now_ms,
+                    policy,
+                )
+            }) {
                 verified.reject(answer.peer, format!("a claim: {error}"));
                 continue;
             }
@@ -178,16 +183,19 @@ pub fn decide(
     let mut valid = Vec::new();
     for answer in answers {
         for (key, data) in &answer.registrations {
-            match check_store(
-                resource,
-                Kind::SIP_REGISTRATION,
-                key,
-                None,
-                claim.as_ref().map(|(_, claim)| claim),
-                data,
-                now_ms,
-                policy,
-            ) {
+            let held_claim = claim.as_ref().map(|(_, claim)| claim);
+            match checked.check(Kind::SIP_REGISTRATION, key, data, |data| {
+                check_store(
+                    resource,
+                    Kind::SIP_REGISTRATION,
+                    key,
+                    None,
+                    held_claim,
+                    data,
+                    now_ms,
+                    policy,
+                )
+            }) {
                 Ok(()) => valid.push((key.clone(), data.clone())),
                 Err(error) => verified.reject(answer.peer, format!("a registration: {error}")),
             }
@@ -204,6 +212,37 @@ impl Verified {
         if self.rejected.len() < MAX_REPORTED {
             self.rejected.push((peer, reason));
         }
+    }
+}
+
+/// The verdicts on the distinct entries of one decision, so that an entry several replicas
+/// hold is checked once.
+#[derive(Default)]
+struct Checked<'a> {
+    verdicts: Vec<(Kind, &'a [u8], &'a StoredData, Verdict)>,
+}
+
+/// A check's outcome: the refusal's sentence.
+type Verdict = Result<(), String>;
+
+impl<'a> Checked<'a> {
+    fn check(
+        &mut self,
+        kind: Kind,
+        key: &'a [u8],
+        data: &'a StoredData,
+        check: impl FnOnce(&StoredData) -> Result<(), crate::error::Error>,
+    ) -> Result<(), String> {
+        if let Some((.., verdict)) = self
+            .verdicts
+            .iter()
+            .find(|(k, held_key, held, _)| *k == kind && *held_key == key && *held == data)
+        {
+            return verdict.clone();
+        }
+        let verdict = check(data).map_err(|error| error.to_string());
+        self.verdicts.push((kind, key, data, verdict.clone()));
+        verdict
     }
 }
 

@@ -21,6 +21,7 @@ use p2psip_node::control::Control;
 use p2psip_node::p2p::{self, Node};
 use p2psip_node::transport;
 use p2psip_overlay::access::AccessPolicy;
+use p2psip_overlay::identity::NodeCertificate;
 use p2psip_overlay::{network, node as overlay_node};
 use p2psip_sip::Transport;
 use serde::Serialize;
@@ -292,8 +293,19 @@ fn node_config(config: &Config, dir: &Path) -> anyhow::Result<p2p::Config> {
         .with_network(network)
         .with_replicas(usize::from(u8::from(config.overlay.replicas)));
     if let Some(ca) = &config.overlay.enrollment_ca {
-        overlay.policy = AccessPolicy::default().with_enrollment_ca(read_ca(ca)?);
+        let ca = read_ca(ca)?;
+        let certificate = config
+            .overlay
+            .node_certificate
+            .as_deref()
+            .map(read_node_certificate)
+            .transpose()?;
+        overlay.network = overlay.network.with_enrollment(ca.clone(), certificate);
+        overlay.policy = AccessPolicy::default().with_enrollment_ca(ca);
     }
+    overlay.network = overlay
+        .network
+        .with_node_id_work(config.overlay.node_id_work.into());
     let mut node =
         p2p::Config::new(dir, SocketAddr::from(([127, 0, 0, 1], 5060))).with_overlay(overlay);
     let wide = node_sip_wide(&sip);
@@ -352,6 +364,22 @@ fn read_ca(path: &Path) -> anyhow::Result<PublicKey> {
     PublicKey::try_decode_protobuf(&bytes).map_err(|_| {
         anyhow!(
             "{} is not a public key (libp2p protobuf encoding); check overlay.enrollment_ca",
+            path.display()
+        )
+    })
+}
+
+/// This node's Node-ID certificate from the enrollment CA.
+fn read_node_certificate(path: &Path) -> anyhow::Result<NodeCertificate> {
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "cannot read the Node-ID certificate {}; check overlay.node_certificate in the config",
+            path.display()
+        )
+    })?;
+    NodeCertificate::from_text(&text).map_err(|error| {
+        anyhow!(
+            "{}: {error}; check overlay.node_certificate in the config",
             path.display()
         )
     })

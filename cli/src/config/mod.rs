@@ -25,7 +25,7 @@ use anyhow::{Context as _, anyhow, bail};
 use serde::{Deserialize, Serialize};
 
 pub(crate) use self::error::FileError;
-pub(crate) use self::value::{ListenAddr, OverlayName, PeerAddr, Replicas, SipListen};
+pub(crate) use self::value::{ListenAddr, NodeIdWork, OverlayName, PeerAddr, Replicas, SipListen};
 
 /// The config file's name in a data directory.
 pub(crate) const FILE_NAME: &str = "config.toml";
@@ -195,6 +195,12 @@ pub(crate) struct Overlay {
     /// certificate. Default none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) enrollment_ca: Option<PathBuf>,
+    /// This node's Node-ID certificate from the enrollment CA (a file with one line,
+    /// `p2psip-node-cert-v1:<hex>`). Default none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) node_certificate: Option<PathBuf>,
+    /// The bits of work every Node-ID of the overlay must carry. Default 0.
+    pub(crate) node_id_work: NodeIdWork,
 }
 
 /// `[sip]`: the SIP ports softphones register to, and who may use them.
@@ -315,6 +321,8 @@ impl Default for Overlay {
             mdns: true,
             replicas: Replicas::DEFAULT,
             enrollment_ca: None,
+            node_certificate: None,
+            node_id_work: NodeIdWork::default(),
         }
     }
 }
@@ -346,9 +354,13 @@ impl Config {
 
     /// Makes the file's relative paths relative to `folder`, the file's folder.
     fn resolve_paths(&mut self, folder: &Path) {
-        for path in [&mut self.data_dir, &mut self.overlay.enrollment_ca]
-            .into_iter()
-            .flatten()
+        for path in [
+            &mut self.data_dir,
+            &mut self.overlay.enrollment_ca,
+            &mut self.overlay.node_certificate,
+        ]
+        .into_iter()
+        .flatten()
         {
             if path.is_relative() {
                 *path = folder.join(&*path);

@@ -50,6 +50,7 @@ fn the_template_shows_every_key_at_its_default() {
         ..Config::default()
     };
     expected.overlay.enrollment_ca = Some("enrollment-ca.pub".into());
+    expected.overlay.node_certificate = Some("node.cert".into());
     // Optional keys with no default value show an example.
     expected.media.address = Some([192, 0, 2, 10].into());
     expected.sip.require_auth = Some(true);
@@ -148,6 +149,7 @@ fn checked_values_name_their_line() {
     for (text, line, key) in [
         ("[overlay]\nname = \"a b\"\n", 2, "name"),
         ("[overlay]\n\nreplicas = 0\n", 3, "replicas"),
+        ("[overlay]\nnode_id_work = 25\n", 2, "node_id_work"),
         ("[overlay]\nlisten = []\n", 2, "listen"),
         ("[sip]\nlisten = [\"sctp:127.0.0.1:5060\"]\n", 2, "listen"),
     ] {

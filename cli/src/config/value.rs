@@ -9,6 +9,7 @@ use std::str::FromStr;
 
 use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
+use p2psip_overlay::identity::MAX_NODE_ID_WORK;
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -36,6 +37,12 @@ pub(crate) struct PeerAddr(Multiaddr);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "i64", into = "u8")]
 pub(crate) struct Replicas(u8);
+
+/// The Node-ID work an overlay asks for (S/Kademlia's static puzzle), 0 to
+/// [`MAX_NODE_ID_WORK`] bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(try_from = "i64", into = "u32")]
+pub(crate) struct NodeIdWork(u32);
 
 /// A SIP listen address: `udp:`, `tcp:` or `tls:` and a socket address, or a bare socket
 /// address for both UDP and TCP.
@@ -189,6 +196,25 @@ impl TryFrom<i64> for Replicas {
 impl From<Replicas> for u8 {
     fn from(replicas: Replicas) -> u8 {
         replicas.0
+    }
+}
+
+impl TryFrom<i64> for NodeIdWork {
+    type Error = String;
+
+    fn try_from(n: i64) -> Result<NodeIdWork, String> {
+        match u32::try_from(n) {
+            Ok(n) if n <= MAX_NODE_ID_WORK => Ok(NodeIdWork(n)),
+            _ => Err(format!(
+                "{n} bits of Node-ID work: write a number from 0 to {MAX_NODE_ID_WORK}"
+            )),
+        }
+    }
+}
+
+impl From<NodeIdWork> for u32 {
+    fn from(work: NodeIdWork) -> u32 {
+        work.0
     }
 }
 
