@@ -22,12 +22,9 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use libp2p::Multiaddr;
-use libp2p::multiaddr::Protocol;
 use p2psip_node::agent::Agent;
 use p2psip_node::limit::{self, Rate};
 use p2psip_node::p2p::{self, Node};
-use p2psip_overlay::{network, node as overlay_node};
 use p2psip_sip::header::{CallId, ProxyAuthenticate, Via, WwwAuthenticate};
 use p2psip_sip::ua;
 use p2psip_sip::{
@@ -107,16 +104,7 @@ async fn without_credentials_nothing_is_registered_or_relayed() {
     let challenged = answer_of(&alice, at0, aor).await;
     let challenge = www_challenge(&challenged);
     let uri = format!("sip:{at0}");
-    let wrong = auth::answer(
-        &challenge.0,
-        &Method::Register,
-        &uri,
-        "alice",
-        "guess",
-        "c0ffee",
-        1,
-    )
-    .unwrap();
+    let wrong = alice_register(&challenge, &uri, "guess", 1);
     let answer = alice
         .ask(at0, alice.register_request(at0, aor, 3, Some(&wrong)))
         .await
@@ -127,16 +115,7 @@ async fn without_credentials_nothing_is_registered_or_relayed() {
     // With credentials: registered and published.
     let challenge_response = answer_of(&alice, at0, aor).await;
     let challenge = www_challenge(&challenge_response);
-    let right = auth::answer(
-        &challenge.0,
-        &Method::Register,
-        &uri,
-        "alice",
-        "wonderland",
-        "c0ffee",
-        1,
-    )
-    .unwrap();
+    let right = alice_register(&challenge, &uri, "wonderland", 1);
     let answer = alice
         .ask(at0, alice.register_request(at0, aor, 5, Some(&right)))
         .await
@@ -155,16 +134,7 @@ async fn without_credentials_nothing_is_registered_or_relayed() {
         .await
         .1;
     let challenge = www_challenge(&answer);
-    let right = auth::answer(
-        &challenge.0,
-        &Method::Register,
-        &uri,
-        "alice",
-        "wonderland",
-        "c0ffee",
-        2,
-    )
-    .unwrap();
+    let right = alice_register(&challenge, &uri, "wonderland", 2);
     let answer = alice
         .ask(at0, alice.register_request(at0, bob_aor, 9, Some(&right)))
         .await
@@ -561,7 +531,9 @@ async fn branches_are_not_derived_from_the_node_id() {
     let mut branches = Vec::new();
     let mut ids = Vec::new();
     for run in 0..2 {
-        let node = Node::start(lone(dir.path())).await.unwrap();
+        let node = Node::start(overlay::config(dir.path(), Vec::new()))
+            .await
+            .unwrap();
         ids.push(node.node_id());
         let client = Sip::new().await;
         let call_id = format!("ids-{run}");
@@ -597,18 +569,18 @@ async fn branches_are_not_derived_from_the_node_id() {
     }
 }
 
-/// A node alone on loopback, with its data in `dir`.
-fn lone(dir: &std::path::Path) -> p2p::Config {
-    let listen = Multiaddr::empty()
-        .with(Protocol::Ip4([127, 0, 0, 1].into()))
-        .with(Protocol::Udp(0))
-        .with(Protocol::QuicV1);
-    let network = network::Config::default()
-        .with_overlay("p2psip-test")
-        .with_listen([listen])
-        .with_mdns(false);
-    let overlay = overlay_node::Config::new(dir).with_network(network);
-    p2p::Config::new(dir, SocketAddr::from(([127, 0, 0, 1], 0))).with_overlay(overlay)
+/// alice's credentials for a REGISTER challenge, with `password` and nonce count `nc`.
+fn alice_register(challenge: &WwwAuthenticate<'_>, uri: &str, password: &str, nc: u32) -> String {
+    auth::answer(
+        &challenge.0,
+        &Method::Register,
+        uri,
+        "alice",
+        password,
+        "c0ffee",
+        nc,
+    )
+    .unwrap()
 }
 
 /// A SIP message as one frame of a Route payload (4 bytes of length, big-endian).

@@ -26,7 +26,9 @@ pub struct Nodes {
     _dir: tempfile::TempDir,
 }
 
-fn config(dir: &std::path::Path, bootstrap: Vec<Multiaddr>) -> p2p::Config {
+/// The configuration of a test node with its data in `dir`, on loopback, joining through
+/// `bootstrap` (none: a node alone).
+pub fn config(dir: &std::path::Path, bootstrap: Vec<Multiaddr>) -> p2p::Config {
     let listen = Multiaddr::empty()
         .with(Protocol::Ip4([127, 0, 0, 1].into()))
         .with(Protocol::Udp(0))
