@@ -68,7 +68,7 @@
 //! request over the network's per-peer or global limits is answered with `Busy` and counted
 //! ([`Refused::busy`]).
 //! Store is taken only by a replica of the resource: a node that is not among the `r` closest
-//! to it of the live peers it knows and itself (the sender left out, so that the closest
+//! to it of the peers it has a connection to and itself (the sender left out, so that the closest
 //! other peers take the handover of a leaving node; with a margin of `r` places for closer
 //! peers that are silent without this node knowing it) answers [`ErrorCode::NotReplica`]
 //! (counted in [`Overlay::not_replica`]), and the storing node tries the next closest peer.
@@ -1005,11 +1005,16 @@ impl Inner {
     /// set). The sender of the store does not count: a node that leaves hands its data to the
     /// closest other peers, which are the replicas once it is gone.
     async fn is_replica(&self, resource: &ResourceId, sender: PeerId) -> bool {
+        // Only peers with an open connection count as closer: right after churn the routing
+        // table still lists dead peers, and counting them made live replicas refuse the
+        // copies that repair pushed to them (a churn test lost registrations that way).
         let mut peers: Vec<PeerId> = self
-            .known_peers()
+            .network
+            .connected_peers()
             .await
+            .unwrap_or_default()
             .into_iter()
-            .filter(|peer| *peer != sender && !self.is_down(peer))
+            .filter(|peer| *peer != sender && *peer != self.id && self.network.admits(peer))
             .collect();
         peers.push(self.id);
         let places = self.config.replicas.max(1).saturating_mul(2);
