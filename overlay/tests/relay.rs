@@ -1,6 +1,7 @@
-//! The relay server of a node, attacked and used by raw libp2p clients on loopback: it grants
-//! a reservation to a peer that identify shows to be of its overlay, and refuses one to a
-//! stranger (another overlay, or a plain libp2p node). Every wait is for an event, under a
+//! A node attacked and used by raw libp2p clients on loopback. Its relay server grants a
+//! reservation to a peer that identify shows to be of its overlay, and refuses one to a
+//! stranger (another overlay, or a plain libp2p node); its routing table keeps few addresses
+//! of a member that announces new ones again and again. Every wait is for an event, under a
 //! timeout.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -17,7 +18,7 @@ use libp2p::{
     swarm::{NetworkBehaviour, SwarmEvent},
     yamux,
 };
-use p2psip_overlay::network::{Config, Network, Relay, RelayLimits};
+use p2psip_overlay::network::{Config, Event, Events, Network, Relay, RelayLimits};
 use tokio::time::timeout;
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -49,34 +50,42 @@ fn client(overlay: &str) -> Swarm<Client> {
             kad.set_mode(Some(kad::Mode::Server));
             Client {
                 relay,
-                identify: identify::Behaviour::new(identify::Config::new(
-                    format!("/p2psip/{overlay}/id/1.0.0"),
-                    key.public(),
-                )),
+                identify: identify::Behaviour::new(
+                    identify::Config::new(format!("/p2psip/{overlay}/id/1.0.0"), key.public())
+                        .with_push_listen_addr_updates(true),
+                ),
                 kad,
             }
         })
         .unwrap()
+        .with_swarm_config(|config| config.with_idle_connection_timeout(WAIT))
         .build()
 }
 
-/// A node of overlay `alpha` that always relays, with the given caps.
+/// A node of overlay `alpha` that always relays, with the given caps; its events are read
+/// and dropped.
 async fn relay_node(limits: RelayLimits) -> (Network, Multiaddr) {
+    let (net, mut events, addr) = node(limits).await;
+    tokio::spawn(async move { while events.recv().await.is_some() {} });
+    (net, addr)
+}
+
+/// A node of overlay `alpha` that always relays, with the given caps, and its events.
+async fn node(limits: RelayLimits) -> (Network, Events, Multiaddr) {
     let config = Config::default()
         .with_overlay("alpha")
         .with_listen(["/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()])
         .with_mdns(false)
         .with_relay(Relay::On)
         .with_relay_limits(limits);
-    let (net, mut events) = Network::start(Keypair::generate_ed25519(), config)
+    let (net, events) = Network::start(Keypair::generate_ed25519(), config)
         .await
         .unwrap();
-    tokio::spawn(async move { while events.recv().await.is_some() {} });
     let addr = net.listen_addrs().await.unwrap()[0]
         .clone()
         .with_p2p(net.local_peer_id())
         .unwrap();
-    (net, addr)
+    (net, events, addr)
 }
 
 /// What became of a reservation request.
@@ -165,5 +174,59 @@ async fn a_relay_keeps_to_its_reservation_cap() {
         reserve(&mut second, &addr).await,
         Outcome::Refused,
         "the second member is over the cap of one reservation"
+    );
+}
+
+/// A member that listens on a new port and closes the old one, again and again, announces
+/// each change by an identify push; the node keeps only what the latest push announced, not
+/// every address the peer ever had. (Its first listener stays: QUIC dials from it, so it
+/// carries the connection.)
+#[tokio::test]
+async fn a_member_that_keeps_moving_leaves_few_addresses_in_the_routing_table() {
+    const MOVES: usize = 12;
+    let (net, mut events, addr) = node(RelayLimits::default()).await;
+    let mut member = client("alpha");
+    let peer = *member.local_peer_id();
+    let quic: Multiaddr = "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap();
+    member.listen_on(quic.clone()).unwrap();
+    member.dial(addr).unwrap();
+    let mut listener = member.listen_on(quic.clone()).unwrap();
+    let mut announced: Option<Multiaddr> = None;
+    for moves in 0..=MOVES {
+        // Drive the member until it listens on its new port and the node has heard of it.
+        let seen = timeout(WAIT, async {
+            loop {
+                tokio::select! {
+                    event = member.select_next_some() => {
+                        if let SwarmEvent::NewListenAddr { address, .. } = event {
+                            announced = Some(address);
+                        }
+                    }
+                    Some(event) = events.recv() => {
+                        if let Event::Identified { peer: from, listen_addrs } = event
+                            && from == peer
+                            && announced.as_ref().is_some_and(|a| listen_addrs.contains(a))
+                        {
+                            return listen_addrs;
+                        }
+                    }
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("the node heard of move {moves}"));
+        assert_eq!(seen.len(), 2, "two listeners at a time: {seen:?}");
+        if moves < MOVES {
+            let old = listener;
+            listener = member.listen_on(quic.clone()).unwrap();
+            member.remove_listener(old);
+            announced = None;
+        }
+    }
+    let kept = net.addresses(peer).await.unwrap();
+    assert!(
+        kept.len() == 2,
+        "after {MOVES} moves the routing table keeps {} addresses of the member: {kept:?}",
+        kept.len()
     );
 }

@@ -48,7 +48,7 @@
 //! | token buckets per peer | pruned when refilled; at most `2 × max_connections + 64` peers |
 //! | bad-frame counts, connections, overlay members | connected peers only (removed with the last connection; [`Config::max_connections`]) |
 //! | peer changes not yet read | one entry per peer connected now or that the reader was told connected, and at most 4096 disconnects of peers it never heard of |
-//! | addresses learnt from identify | 8 per message (`MAX_ADDRS_PER_PEER`), for k peers per Kademlia bucket; NOT yet bounded: Kademlia keeps every address a routing-table peer ever announced (a cap through `kbuckets()` slowed rejoining, so it was taken out) |
+//! | addresses learnt from identify | the latest message's, at most 8 (`MAX_ADDRS_PER_PEER`), plus those our open connections to the peer were dialled on, for k peers per Kademlia bucket: each identify drops the addresses the peer no longer announces |
 //! | relay candidates and reservations (`nat.rs`) | relay candidates: connected peers only; reservations: [`Config::relay_reservations`] |
 
 mod admission;
@@ -400,6 +400,12 @@ impl Network {
     /// The peers in the routing table (Kademlia buckets).
     pub async fn routing_table(&self) -> Result<Vec<PeerId>, Error> {
         self.call(Command::RoutingTable).await
+    }
+
+    /// The addresses the routing table keeps for `peer`: those its latest identify announced,
+    /// plus those of our open connections to it (empty when it is not in the table).
+    pub async fn addresses(&self, peer: PeerId) -> Result<Vec<Multiaddr>, Error> {
+        self.call(|reply| Command::Addresses { peer, reply }).await
     }
 
     /// The peers with at least one open connection.

@@ -62,6 +62,10 @@ pub(crate) enum Command {
         reply: Reply<Vec<PeerId>>,
     },
     RoutingTable(oneshot::Sender<Vec<PeerId>>),
+    Addresses {
+        peer: PeerId,
+        reply: oneshot::Sender<Vec<Multiaddr>>,
+    },
     ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
     Path {
         peer: PeerId,
@@ -324,6 +328,9 @@ impl Task {
             }
             Command::RoutingTable(reply) => {
                 let _ = reply.send(self.routing_table());
+            }
+            Command::Addresses { peer, reply } => {
+                let _ = reply.send(self.addresses(&peer));
             }
             Command::ConnectedPeers(reply) => {
                 let _ = reply.send(self.swarm.connected_peers().copied().collect());
@@ -643,6 +650,47 @@ impl Task {
         peers
     }
 
+    /// The addresses Kademlia keeps for `peer` (none when it is not in the routing table).
+    fn addresses(&mut self, peer: &PeerId) -> Vec<Multiaddr> {
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        let Some(bucket) = kad.kbucket(*peer) else {
+            return Vec::new();
+        };
+        bucket
+            .iter()
+            .find(|entry| entry.node.key.preimage() == peer)
+            .map(|entry| entry.node.value.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Drops from Kademlia the addresses of `peer` that its latest identify no longer
+    /// announces (`fresh`), except those our open connections to it were dialled on, so the
+    /// addresses kept per peer stay within [`MAX_ADDRS_PER_PEER`] plus its connections however
+    /// often it changes them.
+    fn forget_stale_addresses(&mut self, peer: &PeerId, fresh: &[Multiaddr]) {
+        // Kademlia keeps every address with a `/p2p/<peer>` suffix.
+        let with_peer = |addr: &Multiaddr| addr.clone().with_p2p(*peer).ok();
+        let mut keep: Vec<Multiaddr> = fresh.iter().filter_map(with_peer).collect();
+        if let Some(links) = self.connections.get(peer) {
+            keep.extend(
+                links
+                    .values()
+                    .filter_map(|link| link.dialled.as_ref().and_then(with_peer)),
+            );
+        }
+        let stale: Vec<Multiaddr> = self
+            .addresses(peer)
+            .into_iter()
+            .filter(|addr| !keep.contains(addr))
+            .collect();
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        for addr in &stale {
+            // Removing a peer's last address would drop it from the table; the fresh ones
+            // were added first, so it keeps those.
+            kad.remove_address(peer, addr);
+        }
+    }
+
     fn on_relay_event(&mut self, event: relay::Event) {
         match event {
             relay::Event::ReservationReqAccepted { src_peer_id, .. } => {
@@ -790,6 +838,9 @@ impl Task {
                 .collect();
             for addr in &addrs {
                 kad.add_address(&peer_id, addr.clone());
+            }
+            if !addrs.is_empty() {
+                self.forget_stale_addresses(&peer_id, &addrs);
             }
             self.emit(Event::Identified {
                 peer: peer_id,
