@@ -86,6 +86,9 @@ enum Command {
     /// Add, remove or list the users softphones log in with (digest authentication).
     #[command(after_long_help = commands::user::USER_HELP)]
     User(commands::user::Args),
+    /// An enrollment CA: make one, certify Node-IDs and users' AORs.
+    #[command(after_long_help = commands::ca::CA_HELP)]
+    Ca(commands::ca::Args),
 }
 
 impl Command {
@@ -104,6 +107,7 @@ impl Command {
             Command::Message(args) => commands::remote::message(args),
             Command::Testnet(args) => commands::testnet::run(args),
             Command::User(args) => commands::user::run(args),
+            Command::Ca(args) => commands::ca::run(args),
         }
     }
 

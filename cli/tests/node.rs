@@ -301,3 +301,75 @@ fn a_node_beyond_loopback_needs_a_user_and_user_add_writes_one() {
         .to_owned();
     assert_eq!(users.trim(), "");
 }
+
+/// `p2psip ca`: a CA certifies two nodes' Node-IDs and one user's AOR; with its certificate
+/// that user registers the AOR and the other node finds it; an AOR without one is refused.
+#[test]
+fn with_an_enrollment_ca_a_certified_aor_registers_and_another_does_not() {
+    let sandbox = Sandbox::new();
+    assert!(sandbox.run(&["ca", "init", "ca"]).ok().contains("ca.pub"));
+    let line = sandbox.run(&["ca", "init", "ca"]).fails(1).to_owned();
+    assert!(line.contains("never replaced"), "{line}");
+    let alice = "sip:alice@ca.p2p";
+    for name in ["one", "two"] {
+        let init = sandbox.run(&["init", "--data-dir", name, "--json"]);
+        let init: serde_json::Value = serde_json::from_str(init.ok()).expect("JSON");
+        let node_id = init["node_id"].as_str().expect("node_id");
+        let certificate = sandbox.run(&["ca", "node", node_id, "--ca", "ca"]);
+        std::fs::write(sandbox.path(&format!("{name}/node.cert")), certificate.ok())
+            .expect("node.cert");
+        let mut config =
+            "[overlay]\nenrollment_ca = \"../ca/ca.pub\"\nnode_certificate = \"node.cert\"\n"
+                .to_owned();
+        if name == "one" {
+            let user_key = init["user_key"].as_str().expect("user_key");
+            let certificate = sandbox.run(&["ca", "aor", alice, user_key, "--ca", "ca"]);
+            std::fs::write(sandbox.path("one/alice.cert"), certificate.ok()).expect("cert");
+            config.push_str("aor_certificates = [\"alice.cert\"]\n");
+        }
+        std::fs::write(sandbox.path(&format!("{name}/config.toml")), config).expect("config");
+    }
+    let (mut one, ready) = start(&sandbox, "one", None);
+    let bootstrap = ready["overlay_addrs"][0].as_str().expect("address");
+    let (mut two, _) = start(&sandbox, "two", Some(bootstrap));
+
+    let registered = sandbox.run(&["register", alice, "--data-dir", "one"]);
+    assert!(registered.ok().contains("registered"), "{registered:?}");
+    let found = sandbox.run(&["lookup", alice, "--data-dir", "two", "--json"]);
+    let found: serde_json::Value = serde_json::from_str(found.ok()).expect("JSON");
+    assert_eq!(
+        found["devices"].as_array().map(Vec::len),
+        Some(1),
+        "{found}"
+    );
+
+    let refused = sandbox.run(&["register", "sip:bob@ca.p2p", "--data-dir", "one"]);
+    let line = refused.fails(1);
+    assert!(line.contains("certificate"), "{line}");
+
+    // Bad input: one sentence each.
+    let line = sandbox
+        .run(&["ca", "aor", alice, "zz", "--ca", "ca"])
+        .fails(1)
+        .to_owned();
+    assert!(line.contains("not hexadecimal"), "{line}");
+    let line = sandbox
+        .run(&["ca", "node", "12D3KooW", "--ca", "ca"])
+        .fails(1)
+        .to_owned();
+    assert!(line.contains("is not a Node-ID"), "{line}");
+    let line = sandbox
+        .run(&[
+            "ca",
+            "node",
+            ready["peer_id"].as_str().expect("id"),
+            "--ca",
+            "nowhere",
+        ])
+        .fails(1)
+        .to_owned();
+    assert!(line.contains("p2psip ca init"), "{line}");
+
+    assert_eq!(two.interrupt(Duration::from_secs(30)), 0);
+    assert_eq!(one.interrupt(Duration::from_secs(30)), 0);
+}

@@ -81,7 +81,7 @@ use libp2p::PeerId;
 use libp2p::identity::Keypair;
 use p2psip_overlay::data::{AorClaim, Contact, Delegation, Kind, RegistrationValue};
 use p2psip_overlay::error::{Error as OverlayError, ErrorCode};
-use p2psip_overlay::id::ResourceId;
+use p2psip_overlay::id::{ResourceId, normalize_aor};
 use p2psip_overlay::identity::{UserKey, is_self_certifying};
 use p2psip_overlay::node::{self as overlay_node, Overlay};
 use p2psip_sip::header::{CallId, To};
@@ -121,6 +121,10 @@ pub struct Config {
     /// How long an AOR claim made by this node lasts; its owner keeps it refreshed. Default
     /// 1 day.
     pub claim_lifetime: Duration,
+    /// The enrollment CA's certified claims of this node's user key
+    /// ([`AorClaim::from_text`]): in an overlay with an enrollment CA, an AOR that is not
+    /// self-certifying is claimed with its certificate, and lives at most until that ends.
+    pub aor_certificates: Vec<AorClaim>,
     /// How many lookups and publications may be under way at once; beyond, 503. Default
     /// 1024.
     pub max_pending: usize,
@@ -168,6 +172,7 @@ impl Config {
             },
             registrar: registrar::Config::default(),
             claim_lifetime: Duration::from_secs(86_400),
+            aor_certificates: Vec::new(),
             max_pending: 1024,
             overlay_queue: 1024,
             limits: limit::Config::default(),
@@ -314,6 +319,17 @@ impl Node {
             .await
             .map_err(|_| Error::Config("the user key could not be read".into()))?
             .map_err(Error::UserKey)?;
+        let user_key = user.public().encode_protobuf();
+        if let Some(other) = config
+            .aor_certificates
+            .iter()
+            .find(|c| c.user_key != user_key)
+        {
+            return Err(Error::Config(format!(
+                "the AOR certificate for {} names another user key than this node's; ask the                  enrollment CA for one of this node's user key",
+                other.aor
+            )));
+        }
         let overlay = Arc::new(Overlay::start(config.overlay.clone()).await?);
         let id = overlay.node_id();
         config.proxy.listen = sockets.local_addrs().to_vec();
@@ -802,6 +818,14 @@ impl State {
             user: self.user.clone(),
             claim: !self.claimed.contains(aor),
             claim_lifetime: self.config.claim_lifetime,
+            certificate: normalize_aor(aor).ok().and_then(|aor| {
+                let user = self.user.public().encode_protobuf();
+                self.config
+                    .aor_certificates
+                    .iter()
+                    .find(|c| c.aor == aor && c.user_key == user)
+                    .cloned()
+            }),
             aor: aor.to_owned(),
             contacts: bindings
                 .iter()
@@ -1312,6 +1336,8 @@ struct Publication {
     user: Keypair,
     claim: bool,
     claim_lifetime: Duration,
+    /// The enrollment CA's certified claim of the AOR, if the config has one.
+    certificate: Option<AorClaim>,
     aor: String,
     contacts: Vec<Contact>,
     /// Seconds; 0 when the last binding is gone.
@@ -1322,7 +1348,10 @@ impl Publication {
     async fn run(self) -> Result<(), overlay_node::Error> {
         let overlay = &self.overlay;
         let resource = ResourceId::for_aor(&self.aor)?;
-        let expires_ms = now_ms() + self.claim_lifetime.as_millis() as u64;
+        let mut expires_ms = now_ms() + self.claim_lifetime.as_millis() as u64;
+        if let Some(certificate) = &self.certificate {
+            expires_ms = expires_ms.min(certificate.expires_ms);
+        }
         if self.claim && !is_self_certifying(&self.aor) {
             self.publish_claim(resource, expires_ms).await?;
         }
@@ -1388,14 +1417,19 @@ impl Publication {
         resource: ResourceId,
         expires_ms: u64,
     ) -> Result<(), overlay_node::Error> {
-        let claim = AorClaim::new(&self.aor, &self.user.public(), expires_ms)?;
+        let claim = match &self.certificate {
+            Some(certificate) => certificate.clone(),
+            None => AorClaim::new(&self.aor, &self.user.public(), expires_ms)?,
+        };
+        // A certified claim ends with its certificate; the entry need not outlive it.
+        let left_s = claim.expires_ms.saturating_sub(now_ms()) / 1000;
         self.overlay
             .publish(
                 resource,
                 Kind::AOR_CLAIM,
                 Vec::new(),
                 claim.encode(),
-                lifetime_s(self.claim_lifetime.as_secs()),
+                lifetime_s(self.claim_lifetime.as_secs().min(left_s.max(1))),
                 &self.user,
             )
             .await?;

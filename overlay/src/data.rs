@@ -61,6 +61,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::id::{ResourceId, normalize_aor};
+use crate::identity::{from_hex, to_hex};
 use crate::message::{decode_value, encode_value};
 
 /// A kind of stored data (RELOAD's Kind-ID).
@@ -308,6 +309,9 @@ pub struct Delegation {
     pub signature: Vec<u8>,
 }
 
+/// The tag of the text form of a certified [`AorClaim`].
+const AOR_CERTIFICATE_TEXT_TAG: &str = "p2psip-aor-cert-v1:";
+
 /// The value of an AOR-CLAIM entry: the AOR belongs to `user_key` until `expires_ms`
 /// (and while the entry is refreshed).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -438,6 +442,32 @@ impl AorClaim {
         out.0
     }
 
+    /// The certified claim as one line of text, `p2psip-aor-cert-v1:<hex>` (the file a CA
+    /// hands a user, named by `overlay.aor_certificates` in a node's config).
+    pub fn to_text(&self) -> String {
+        format!("{AOR_CERTIFICATE_TEXT_TAG}{}", to_hex(&self.encode()))
+    }
+
+    /// Reads [`AorClaim::to_text`]'s form (surrounding white space allowed); an
+    /// [`Error::InvalidMessage`] says what is wrong. The claim must carry a CA signature; it
+    /// is not verified here.
+    pub fn from_text(text: &str) -> Result<AorClaim, Error> {
+        let bad = |why: &str| Error::invalid(format!("not an AOR certificate: {why}"));
+        let hex = text
+            .trim()
+            .strip_prefix(AOR_CERTIFICATE_TEXT_TAG)
+            .ok_or_else(|| bad("it does not start with p2psip-aor-cert-v1:"))?;
+        if hex.len() > 4096 {
+            return Err(bad("it is too long"));
+        }
+        let bytes = from_hex(hex).ok_or_else(|| bad("it is not hexadecimal"))?;
+        let claim = AorClaim::decode(&bytes).map_err(|_| bad("it does not decode"))?;
+        if claim.ca_signature.is_none() {
+            return Err(bad("it carries no CA signature"));
+        }
+        Ok(claim)
+    }
+
     /// Whether the claim carries a valid certificate from `ca`.
     pub fn verify_certificate(&self, ca: &PublicKey) -> bool {
         self.ca_signature
@@ -529,6 +559,32 @@ mod tests {
 
     fn entry(generation: u64, storage_time: u64, lifetime: u32) -> StoredData {
         StoredData::new(storage_time, lifetime, generation, vec![1, 2, 3])
+    }
+
+    #[test]
+    fn aor_certificates_read_back_and_need_a_ca_signature() {
+        let ca = Keypair::generate_ed25519();
+        let user = Keypair::generate_ed25519();
+        let claim = AorClaim::new("sip:Alice@Example.org", &user.public(), 5_000).unwrap();
+        let certified = claim.clone().certified(&ca).unwrap();
+        let text = certified.to_text();
+        let read = AorClaim::from_text(&format!("{text}\n")).unwrap();
+        assert_eq!(read, certified);
+        assert_eq!(read.aor, normalize_aor("sip:Alice@example.ORG").unwrap());
+        assert!(read.verify_certificate(&ca.public()));
+        assert!(!read.verify_certificate(&user.public()));
+        let error = AorClaim::from_text(&claim.to_text())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("no CA signature"), "{error}");
+        for bad in [
+            "",
+            "p2psip-aor-cert-v1:zz",
+            "p2psip-aor-cert-v1:00",
+            &text[..text.len() - 2],
+        ] {
+            assert!(AorClaim::from_text(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -300,13 +300,7 @@ impl NodeCertificate {
     pub fn to_text(&self) -> String {
         let mut bytes = self.signed_bytes();
         bytes.extend_from_slice(&self.signature);
-        let mut text = String::with_capacity(CERTIFICATE_TEXT_TAG.len() + bytes.len() * 2);
-        text.push_str(CERTIFICATE_TEXT_TAG);
-        for byte in bytes {
-            text.push(char::from(b"0123456789abcdef"[usize::from(byte >> 4)]));
-            text.push(char::from(b"0123456789abcdef"[usize::from(byte & 15)]));
-        }
-        text
+        format!("{CERTIFICATE_TEXT_TAG}{}", to_hex(&bytes))
     }
 
     /// Reads [`NodeCertificate::to_text`]'s form (surrounding white space allowed); an
@@ -317,20 +311,10 @@ impl NodeCertificate {
             .trim()
             .strip_prefix(CERTIFICATE_TEXT_TAG)
             .ok_or_else(|| bad("it does not start with p2psip-node-cert-v1:"))?;
-        if hex.len() % 2 != 0 || hex.len() > 1024 {
-            return Err(bad("its length is wrong"));
+        if hex.len() > 1024 {
+            return Err(bad("it is too long"));
         }
-        let bytes = hex
-            .as_bytes()
-            .chunks(2)
-            .map(|pair| {
-                let digit = |c: u8| char::from(c).to_digit(16);
-                match (digit(pair[0]), digit(pair[1])) {
-                    (Some(high), Some(low)) => Ok((high * 16 + low) as u8),
-                    _ => Err(bad("it is not hexadecimal")),
-                }
-            })
-            .collect::<Result<Vec<u8>, Error>>()?;
+        let bytes = from_hex(hex).ok_or_else(|| bad("it is not hexadecimal"))?;
         let tag: &[u8] = b"p2psip node certificate v1\0";
         let rest = bytes
             .strip_prefix(tag)
@@ -352,6 +336,48 @@ impl NodeCertificate {
             signature: signature.to_vec(),
         })
     }
+}
+
+/// `bytes` in lower-case hexadecimal.
+pub fn to_hex(bytes: &[u8]) -> String {
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        text.push(char::from(b"0123456789abcdef"[usize::from(byte >> 4)]));
+        text.push(char::from(b"0123456789abcdef"[usize::from(byte & 15)]));
+    }
+    text
+}
+
+/// The bytes of [`to_hex`]'s form (either case); `None` when `text` is not hexadecimal.
+pub fn from_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    text.as_bytes()
+        .chunks(2)
+        .map(|pair| {
+            let digit = |c: u8| char::from(c).to_digit(16);
+            Some((digit(pair[0])? * 16 + digit(pair[1])?) as u8)
+        })
+        .collect()
+}
+
+/// A public key as text: the hexadecimal of its libp2p protobuf encoding (what a user gives
+/// an enrollment CA to certify an AOR for, see `p2psip ca aor`).
+pub fn public_key_to_hex(key: &PublicKey) -> String {
+    to_hex(&key.encode_protobuf())
+}
+
+/// Reads [`public_key_to_hex`]'s form; an [`Error::InvalidMessage`] says what is wrong.
+pub fn public_key_from_hex(text: &str) -> Result<PublicKey, Error> {
+    let text = text.trim();
+    if text.len() > 512 {
+        return Err(Error::invalid("not a public key: it is too long"));
+    }
+    let bytes =
+        from_hex(text).ok_or_else(|| Error::invalid("not a public key: it is not hexadecimal"))?;
+    PublicKey::try_decode_protobuf(&bytes)
+        .map_err(|_| Error::invalid("not a public key: it does not decode"))
 }
 
 fn load_or_create(path: &Path) -> Result<Keypair, Error> {
@@ -576,6 +602,17 @@ mod tests {
             &text[..text.len() - 3],
         ] {
             assert!(NodeCertificate::from_text(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn public_keys_read_back_from_hex() {
+        let key = UserKey::generate().public();
+        let text = public_key_to_hex(&key);
+        assert_eq!(public_key_from_hex(&format!(" {text}\n")).unwrap(), key);
+        assert_eq!(from_hex("0aFF"), Some(vec![10, 255]));
+        for bad in ["", "0", "zz", "0a0b", &text[..text.len() - 2]] {
+            assert!(public_key_from_hex(bad).is_err(), "{bad}");
         }
     }
 

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, anyhow, bail};
 use p2psip_overlay::error::Error as OverlayError;
-use p2psip_overlay::identity::{NodeKey, UserKey};
+use p2psip_overlay::identity::{NodeKey, UserKey, public_key_to_hex};
 use serde::Serialize;
 
 use crate::args::{DataDir, Output};
@@ -45,6 +45,8 @@ struct Report {
     node_id: String,
     /// The self-certifying AOR of the user key.
     aor: String,
+    /// The user's public key in hexadecimal: what an enrollment CA certifies AORs for.
+    user_key: String,
 }
 
 /// Sets up the data directory and prints its Node-ID and AOR.
@@ -96,6 +98,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         config,
         node_id: node.node_id().to_string(),
         aor: user.self_certifying_aor(),
+        user_key: public_key_to_hex(&user.public()),
     };
     print(&report, args.output.json)
 }
@@ -110,6 +113,7 @@ fn print(report: &Report, json: bool) -> anyhow::Result<()> {
         println!("config:   {}", report.config.display());
         println!("Node-ID:  {}", report.node_id);
         println!("AOR:      {}", report.aor);
+        println!("user key: {}", report.user_key);
     }
     Ok(())
 }

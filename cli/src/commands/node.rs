@@ -21,6 +21,7 @@ use p2psip_node::control::Control;
 use p2psip_node::p2p::{self, Node};
 use p2psip_node::transport;
 use p2psip_overlay::access::AccessPolicy;
+use p2psip_overlay::data::AorClaim;
 use p2psip_overlay::identity::NodeCertificate;
 use p2psip_overlay::{network, node as overlay_node};
 use p2psip_sip::Transport;
@@ -292,6 +293,7 @@ fn node_config(config: &Config, dir: &Path) -> anyhow::Result<p2p::Config> {
     let mut overlay = overlay_node::Config::new(dir)
         .with_network(network)
         .with_replicas(usize::from(u8::from(config.overlay.replicas)));
+    let mut aor_certificates = Vec::new();
     if let Some(ca) = &config.overlay.enrollment_ca {
         let ca = read_ca(ca)?;
         let certificate = config
@@ -301,13 +303,25 @@ fn node_config(config: &Config, dir: &Path) -> anyhow::Result<p2p::Config> {
             .map(read_node_certificate)
             .transpose()?;
         overlay.network = overlay.network.with_enrollment(ca.clone(), certificate);
-        overlay.policy = AccessPolicy::default().with_enrollment_ca(ca);
+        overlay.policy = AccessPolicy::default().with_enrollment_ca(ca.clone());
+        aor_certificates = config
+            .overlay
+            .aor_certificates
+            .iter()
+            .map(|path| read_aor_certificate(path, &ca))
+            .collect::<anyhow::Result<_>>()?;
+    } else if let Some(path) = config.overlay.aor_certificates.first() {
+        bail!(
+            "{} is an AOR certificate, but the config names no enrollment CA; set              overlay.enrollment_ca, or remove overlay.aor_certificates",
+            path.display()
+        );
     }
     overlay.network = overlay
         .network
         .with_node_id_work(config.overlay.node_id_work.into());
     let mut node =
         p2p::Config::new(dir, SocketAddr::from(([127, 0, 0, 1], 5060))).with_overlay(overlay);
+    node.aor_certificates = aor_certificates;
     let wide = node_sip_wide(&sip);
     node.sip = sip;
     node.media = config.media.config();
@@ -383,6 +397,26 @@ fn read_node_certificate(path: &Path) -> anyhow::Result<NodeCertificate> {
             path.display()
         )
     })
+}
+
+/// A certificate of the enrollment CA `ca` for an AOR of this node's user.
+fn read_aor_certificate(path: &Path, ca: &PublicKey) -> anyhow::Result<AorClaim> {
+    let check = "check overlay.aor_certificates in the config";
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "cannot read the AOR certificate {}; {check}",
+            path.display()
+        )
+    })?;
+    let claim = AorClaim::from_text(&text)
+        .map_err(|error| anyhow!("{}: {error}; {check}", path.display()))?;
+    if !claim.verify_certificate(ca) {
+        bail!(
+            "{} is not signed by the enrollment CA of overlay.enrollment_ca; {check}",
+            path.display()
+        );
+    }
+    Ok(claim)
 }
 
 /// A node error as a sentence that says what to do.

@@ -199,6 +199,9 @@ pub(crate) struct Overlay {
     /// `p2psip-node-cert-v1:<hex>`). Default none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) node_certificate: Option<PathBuf>,
+    /// The enrollment CA's certificates of this node's user for AORs (files of one line each,
+    /// `p2psip-aor-cert-v1:<hex>`). Default none.
+    pub(crate) aor_certificates: Vec<PathBuf>,
     /// The bits of work every Node-ID of the overlay must carry. Default 0.
     pub(crate) node_id_work: NodeIdWork,
 }
@@ -322,6 +325,7 @@ impl Default for Overlay {
             replicas: Replicas::DEFAULT,
             enrollment_ca: None,
             node_certificate: None,
+            aor_certificates: Vec::new(),
             node_id_work: NodeIdWork::default(),
         }
     }
@@ -361,6 +365,7 @@ impl Config {
         ]
         .into_iter()
         .flatten()
+        .chain(&mut self.overlay.aor_certificates)
         {
             if path.is_relative() {
                 *path = folder.join(&*path);

@@ -51,6 +51,7 @@ fn the_template_shows_every_key_at_its_default() {
     };
     expected.overlay.enrollment_ca = Some("enrollment-ca.pub".into());
     expected.overlay.node_certificate = Some("node.cert".into());
+    expected.overlay.aor_certificates = vec!["alice.cert".into()];
     // Optional keys with no default value show an example.
     expected.media.address = Some([192, 0, 2, 10].into());
     expected.sip.require_auth = Some(true);
