@@ -373,3 +373,44 @@ fn with_an_enrollment_ca_a_certified_aor_registers_and_another_does_not() {
     assert_eq!(two.interrupt(Duration::from_secs(30)), 0);
     assert_eq!(one.interrupt(Duration::from_secs(30)), 0);
 }
+
+/// `p2psip user add` on a terminal (a pseudo-terminal made by `script`): the prompt turns the
+/// echo off, so the password typed never shows.
+#[test]
+fn the_password_prompt_does_not_echo() {
+    use std::io::{Read as _, Write as _};
+    use std::process::{Command, Stdio};
+    let sandbox = Sandbox::new();
+    let command = format!(
+        "{} user add alice --data-dir d",
+        env!("CARGO_BIN_EXE_p2psip")
+    );
+    let mut script = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(sandbox.home())
+        .env("HOME", sandbox.home())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("script (bsdutils) runs");
+    let mut stdout = script.stdout.take().expect("stdout");
+    let mut seen = Vec::new();
+    let mut buffer = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains(": ") {
+        let n = stdout.read(&mut buffer).expect("read the prompt");
+        assert!(n > 0, "no prompt: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buffer[..n]);
+    }
+    let mut stdin = script.stdin.take().expect("stdin");
+    stdin.write_all(b"sekrit-pw\n").expect("type the password");
+    stdout.read_to_end(&mut seen).expect("read the rest");
+    assert!(script.wait().expect("script ends").success());
+    let shown = String::from_utf8_lossy(&seen);
+    assert!(shown.contains("written"), "{shown}");
+    assert!(
+        !shown.contains("sekrit"),
+        "the password was echoed: {shown}"
+    );
+    let config = std::fs::read_to_string(sandbox.path("d/config.toml")).expect("config");
+    assert!(config.contains("ha1_sha256") && !config.contains("sekrit"));
+}

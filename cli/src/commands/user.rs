@@ -146,16 +146,61 @@ fn check_name(name: &str) -> anyhow::Result<()> {
 /// The password from standard input (a prompt on a terminal).
 fn read_password(name: &str) -> anyhow::Result<String> {
     let stdin = std::io::stdin();
-    if stdin.is_terminal() {
-        eprint!("password for {name} (shown as typed): ");
+    let _quiet = if stdin.is_terminal() {
+        let quiet = Quiet::new(&stdin);
+        let shown = if quiet.is_some() {
+            ""
+        } else {
+            " (shown as typed)"
+        };
+        eprint!("password for {name}{shown}: ");
         let _ = std::io::stderr().flush();
-    }
+        quiet
+    } else {
+        None
+    };
     let mut line = String::new();
     stdin
         .lock()
         .read_line(&mut line)
         .context("cannot read the password from standard input")?;
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+/// The terminal's echo, off until dropped (the newline typed is still shown).
+#[cfg(unix)]
+struct Quiet(nix::sys::termios::Termios);
+
+#[cfg(unix)]
+impl Quiet {
+    fn new(stdin: &std::io::Stdin) -> Option<Quiet> {
+        use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
+        let saved = tcgetattr(stdin).ok()?;
+        let mut quiet = saved.clone();
+        quiet.local_flags.remove(LocalFlags::ECHO);
+        quiet.local_flags.insert(LocalFlags::ECHONL);
+        tcsetattr(stdin, SetArg::TCSANOW, &quiet).ok()?;
+        Some(Quiet(saved))
+    }
+}
+
+#[cfg(unix)]
+impl Drop for Quiet {
+    fn drop(&mut self) {
+        use nix::sys::termios::{SetArg, tcsetattr};
+        let _ = tcsetattr(std::io::stdin(), SetArg::TCSANOW, &self.0);
+    }
+}
+
+/// Elsewhere the password shows as typed.
+#[cfg(not(unix))]
+struct Quiet;
+
+#[cfg(not(unix))]
+impl Quiet {
+    fn new(_: &std::io::Stdin) -> Option<Quiet> {
+        None
+    }
 }
 
 /// `text` with a `[sip.users.NAME]` table added at its end.
