@@ -18,6 +18,7 @@
 
 pub mod access;
 pub mod auth;
+pub mod core;
 pub mod data;
 pub mod error;
 pub mod id;
@@ -27,4 +28,5 @@ pub mod network;
 pub mod node;
 pub mod quorum;
 pub mod rng;
+pub mod sim;
 pub mod store;

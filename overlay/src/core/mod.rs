@@ -1,0 +1,34 @@
+//! # The overlay's decisions, sans-IO
+//!
+//! The state machines here decide; they never touch a socket, a disk or a clock. Like
+//! quinn-proto, each takes events and `now` and gives actions and its next deadline, so the
+//! same code runs under the tokio driver of [`crate::node`] and under the simulator of
+//! [`crate::sim`] on virtual time, where a seed replays a run exactly.
+//!
+//! - [`Replicator`]: replication and repair. Which resources go to which peers after a
+//!   change of membership, when a pass runs (on a timer, and debounced after a change),
+//!   which down peers to probe, when a node may drop a copy. See its docs for the rules.
+//!   [`Replicator::takes_store`] is the rule by which a node takes a Store only as a
+//!   replica.
+//! - [`Ranking`]: the peers a node knows, ranked by XOR distance on Kademlia's ring
+//!   (SHA-256 of the `PeerId` and of the resource, as Kademlia measures), with the keys
+//!   hashed once per peer.
+//!
+//! ## How a driver calls them
+//!
+//! 1. Feed every input as it happens, with the time: [`Replicator::peer_connected`],
+//!    [`Replicator::peer_disconnected`], [`Replicator::routing_changed`],
+//!    [`Replicator::request_pass`], and the answers to earlier actions
+//!    ([`Replicator::view`], [`Replicator::probed`], [`Replicator::pushed`]).
+//! 2. After each input, drain [`Replicator::poll_action`] until it gives `None`, and carry
+//!    the actions out (an answer may come back at once or much later, in any order).
+//! 3. Sleep until [`Replicator::poll_timeout`] (or the next input), then call
+//!    [`Replicator::handle_timeout`] with the time, and go to 2.
+//!
+//! Every table is bounded; each type's docs say by what.
+
+mod ranking;
+mod replication;
+
+pub use ranking::Ranking;
+pub use replication::{Action, Config, Outcome, PassId, Replicator, Slot, View};

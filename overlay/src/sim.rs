@@ -1,0 +1,818 @@
+//! # A simulated overlay on virtual time
+//!
+//! Many nodes in one process, each running the overlay's sans-IO [`core`](crate::core) as the
+//! real node does, joined by an in-process network with latency, loss, partitions and churn.
+//! Time is virtual: an event queue ordered by (time, sequence number) is the only clock, so a
+//! run of hours takes seconds and a seed replays it exactly (every choice comes from one
+//! seeded generator; no hash-map order, thread or wall clock takes part).
+//!
+//! What is modelled, and how:
+//! - **Membership**: a settled overlay in which every node knows every live node and holds a
+//!   connection to it (the one-hop view the overlay's lookups aim for). A killed node is
+//!   noticed by each peer after a random detection delay (a connection timing out): the peer
+//!   gets the disconnect the network layer would report. A joining node knows what its
+//!   bootstrap knows, and the others learn it after [`Config::join_delay`]. A peer that fails
+//!   a probe leaves the node's view (Kademlia drops unreachable peers).
+//! - **Storage**: one entry per slot, its version the generation: a replica keeps the
+//!   highest. A node takes a push only as a replica ([`Replicator::takes_store`]), as the
+//!   real node does.
+//! - **Users**: [`Sim::publish`] stores an entry the way [`crate::node::Overlay::store`] does
+//!   (the `r` closest, a failure or refusal replaced by the next, acknowledged by a majority)
+//!   and the owner keeps publishing it ([`Action::Hold`], pushes); [`Sim::lookup`] asks the
+//!   `r` closest live peers the node knows and takes the newest answer. Acknowledged stores
+//!   are kept in a ledger for the checks of the tests.
+//! - **Faults**: message loss ([`Config::loss`]), partitions ([`Sim::partition`],
+//!   [`Sim::heal`]), kills ([`Sim::kill`]) and joins ([`Sim::join`]).
+//!
+//! Bounds: the event queue holds what the nodes sent and their timers (each node has at most
+//! one timer event that counts); requests under way are bounded by the replicator's own
+//! bounds and by the operations the caller starts.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::time::{Duration, Instant};
+
+use libp2p::PeerId;
+use libp2p::identity::Keypair;
+
+use crate::core::{self, Action, Outcome, Replicator, Slot, View};
+use crate::rng::Rng;
+
+/// How a simulation runs.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// The nodes at the start.
+    pub nodes: usize,
+    /// The seed of every choice.
+    pub seed: u64,
+    /// The replicators' configuration (its `replicas` is the overlay's `r`).
+    pub replicator: core::Config,
+    /// One-way latency of a message: uniform between these. Default 1 to 20 ms.
+    pub latency: (Duration, Duration),
+    /// The share of messages lost, 0 to 1. Default 0.
+    pub loss: f64,
+    /// How long a request waits for its answer. Default 2 s.
+    pub request_timeout: Duration,
+    /// How long after a peer dies (or a partition cuts it off) a node notices: uniform
+    /// between these. Default 1 to 5 s.
+    pub detect_delay: (Duration, Duration),
+    /// How long the other nodes take to learn a joining node. Default 1 s.
+    pub join_delay: Duration,
+}
+
+impl Config {
+    /// `nodes` nodes, seed `seed`, and the defaults.
+    pub fn new(nodes: usize, seed: u64) -> Config {
+        Config {
+            nodes,
+            seed,
+            replicator: core::Config::default(),
+            latency: (Duration::from_millis(1), Duration::from_millis(20)),
+            loss: 0.0,
+            request_timeout: Duration::from_secs(2),
+            detect_delay: (Duration::from_secs(1), Duration::from_secs(5)),
+            join_delay: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What a simulation counted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Messages sent.
+    pub messages: u64,
+    /// Messages lost (loss, a partition, a dead receiver).
+    pub lost: u64,
+    /// Pushes of the replicators.
+    pub pushes: u64,
+    /// Pushes refused (not a replica).
+    pub refused: u64,
+    /// Copies dropped by nodes no longer replicas.
+    pub dropped: u64,
+    /// Replication passes completed.
+    pub passes: u64,
+    /// Events handled.
+    pub events: u64,
+}
+
+/// A simulated overlay.
+#[derive(Debug)]
+pub struct Sim {
+    config: Config,
+    rng: Rng,
+    now: Instant,
+    nodes: Vec<Node>,
+    index: HashMap<PeerId, usize>,
+    queue: BinaryHeap<Reverse<Scheduled>>,
+    seq: u64,
+    /// The group of each node while partitioned.
+    groups: Option<Vec<u8>>,
+    /// Acknowledged stores: the newest acknowledged version of each slot.
+    ledger: BTreeMap<Slot, u64>,
+    ops: BTreeMap<u64, Op>,
+    next_op: u64,
+    stats: Stats,
+}
+
+#[derive(Debug)]
+struct Node {
+    id: PeerId,
+    alive: bool,
+    replicator: Replicator,
+    store: BTreeMap<Slot, u64>,
+    owned: BTreeMap<Slot, u64>,
+    known: BTreeSet<PeerId>,
+    connected: BTreeSet<PeerId>,
+    /// Requests under way, by request id.
+    pending: BTreeMap<u64, Pending>,
+    next_request: u64,
+    /// The timer event that counts.
+    wake_at: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Pending {
+    Push { peer: PeerId, slot: Slot },
+    Probe { peer: PeerId },
+    Op { op: u64 },
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Msg {
+    Push {
+        request: u64,
+        slot: Slot,
+        version: u64,
+    },
+    PushAnswer {
+        request: u64,
+        taken: bool,
+    },
+    Ping {
+        request: u64,
+    },
+    Pong {
+        request: u64,
+    },
+    Fetch {
+        request: u64,
+        slot: Slot,
+    },
+    FetchAnswer {
+        request: u64,
+        version: Option<u64>,
+    },
+}
+
+#[derive(Debug)]
+enum Event {
+    Deliver { to: usize, from: usize, msg: Msg },
+    Timeout { node: usize, request: u64 },
+    Wake { node: usize },
+    Disconnected { node: usize, peer: PeerId },
+    Learn { node: usize, peer: PeerId },
+}
+
+#[derive(Debug)]
+struct Scheduled {
+    at: Instant,
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Scheduled) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+
+impl Eq for Scheduled {}
+
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Scheduled) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Scheduled) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+/// A user's store or lookup under way.
+#[derive(Debug)]
+struct Op {
+    node: usize,
+    slot: Slot,
+    /// The version stored; `None` for a lookup.
+    version: Option<u64>,
+    ranked: Vec<PeerId>,
+    cursor: usize,
+    outstanding: usize,
+    /// Stores: acknowledgements; lookups: answers.
+    answers: usize,
+    attempts: usize,
+    found: Option<u64>,
+    done: bool,
+}
+
+impl Sim {
+    /// A settled overlay of `config.nodes` nodes: each knows and is connected to all.
+    pub fn new(config: Config) -> Sim {
+        let rng = Rng::seeded(config.seed);
+        let now = Instant::now();
+        let mut sim = Sim {
+            rng,
+            now,
+            nodes: Vec::new(),
+            index: HashMap::new(),
+            queue: BinaryHeap::new(),
+            seq: 0,
+            groups: None,
+            ledger: BTreeMap::new(),
+            ops: BTreeMap::new(),
+            next_op: 0,
+            stats: Stats::default(),
+            config,
+        };
+        let ids: Vec<PeerId> = (0..sim.config.nodes).map(|_| sim.fresh_id()).collect();
+        for id in &ids {
+            let mut node = sim.node(*id);
+            for peer in ids.iter().filter(|p| *p != id) {
+                node.known.insert(*peer);
+                node.connected.insert(*peer);
+                node.replicator.peer_connected(*peer, now);
+            }
+            sim.add(node);
+        }
+        for i in 0..sim.nodes.len() {
+            sim.reschedule(i);
+        }
+        sim
+    }
+
+    /// The virtual time now.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// What the run counted so far.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// How many nodes there are, dead ones included (indices are stable).
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether there are no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// The indices of the live nodes.
+    pub fn live(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].alive)
+            .collect()
+    }
+
+    /// A node's id.
+    pub fn id(&self, node: usize) -> PeerId {
+        self.nodes[node].id
+    }
+
+    /// The acknowledged stores: slot and the newest acknowledged version.
+    pub fn ledger(&self) -> &BTreeMap<Slot, u64> {
+        &self.ledger
+    }
+
+    /// The live nodes whose store holds `slot` at `version` or newer.
+    pub fn holders(&self, slot: &Slot, version: u64) -> Vec<usize> {
+        self.live()
+            .into_iter()
+            .filter(|i| {
+                self.nodes[*i]
+                    .store
+                    .get(slot)
+                    .is_some_and(|v| *v >= version)
+            })
+            .collect()
+    }
+
+    /// A number from the run's generator below `n` (for tests that choose with the seed).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.rng.u64() % n.max(1) as u64) as usize
+    }
+
+    /// Node `node` publishes `version` of `slot` and stores it at the replica set; runs
+    /// until the store is acknowledged by a majority or fails. Gives whether it was.
+    pub fn publish(&mut self, node: usize, slot: Slot, version: u64) -> bool {
+        let owned = self.nodes[node].owned.entry(slot).or_insert(version);
+        *owned = (*owned).max(version);
+        let op = self.start_op(node, slot, Some(version));
+        self.run_op(op);
+        let op = self.ops.remove(&op);
+        let r = self.config.replicator.replicas.max(1);
+        let acked = op.is_some_and(|op| op.answers > r / 2);
+        if acked {
+            let entry = self.ledger.entry(slot).or_insert(version);
+            *entry = (*entry).max(version);
+        }
+        acked
+    }
+
+    /// Node `node` looks `slot` up: the newest version its replica set answers with.
+    pub fn lookup(&mut self, node: usize, slot: Slot) -> Option<u64> {
+        let op = self.start_op(node, slot, None);
+        self.run_op(op);
+        self.ops.remove(&op).and_then(|op| op.found)
+    }
+
+    /// Kills a node (no goodbye: its peers notice after the detection delay).
+    pub fn kill(&mut self, node: usize) {
+        let id = self.nodes[node].id;
+        self.nodes[node].alive = false;
+        self.nodes[node].pending.clear();
+        for other in self.live() {
+            if self.nodes[other].connected.contains(&id) {
+                let delay = self.uniform(self.config.detect_delay);
+                self.schedule(
+                    delay,
+                    Event::Disconnected {
+                        node: other,
+                        peer: id,
+                    },
+                );
+            }
+        }
+    }
+
+    /// A new node joins through `bootstrap`; gives its index.
+    pub fn join(&mut self, bootstrap: usize) -> usize {
+        let id = self.fresh_id();
+        let mut node = self.node(id);
+        let known: Vec<PeerId> = self.nodes[bootstrap]
+            .known
+            .iter()
+            .copied()
+            .chain([self.nodes[bootstrap].id])
+            .collect();
+        for peer in known {
+            node.known.insert(peer);
+            node.connected.insert(peer);
+            node.replicator.peer_connected(peer, self.now);
+        }
+        node.replicator.routing_changed(self.now);
+        let index = self.add(node);
+        self.reschedule(index);
+        for other in self.live() {
+            if other != index {
+                self.schedule(
+                    self.config.join_delay,
+                    Event::Learn {
+                        node: other,
+                        peer: id,
+                    },
+                );
+            }
+        }
+        index
+    }
+
+    /// Cuts the overlay in groups (`group_of(node)`): messages between groups are lost, and
+    /// connections across them close after the detection delay.
+    pub fn partition(&mut self, group_of: impl Fn(usize) -> u8) {
+        let groups: Vec<u8> = (0..self.nodes.len()).map(&group_of).collect();
+        for a in self.live() {
+            for b in self.live() {
+                if groups[a] != groups[b] && self.nodes[a].connected.contains(&self.nodes[b].id) {
+                    let delay = self.uniform(self.config.detect_delay);
+                    let peer = self.nodes[b].id;
+                    self.schedule(delay, Event::Disconnected { node: a, peer });
+                }
+            }
+        }
+        self.groups = Some(groups);
+    }
+
+    /// Ends the partition: the groups find each other again after the join delay.
+    pub fn heal(&mut self) {
+        let Some(groups) = self.groups.take() else {
+            return;
+        };
+        for a in self.live() {
+            for b in self.live() {
+                if groups[a] != groups[b] {
+                    let peer = self.nodes[b].id;
+                    self.schedule(self.config.join_delay, Event::Learn { node: a, peer });
+                }
+            }
+        }
+    }
+
+    /// Runs the events of the next `duration` of virtual time.
+    pub fn run_for(&mut self, duration: Duration) {
+        let until = self.now + duration;
+        while self
+            .queue
+            .peek()
+            .is_some_and(|Reverse(next)| next.at <= until)
+        {
+            self.step();
+        }
+        self.now = until;
+    }
+
+    fn run_op(&mut self, op: u64) {
+        // Bounded: every request has a timeout, and an op asks at most 2r + r peers.
+        while self.ops.get(&op).is_some_and(|op| !op.done) {
+            if self.queue.is_empty() {
+                break;
+            }
+            self.step();
+        }
+    }
+
+    fn start_op(&mut self, node: usize, slot: Slot, version: Option<u64>) -> u64 {
+        let limit = self.config.replicator.replicas.max(1) * 4;
+        let ranked = self.nodes[node].replicator.closest(&slot.0, limit);
+        self.next_op += 1;
+        let id = self.next_op;
+        self.ops.insert(
+            id,
+            Op {
+                node,
+                slot,
+                version,
+                ranked,
+                cursor: 0,
+                outstanding: 0,
+                answers: 0,
+                attempts: 0,
+                found: None,
+                done: false,
+            },
+        );
+        self.advance_op(id);
+        id
+    }
+
+    /// Sends the op's next requests: `r` answers wanted, a failure replaced by the next peer,
+    /// at most `3r` peers asked.
+    fn advance_op(&mut self, id: u64) {
+        let r = self.config.replicator.replicas.max(1);
+        loop {
+            let Some(op) = self.ops.get_mut(&id) else {
+                return;
+            };
+            if op.answers + op.outstanding >= r
+                || op.cursor >= op.ranked.len()
+                || op.attempts >= 3 * r
+            {
+                if op.outstanding == 0 {
+                    op.done = true;
+                }
+                return;
+            }
+            let peer = op.ranked[op.cursor];
+            op.cursor += 1;
+            op.attempts += 1;
+            let (node, slot, version) = (op.node, op.slot, op.version);
+            if peer == self.nodes[node].id {
+                let local = &mut self.nodes[node].store;
+                let held = match version {
+                    Some(v) => {
+                        let held = local.entry(slot).or_insert(v);
+                        *held = (*held).max(v);
+                        None
+                    }
+                    None => local.get(&slot).copied(),
+                };
+                op_answer(&mut self.ops, id, true, held);
+                continue;
+            }
+            op.outstanding += 1;
+            let request = self.request(node, Pending::Op { op: id });
+            let msg = match version {
+                Some(version) => Msg::Push {
+                    request,
+                    slot,
+                    version,
+                },
+                None => Msg::Fetch { request, slot },
+            };
+            self.send(node, peer, msg);
+        }
+    }
+
+    fn step(&mut self) {
+        let Some(Reverse(next)) = self.queue.pop() else {
+            return;
+        };
+        self.now = self.now.max(next.at);
+        self.stats.events += 1;
+        match next.event {
+            Event::Deliver { to, from, msg } => self.deliver(to, from, msg),
+            Event::Timeout { node, request } => {
+                if let Some(pending) = self.nodes[node].pending.remove(&request) {
+                    self.failed(node, pending);
+                }
+            }
+            Event::Wake { node } => {
+                if self.nodes[node].alive && self.nodes[node].wake_at == Some(self.now) {
+                    self.nodes[node].wake_at = None;
+                    let now = self.now;
+                    self.nodes[node].replicator.handle_timeout(now);
+                    self.drive(node);
+                }
+            }
+            Event::Disconnected { node, peer } => {
+                let now = self.now;
+                let n = &mut self.nodes[node];
+                if n.alive && n.connected.remove(&peer) {
+                    n.replicator.peer_disconnected(peer, now);
+                    self.drive(node);
+                }
+            }
+            Event::Learn { node, peer } => {
+                let now = self.now;
+                let reachable = self.index.get(&peer).is_some_and(|i| self.nodes[*i].alive);
+                let n = &mut self.nodes[node];
+                if n.alive && reachable && n.id != peer {
+                    n.known.insert(peer);
+                    n.connected.insert(peer);
+                    n.replicator.peer_connected(peer, now);
+                    n.replicator.routing_changed(now);
+                    self.drive(node);
+                }
+            }
+        }
+    }
+
+    fn deliver(&mut self, to: usize, from: usize, msg: Msg) {
+        if !self.nodes[to].alive {
+            self.stats.lost += 1;
+            return;
+        }
+        let sender = self.nodes[from].id;
+        match msg {
+            Msg::Push {
+                request,
+                slot,
+                version,
+            } => {
+                let node = &mut self.nodes[to];
+                let taken = node.replicator.takes_store(&slot.0, &sender);
+                if taken {
+                    let held = node.store.entry(slot).or_insert(version);
+                    *held = (*held).max(version);
+                } else {
+                    self.stats.refused += 1;
+                }
+                self.send(to, sender, Msg::PushAnswer { request, taken });
+            }
+            Msg::Fetch { request, slot } => {
+                let version = self.nodes[to].store.get(&slot).copied();
+                self.send(to, sender, Msg::FetchAnswer { request, version });
+            }
+            Msg::Ping { request } => self.send(to, sender, Msg::Pong { request }),
+            Msg::PushAnswer { request, taken } => {
+                let Some(pending) = self.nodes[to].pending.remove(&request) else {
+                    return;
+                };
+                let now = self.now;
+                match pending {
+                    Pending::Push { peer, slot } => {
+                        let outcome = if taken {
+                            Outcome::Held { entries: 1 }
+                        } else {
+                            Outcome::Refused { acked: 0 }
+                        };
+                        self.nodes[to].replicator.pushed(peer, slot, outcome, now);
+                        self.drive(to);
+                    }
+                    Pending::Op { op, .. } => {
+                        if let Some(o) = self.ops.get_mut(&op) {
+                            o.outstanding -= 1;
+                        }
+                        op_answer(&mut self.ops, op, taken, None);
+                        self.advance_op(op);
+                    }
+                    Pending::Probe { .. } => {}
+                }
+            }
+            Msg::FetchAnswer { request, version } => {
+                if let Some(Pending::Op { op, .. }) = self.nodes[to].pending.remove(&request) {
+                    if let Some(o) = self.ops.get_mut(&op) {
+                        o.outstanding -= 1;
+                    }
+                    op_answer(&mut self.ops, op, true, version);
+                    self.advance_op(op);
+                }
+            }
+            Msg::Pong { request } => {
+                if let Some(Pending::Probe { peer }) = self.nodes[to].pending.remove(&request) {
+                    let now = self.now;
+                    self.nodes[to].replicator.probed(peer, true, now);
+                    self.drive(to);
+                }
+            }
+        }
+    }
+
+    /// A request timed out.
+    fn failed(&mut self, node: usize, pending: Pending) {
+        let now = self.now;
+        match pending {
+            Pending::Push { peer, slot } => {
+                self.nodes[node]
+                    .replicator
+                    .pushed(peer, slot, Outcome::Failed, now);
+                self.drive(node);
+            }
+            Pending::Probe { peer } => {
+                // Kademlia drops a peer it cannot reach.
+                let n = &mut self.nodes[node];
+                n.known.remove(&peer);
+                n.connected.remove(&peer);
+                n.replicator.probed(peer, false, now);
+                n.replicator.peer_forgotten(peer, now);
+                self.drive(node);
+            }
+            Pending::Op { op, .. } => {
+                if let Some(o) = self.ops.get_mut(&op) {
+                    o.outstanding -= 1;
+                }
+                self.advance_op(op);
+            }
+        }
+    }
+
+    /// Carries out a node's actions, then sets its timer.
+    fn drive(&mut self, node: usize) {
+        let now = self.now;
+        while let Some(action) = self.nodes[node].replicator.poll_action() {
+            match action {
+                Action::Probe(peer) => {
+                    let request = self.request(node, Pending::Probe { peer });
+                    self.send(node, peer, Msg::Ping { request });
+                }
+                Action::NeedView => {
+                    let n = &mut self.nodes[node];
+                    let slots: BTreeSet<Slot> =
+                        n.store.keys().chain(n.owned.keys()).copied().collect();
+                    // The replicator was told of every peer as it came and went.
+                    let view = View {
+                        known: None,
+                        connected: None,
+                        slots: slots.into_iter().collect(),
+                    };
+                    n.replicator.view(view, now);
+                }
+                Action::Hold(slot) => {
+                    let n = &mut self.nodes[node];
+                    if let Some(version) = n.owned.get(&slot).copied() {
+                        let held = n.store.entry(slot).or_insert(version);
+                        *held = (*held).max(version);
+                    }
+                }
+                Action::Push { peer, slot } => {
+                    let n = &self.nodes[node];
+                    let version = n.store.get(&slot).copied().max(n.owned.get(&slot).copied());
+                    match version {
+                        Some(version) => {
+                            self.stats.pushes += 1;
+                            let request = self.request(node, Pending::Push { peer, slot });
+                            self.send(
+                                node,
+                                peer,
+                                Msg::Push {
+                                    request,
+                                    slot,
+                                    version,
+                                },
+                            );
+                        }
+                        None => self.nodes[node].replicator.pushed(
+                            peer,
+                            slot,
+                            Outcome::Held { entries: 0 },
+                            now,
+                        ),
+                    }
+                }
+                Action::Drop(slot) => {
+                    if self.nodes[node].store.remove(&slot).is_some() {
+                        self.stats.dropped += 1;
+                    }
+                }
+                Action::PassDone { .. } => self.stats.passes += 1,
+            }
+        }
+        self.reschedule(node);
+    }
+
+    fn reschedule(&mut self, node: usize) {
+        let Some(at) = self.nodes[node].replicator.poll_timeout() else {
+            return;
+        };
+        let at = at.max(self.now);
+        if self.nodes[node]
+            .wake_at
+            .is_some_and(|current| current <= at)
+        {
+            return;
+        }
+        self.nodes[node].wake_at = Some(at);
+        self.schedule(at - self.now, Event::Wake { node });
+    }
+
+    fn request(&mut self, node: usize, pending: Pending) -> u64 {
+        let n = &mut self.nodes[node];
+        n.next_request += 1;
+        let request = n.next_request;
+        n.pending.insert(request, pending);
+        self.schedule(
+            self.config.request_timeout,
+            Event::Timeout { node, request },
+        );
+        request
+    }
+
+    fn send(&mut self, from: usize, to: PeerId, msg: Msg) {
+        self.stats.messages += 1;
+        let Some(&to) = self.index.get(&to) else {
+            self.stats.lost += 1;
+            return;
+        };
+        let cut = self.groups.as_ref().is_some_and(|g| g[from] != g[to]);
+        let lost =
+            self.config.loss > 0.0 && (self.rng.u64() as f64 / u64::MAX as f64) < self.config.loss;
+        if cut || lost {
+            self.stats.lost += 1;
+            return;
+        }
+        let delay = self.uniform(self.config.latency);
+        self.schedule(delay, Event::Deliver { to, from, msg });
+    }
+
+    fn schedule(&mut self, after: Duration, event: Event) {
+        self.seq += 1;
+        self.queue.push(Reverse(Scheduled {
+            at: self.now + after,
+            seq: self.seq,
+            event,
+        }));
+    }
+
+    fn uniform(&self, (low, high): (Duration, Duration)) -> Duration {
+        let span = high.saturating_sub(low).as_nanos() as u64;
+        low + Duration::from_nanos(if span == 0 { 0 } else { self.rng.u64() % span })
+    }
+
+    fn fresh_id(&mut self) -> PeerId {
+        let seed: [u8; 32] = self.rng.bytes();
+        Keypair::ed25519_from_bytes(seed)
+            .expect("any 32 bytes are an ed25519 secret key")
+            .public()
+            .to_peer_id()
+    }
+
+    fn node(&self, id: PeerId) -> Node {
+        Node {
+            id,
+            alive: true,
+            replicator: Replicator::new(id, self.config.replicator.clone(), self.now),
+            store: BTreeMap::new(),
+            owned: BTreeMap::new(),
+            known: BTreeSet::new(),
+            connected: BTreeSet::new(),
+            pending: BTreeMap::new(),
+            next_request: 0,
+            wake_at: None,
+        }
+    }
+
+    fn add(&mut self, node: Node) -> usize {
+        let index = self.nodes.len();
+        self.index.insert(node.id, index);
+        self.nodes.push(node);
+        index
+    }
+}
+
+/// Counts an answer of an op: a store's acknowledgement, or a lookup's version.
+fn op_answer(ops: &mut BTreeMap<u64, Op>, id: u64, ok: bool, version: Option<u64>) {
+    if let Some(op) = ops.get_mut(&id) {
+        if ok {
+            op.answers += 1;
+        }
+        if let Some(v) = version {
+            op.found = Some(op.found.map_or(v, |f| f.max(v)));
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! The overlay's replication and repair in the simulator ([`p2psip_overlay::sim`]): many
+//! nodes on virtual time, churn, loss and partitions, each run replayed by its seed.
+//!
+//! The property, over many seeds: after churn that leaves a majority of each replica set
+//! alive long enough to repair, no acknowledged registration is lost and every live node
+//! finds every registration.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use p2psip_overlay::core::Slot;
+use p2psip_overlay::data::Kind;
+use p2psip_overlay::id::ResourceId;
+use p2psip_overlay::sim::{Config, Sim, Stats};
+
+const R: usize = 3;
+const MAJORITY: usize = R / 2 + 1;
+
+fn slot(i: usize) -> Slot {
+    (
+        ResourceId::for_normalized(&format!("user{i}@sim.p2p")),
+        Kind::SIP_REGISTRATION,
+    )
+}
+
+/// A churn scenario.
+struct Churn {
+    nodes: usize,
+    registrations: usize,
+    waves: usize,
+    kills: usize,
+    joins: usize,
+    /// How many live nodes look every registration up at the end (all when larger).
+    lookers: usize,
+    /// With 0, registrations come from random nodes and a kill must leave every
+    /// registration a majority of live holders; with n, they come from the first n nodes,
+    /// which never die, and any other node may (whole replica sets at once).
+    owners: usize,
+}
+
+/// Publishes from random nodes (of the first `owners` when not 0); the store must be
+/// acknowledged.
+fn publish(sim: &mut Sim, range: std::ops::Range<usize>, owners: usize) {
+    for i in range {
+        let live = sim.live();
+        let node = if owners > 0 {
+            sim.below(owners)
+        } else {
+            live[sim.below(live.len())]
+        };
+        assert!(
+            sim.publish(node, slot(i), 1),
+            "registration {i} acknowledged"
+        );
+    }
+}
+
+/// Kills up to `n` nodes, each only if every acknowledged registration keeps a majority of
+/// live holders (the property's premise).
+fn kill_some(sim: &mut Sim, n: usize) -> usize {
+    let holders: Vec<Vec<usize>> = sim
+        .ledger()
+        .iter()
+        .map(|(slot, version)| sim.holders(slot, *version))
+        .collect();
+    let mut victims: Vec<usize> = Vec::new();
+    for _ in 0..n * 4 {
+        if victims.len() == n {
+            break;
+        }
+        let live = sim.live();
+        let victim = live[sim.below(live.len())];
+        if victims.contains(&victim) {
+            continue;
+        }
+        let safe = holders.iter().all(|held| {
+            held.iter()
+                .filter(|h| **h != victim && !victims.contains(h))
+                .count()
+                >= MAJORITY
+        });
+        if safe {
+            victims.push(victim);
+        }
+    }
+    for victim in &victims {
+        sim.kill(*victim);
+    }
+    victims.len()
+}
+
+/// Runs the scenario; gives the run's counts and what it found wrong (empty: nothing).
+fn run(churn: &Churn, seed: u64) -> (Stats, Vec<String>) {
+    let mut sim = Sim::new(Config::new(churn.nodes, seed));
+    sim.run_for(Duration::from_secs(1));
+    publish(&mut sim, 0..churn.registrations, churn.owners);
+    let mut next = churn.registrations;
+    for _ in 0..churn.waves {
+        if churn.owners > 0 {
+            for _ in 0..churn.kills {
+                let live: Vec<usize> = sim
+                    .live()
+                    .into_iter()
+                    .filter(|n| *n >= churn.owners)
+                    .collect();
+                let victim = live[sim.below(live.len())];
+                sim.kill(victim);
+            }
+        } else {
+            kill_some(&mut sim, churn.kills);
+        }
+        for _ in 0..churn.joins {
+            let live = sim.live();
+            let bootstrap = live[sim.below(live.len())];
+            sim.join(bootstrap);
+        }
+        // New registrations while the overlay repairs.
+        publish(&mut sim, next..next + 5, churn.owners);
+        next += 5;
+        sim.run_for(Duration::from_secs(20));
+    }
+    // Long enough for a periodic pass that pushes to every member again.
+    sim.run_for(Duration::from_secs(130));
+    (sim.stats().clone(), check(&mut sim, churn.lookers))
+}
+
+fn check(sim: &mut Sim, lookers: usize) -> Vec<String> {
+    let mut wrong = Vec::new();
+    let ledger: Vec<(Slot, u64)> = sim.ledger().iter().map(|(s, v)| (*s, *v)).collect();
+    for (slot, version) in &ledger {
+        if sim.holders(slot, *version).is_empty() {
+            wrong.push(format!("{} lost", slot.0));
+        }
+    }
+    let live = sim.live();
+    let step = (live.len() / lookers.max(1)).max(1);
+    for node in live.into_iter().step_by(step) {
+        for (slot, version) in &ledger {
+            let found = sim.lookup(node, *slot);
+            if found < Some(*version) {
+                wrong.push(format!("node {node} found {found:?} for {}", slot.0));
+            }
+        }
+    }
+    wrong
+}
+
+#[test]
+fn churn_loses_no_acknowledged_registration_over_many_seeds() {
+    let churn = Churn {
+        nodes: 48,
+        registrations: 40,
+        waves: 4,
+        kills: 4,
+        joins: 2,
+        lookers: 48,
+        owners: 0,
+    };
+    for seed in 0..12 {
+        let (stats, wrong) = run(&churn, seed);
+        assert!(wrong.is_empty(), "seed {seed}: {wrong:?} ({stats:?})");
+        assert!(
+            stats.pushes > 0 && stats.passes > 0,
+            "seed {seed}: {stats:?}"
+        );
+    }
+}
+
+/// Owners that stay restore what dies with whole replica sets: a quarter of the other nodes
+/// killed at once, three times.
+#[test]
+fn owners_restore_registrations_whose_replicas_all_died() {
+    let churn = Churn {
+        nodes: 40,
+        registrations: 40,
+        waves: 3,
+        kills: 8,
+        joins: 2,
+        lookers: 40,
+        owners: 4,
+    };
+    for seed in 300..308 {
+        let (stats, wrong) = run(&churn, seed);
+        assert!(wrong.is_empty(), "seed {seed}: {wrong:?} ({stats:?})");
+    }
+}
+
+#[test]
+fn with_lost_messages_repair_still_gets_there() {
+    let churn = Churn {
+        nodes: 32,
+        registrations: 30,
+        waves: 3,
+        kills: 3,
+        joins: 1,
+        lookers: 32,
+        owners: 0,
+    };
+    for seed in 100..104 {
+        let mut config = Config::new(churn.nodes, seed);
+        config.loss = 0.02;
+        let mut sim = Sim::new(config);
+        sim.run_for(Duration::from_secs(1));
+        // A store may fail with loss; only acknowledged ones are in the ledger.
+        for i in 0..churn.registrations {
+            let live = sim.live();
+            let node = live[sim.below(live.len())];
+            sim.publish(node, slot(i), 1);
+        }
+        assert!(sim.ledger().len() >= churn.registrations * 9 / 10);
+        for _ in 0..churn.waves {
+            kill_some(&mut sim, churn.kills);
+            sim.run_for(Duration::from_secs(20));
+        }
+        sim.run_for(Duration::from_secs(130));
+        let ledger: Vec<(Slot, u64)> = sim.ledger().iter().map(|(s, v)| (*s, *v)).collect();
+        for (slot, version) in ledger {
+            assert!(
+                !sim.holders(&slot, version).is_empty(),
+                "seed {seed}: {} lost",
+                slot.0
+            );
+        }
+        assert!(sim.stats().lost > 0, "some messages were lost");
+    }
+}
+
+#[test]
+fn a_partition_heals_and_every_node_finds_what_either_side_stored() {
+    for seed in 200..204 {
+        let mut sim = Sim::new(Config::new(40, seed));
+        sim.run_for(Duration::from_secs(1));
+        publish(&mut sim, 0..20, 0);
+        sim.partition(|node| (node % 2) as u8);
+        sim.run_for(Duration::from_secs(10));
+        // Each side stores new registrations among the nodes it still sees.
+        for i in 20..30 {
+            let side = i % 2;
+            let live: Vec<usize> = sim.live().into_iter().filter(|n| n % 2 == side).collect();
+            let node = live[sim.below(live.len())];
+            assert!(
+                sim.publish(node, slot(i), 1),
+                "seed {seed}: {i} stored on its side"
+            );
+        }
+        sim.run_for(Duration::from_secs(30));
+        sim.heal();
+        sim.run_for(Duration::from_secs(130));
+        let wrong = check(&mut sim, 40);
+        assert!(wrong.is_empty(), "seed {seed}: {wrong:?}");
+    }
+}
+
+#[test]
+fn a_seed_replays_a_run_exactly() {
+    let churn = Churn {
+        nodes: 24,
+        registrations: 20,
+        waves: 2,
+        kills: 3,
+        joins: 1,
+        lookers: 4,
+        owners: 0,
+    };
+    let holders = |seed| {
+        let mut sim = Sim::new(Config::new(churn.nodes, seed));
+        sim.run_for(Duration::from_secs(1));
+        publish(&mut sim, 0..churn.registrations, 0);
+        for _ in 0..churn.waves {
+            kill_some(&mut sim, churn.kills);
+            sim.run_for(Duration::from_secs(20));
+        }
+        let held: Vec<Vec<usize>> = (0..churn.registrations)
+            .map(|i| sim.holders(&slot(i), 1))
+            .collect();
+        (sim.stats().clone(), held)
+    };
+    let first = holders(7);
+    assert_eq!(first, holders(7));
+    assert_ne!(first, holders(8), "another seed, another run");
+}
+
+#[test]
+fn a_thousand_nodes_keep_every_registration_through_churn() {
+    let churn = Churn {
+        nodes: 1000,
+        registrations: 300,
+        waves: 2,
+        kills: 50,
+        joins: 10,
+        lookers: 10,
+        owners: 0,
+    };
+    let (stats, wrong) = run(&churn, 1);
+    assert!(wrong.is_empty(), "{wrong:?} ({stats:?})");
+}
