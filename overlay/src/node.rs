@@ -41,7 +41,9 @@
 //!
 //! ## Replication and churn
 //!
-//! When a peer enters the routing table or disconnects (debounced by
+//! The decisions below are [`core::Replicator`]'s (sans-IO, also run by [`crate::sim`]); a
+//! driver task of the node carries out its actions, a few resources at a time, and feeds the
+//! answers back. When a peer enters the routing table or disconnects (debounced by
 //! [`Config::repair_delay`]), every [`Config::replication_interval`], and on
 //! [`Overlay::replicate`], the node walks its store: for each resource it computes the `r`
 //! closest live peers it knows (routing table and connected peers, itself included) and pushes
@@ -85,11 +87,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use libp2p::{Multiaddr, PeerId, identity::Keypair};
+use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{Instrument as _, debug, info, warn};
 
 use crate::access::AccessPolicy;
 use crate::auth::{self, ReplayCache, RouteId};
+use crate::core::{self, Action, Outcome, PassId, Replicator, Slot as PassSlot, View};
 use crate::data::{self, Kind, StoredData};
 use crate::error::{self as overlay_error, ErrorCode};
 use crate::id::{ResourceId, closest_nodes, node_distance};
@@ -341,14 +345,13 @@ struct Inner {
     refused_pushes: AtomicU64,
     /// Route and PathTrack messages forwarded for other nodes.
     forwarded: AtomicU64,
-    /// For each (resource, kind), the peers its entries were pushed to.
-    pushed: Mutex<HashMap<(ResourceId, Kind), HashSet<PeerId>>>,
-    /// Replication passes run, for [`VERIFY_EVERY`].
-    passes: AtomicU64,
-    /// Peers that disconnected or failed a request, skipped as replicas until they answer.
-    down: Mutex<HashSet<PeerId>>,
-    /// One replication pass at a time.
-    replicating: tokio::sync::Mutex<()>,
+    /// Replication and repair's decisions ([`core::Replicator`]); also which peers are held
+    /// as down (disconnected, or failed a request) and skipped until they answer.
+    replicator: Mutex<Replicator>,
+    /// Wakes the replication driver after an input to the replicator.
+    replication_wake: tokio::sync::Notify,
+    /// Who waits for the end of which pass.
+    pass_waiters: Mutex<Vec<(PassId, oneshot::Sender<usize>)>>,
     /// The entries this node publishes and refreshes for its users ([`Overlay::publish`]).
     owned: Mutex<HashMap<Slot, Owned>>,
     /// Wakes the node's task when `owned` changed.
@@ -388,6 +391,11 @@ impl Overlay {
         )
         .await?;
         let rng = config.seed.map_or_else(Rng::os, Rng::seeded);
+        let replicator = Replicator::new(
+            id,
+            replicator_config(&config),
+            tokio::time::Instant::now().into_std(),
+        );
         let window_ms = u64::try_from(config.route_window.as_millis()).unwrap_or(u64::MAX);
         let replays = Mutex::new(ReplayCache::new(window_ms, config.replay_capacity));
         let inner = Arc::new(Inner {
@@ -405,10 +413,9 @@ impl Overlay {
             not_replica: AtomicU64::new(0),
             refused_pushes: AtomicU64::new(0),
             forwarded: AtomicU64::new(0),
-            pushed: Mutex::new(HashMap::new()),
-            passes: AtomicU64::new(1),
-            down: Mutex::new(HashSet::new()),
-            replicating: tokio::sync::Mutex::new(()),
+            replicator: Mutex::new(replicator),
+            replication_wake: tokio::sync::Notify::new(),
+            pass_waiters: Mutex::new(Vec::new()),
             owned: Mutex::new(HashMap::new()),
             owned_changed: tokio::sync::Notify::new(),
         });
@@ -478,18 +485,7 @@ impl Overlay {
     /// kind) pairs it remembers pushing, and the peers it holds as down. Both are pruned by
     /// every replication pass.
     pub fn replication_tables(&self) -> (usize, usize) {
-        let pushed = self
-            .inner
-            .pushed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len();
-        let down = self
-            .inner
-            .down
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len();
+        let (down, pushed) = self.inner.replicator().tables();
         (pushed, down)
     }
 
@@ -739,18 +735,10 @@ impl Drop for Overlay {
 /// The node's task: inbound requests, routing changes, timers.
 async fn run(inner: Arc<Inner>, mut events: Events) {
     let mut work = JoinSet::new();
-    let mut replication = tokio::time::interval(inner.config.replication_interval);
+    work.spawn(drive_replication(inner.clone()));
     let mut sweep = tokio::time::interval(inner.config.sweep_interval);
-    replication.tick().await;
     sweep.tick().await;
-    let mut repair_at: Option<tokio::time::Instant> = None;
     loop {
-        let repair_sleep = async {
-            match repair_at {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
         let next_refresh = inner.next_refresh();
         let refresh_sleep = async {
             match next_refresh {
@@ -766,7 +754,8 @@ async fn run(inner: Arc<Inner>, mut events: Events) {
                     work.spawn(async move { inner.on_request(peer, frame, responder).await });
                 }
                 Some(Event::PeerConnected(peer)) => {
-                    inner.set_down(peer, false);
+                    inner.replicator().peer_connected(peer, now());
+                    inner.replication_wake.notify_one();
                     inner.remember(peer);
                 }
                 Some(Event::Identified { peer, listen_addrs }) => {
@@ -776,41 +765,21 @@ async fn run(inner: Arc<Inner>, mut events: Events) {
                     }
                 }
                 Some(Event::PeerDisconnected(peer)) => {
-                    inner.set_down(peer, true);
-                    repair_at.get_or_insert_with(|| {
-                        tokio::time::Instant::now() + inner.config.repair_delay
-                    });
+                    inner.replicator().peer_disconnected(peer, now());
+                    inner.replication_wake.notify_one();
                 }
                 Some(Event::RoutingUpdated(_)) => {
-                    repair_at.get_or_insert_with(|| {
-                        tokio::time::Instant::now() + inner.config.repair_delay
-                    });
+                    inner.replicator().routing_changed(now());
+                    inner.replication_wake.notify_one();
                 }
                 Some(_) => {}
             },
-            () = repair_sleep => {
-                repair_at = None;
-                let inner = inner.clone();
-                work.spawn(async move {
-                    if let Err(error) = inner.replicate(false).await {
-                        debug!(%error, "replication pass failed");
-                    }
-                });
-            }
             () = inner.owned_changed.notified() => {}
             () = refresh_sleep => {
                 for (slot, data, signer) in inner.due_refreshes() {
                     let inner = inner.clone();
                     work.spawn(async move { inner.refresh(slot, data, signer).await });
                 }
-            }
-            _ = replication.tick() => {
-                let inner = inner.clone();
-                work.spawn(async move {
-                    if let Err(error) = inner.replicate(false).await {
-                        debug!(%error, "replication pass failed");
-                    }
-                });
             }
             _ = sweep.tick() => {
                 let store = inner.store.clone();
@@ -883,25 +852,14 @@ impl Inner {
         }
     }
 
-    fn set_down(&self, peer: PeerId, down: bool) {
-        let mut set = self.down.lock().unwrap_or_else(PoisonError::into_inner);
-        if down {
-            if set.len() >= MAX_DOWN
-                && let Some(any) = set.iter().next().copied()
-            {
-                set.remove(&any);
-            }
-            set.insert(peer);
-        } else {
-            set.remove(&peer);
-        }
+    fn replicator(&self) -> std::sync::MutexGuard<'_, Replicator> {
+        self.replicator
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn is_down(&self, peer: &PeerId) -> bool {
-        self.down
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains(peer)
+        self.replicator().is_down(peer)
     }
 
     /// A fresh transaction id from the node's RNG (the OS RNG in production): nobody can
@@ -953,7 +911,7 @@ impl Inner {
         envelope.hop(&self.id)?;
         let reply = self.send(peer, &envelope).await;
         if reply.is_err() {
-            self.set_down(peer, true);
+            self.replicator().peer_failed(peer, now());
         }
         into_response(reply?)
     }
@@ -986,7 +944,7 @@ impl Inner {
         key: Vec<u8>,
         data: StoredData,
     ) -> Result<u64, Error> {
-        if !self.is_replica(&resource, sender).await {
+        if !self.is_replica(&resource, sender) {
             self.not_replica.fetch_add(1, Ordering::Relaxed);
             debug!(%resource, %sender, "refused a store: not a replica");
             return Err(overlay_error::Error::NotReplica {
@@ -1004,21 +962,11 @@ impl Inner {
     /// node then comes to the next closest: a silent replica must not shrink the replica
     /// set). The sender of the store does not count: a node that leaves hands its data to the
     /// closest other peers, which are the replicas once it is gone.
-    async fn is_replica(&self, resource: &ResourceId, sender: PeerId) -> bool {
-        // Only peers with an open connection count as closer: right after churn the routing
-        // table still lists dead peers, and counting them made live replicas refuse the
-        // copies that repair pushed to them (a churn test lost registrations that way).
-        let mut peers: Vec<PeerId> = self
-            .network
-            .connected_peers()
-            .await
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|peer| *peer != sender && *peer != self.id && self.network.admits(peer))
-            .collect();
-        peers.push(self.id);
-        let places = self.config.replicas.max(1).saturating_mul(2);
-        closest_nodes(resource, peers, places).contains(&self.id)
+    /// Whether this node takes a Store of `resource` from `sender`
+    /// ([`Replicator::takes_store`]).
+    fn is_replica(&self, resource: &ResourceId, sender: PeerId) -> bool {
+        self.replicator()
+            .takes_store(resource, &sender, |peer| self.network.admits(peer))
     }
 
     async fn store_at(
@@ -1448,137 +1396,67 @@ impl Inner {
     /// `handover`, every resource goes to the closest other peers (this node excluded)
     /// whatever was pushed before. A resource whose replica set no longer includes this node
     /// is deleted here once the set holds it. Gives how many entries were pushed.
+    /// Asks the replicator for a pass (a handover when the node leaves) and waits until the
+    /// driver has carried it out; gives how many entries peers acknowledged.
     async fn replicate(&self, handover: bool) -> Result<usize, Error> {
-        let _pass = self.replicating.lock().await;
-        self.revive_down_peers().await;
-        let known: Vec<PeerId> = self
-            .known_peers()
-            .await
-            .into_iter()
-            .filter(|peer| !self.is_down(peer))
-            .collect();
-        let mut resources: HashSet<(ResourceId, Kind)> = {
-            let store = self.store.clone();
-            tokio::task::spawn_blocking(move || store.all_resources().collect::<Result<_, _>>())
-                .await
-                .map_err(|_| Error::Stopped)??
-        };
-        resources.extend(self.owned_resources());
-        // A peer pushed to before counts as holding its copy only while a connection to it
-        // is open: one that died silently (killed, not left) is pushed to again, which is
-        // how it is found to be down, and its data goes to the next closest. Every
-        // VERIFY_EVERY passes, everything is pushed again whatever was pushed before: a
-        // replica may have dropped its copy (its view of the replica set differed), and
-        // only a push tells.
-        let verify = self
-            .passes
-            .fetch_add(1, Ordering::Relaxed)
-            .is_multiple_of(VERIFY_EVERY);
-        let connected: HashSet<PeerId> = self
+        let (done, pushed) = oneshot::channel();
+        {
+            // The waiter is in place before the driver can see the pass (it needs this lock).
+            let mut replicator = self.replicator();
+            let id = replicator.request_pass(handover, now());
+            self.pass_waiters
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((id, done));
+        }
+        self.replication_wake.notify_one();
+        pushed.await.map_err(|_| Error::Stopped)
+    }
+
+    /// What a pass starts from: the peers this node knows and is connected to (admitted
+    /// ones), and the slots it holds or publishes.
+    async fn view(&self) -> View {
+        let known = self.known_peers().await;
+        let connected = self
             .network
             .connected_peers()
             .await
             .unwrap_or_default()
             .into_iter()
+            .filter(|peer| self.network.admits(peer))
             .collect();
-        let r = self.config.replicas.max(1);
-        let mut pushed_entries = 0;
-        let mut failed: HashSet<PeerId> = HashSet::new();
-        // Claims first: a replica refuses the registrations of an AOR it has no claim of.
-        let mut resources: Vec<(ResourceId, Kind)> = resources.into_iter().collect();
-        resources.sort_by_key(|(resource, kind)| (*kind != Kind::AOR_CLAIM, *resource, *kind));
-        let mut walked = HashSet::new();
-        for (resource, kind) in resources {
-            let now = now_ms();
-            let local = self.store.get(&resource, kind, now)?;
-            let owned = self.owned_entries(&resource, kind);
-            let entries: Vec<_> = data::merge(local.clone(), owned.clone(), now)
-                .into_iter()
-                .collect();
-            if entries.is_empty() {
-                continue;
-            }
-            walked.insert((resource, kind));
-            let mut candidates = known.clone();
-            if !handover {
-                candidates.push(self.id);
-            }
-            let ranked = closest_nodes(&resource, candidates, usize::MAX);
-            // A node outside the replica set is about to drop its copy: every member must
-            // acknowledge holding it in this pass, so none is skipped.
-            let member = ranked.iter().take(r).any(|peer| *peer == self.id);
-            let done: HashSet<PeerId> = if handover || verify || !member {
-                HashSet::new()
-            } else {
-                self.pushed
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .get(&(resource, kind))
-                    .cloned()
-                    .unwrap_or_default()
-            };
-            let mut live = 0;
-            let mut acked_now = 0;
-            let mut refusals = 0;
-            let mut here = false;
-            let mut now_done = HashSet::new();
-            for peer in ranked {
-                if live >= r || refusals >= r {
-                    break;
-                }
-                if peer == self.id {
-                    here = true;
-                    self.hold_owned(resource, kind, &local, &owned).await;
-                }
-                if peer == self.id || (done.contains(&peer) && connected.contains(&peer)) {
-                    live += 1;
-                    now_done.insert(peer);
-                    continue;
-                }
-                if failed.contains(&peer) {
-                    continue;
-                }
-                match self.push(peer, resource, kind, &entries).await {
-                    Ok(acked) if acked == entries.len() => {
-                        pushed_entries += acked;
-                        live += 1;
-                        acked_now += 1;
-                        now_done.insert(peer);
-                    }
-                    Ok(acked) => {
-                        // Refused (full, forbidden, not a replica...): not a holder.
-                        pushed_entries += acked;
-                        refusals += 1;
-                    }
-                    Err(error) => {
-                        debug!(%peer, %error, "replica push failed");
-                        failed.insert(peer);
-                    }
-                }
-            }
-            if !handover && !here && live >= r && acked_now >= r {
-                self.drop_copies(resource, kind, &local);
-            }
-            self.pushed
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert((resource, kind), now_done);
+        let store = self.store.clone();
+        let held: Vec<PassSlot> = tokio::task::spawn_blocking(move || {
+            store
+                .all_resources()
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap_or_default()
+        })
+        .await
+        .unwrap_or_default();
+        let mut slots: HashSet<PassSlot> = held.into_iter().collect();
+        slots.extend(self.owned_resources());
+        View {
+            known: Some(known),
+            connected: Some(connected),
+            slots: slots.into_iter().collect(),
         }
-        // The tables keyed by what peers send stay bounded: resources no longer held are
-        // forgotten, and so are down peers no longer known.
-        self.pushed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|slot, _| walked.contains(slot));
-        let known_now: HashSet<PeerId> = self.known_peers().await.into_iter().collect();
-        self.down
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|peer| known_now.contains(peer));
-        if pushed_entries > 0 {
-            debug!(pushed = pushed_entries, "replication pass");
+    }
+
+    /// The entries of a slot as a pass reads them once: the local copies, the entries this
+    /// node publishes, and both merged (what is pushed).
+    fn snapshot(&self, (resource, kind): PassSlot) -> Snapshot {
+        let now = now_ms();
+        let local = self.store.get(&resource, kind, now).unwrap_or_default();
+        let owned = self.owned_entries(&resource, kind);
+        let entries = data::merge(local.clone(), owned.clone(), now)
+            .into_iter()
+            .collect();
+        Snapshot {
+            local,
+            owned,
+            entries,
         }
-        Ok(pushed_entries)
     }
 
     /// Stores here the entries this node publishes for a resource it is a replica of.
@@ -1776,30 +1654,141 @@ impl Inner {
         }
         Ok(acked)
     }
+}
 
-    /// Pings the peers marked down; those that answer are used again.
-    async fn revive_down_peers(&self) {
-        let down: Vec<PeerId> = self
-            .down
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .copied()
-            .collect();
-        let mut pings: FuturesUnordered<_> = down
-            .into_iter()
-            .map(|peer| async move {
-                let mut envelope = Envelope::request(self.next_transaction(), None, Request::Ping);
-                let _ = envelope.hop(&self.id);
-                (peer, self.send(peer, &envelope).await.is_ok())
-            })
-            .collect();
-        while let Some((peer, alive)) = pings.next().await {
-            if alive {
-                self.set_down(peer, false);
+/// The entries of one slot, read once per pass ([`Inner::snapshot`]).
+struct Snapshot {
+    local: Vec<(Vec<u8>, StoredData)>,
+    owned: Vec<(Vec<u8>, StoredData)>,
+    entries: Vec<(Vec<u8>, StoredData)>,
+}
+
+/// The answer to one of the replicator's actions, once the network gave it.
+enum Answer {
+    Probed(PeerId, bool),
+    View(View),
+    Pushed(PeerId, PassSlot, Outcome),
+}
+
+type Pending = futures::future::BoxFuture<'static, Answer>;
+
+/// The replication driver: carries out the replicator's actions (probes, views and pushes
+/// run concurrently; their answers go back as they come), and wakes it on its deadline or
+/// when the node's task fed it an input. It only moves messages: every decision is the
+/// replicator's.
+async fn drive_replication(inner: Arc<Inner>) {
+    let mut pending: FuturesUnordered<Pending> = FuturesUnordered::new();
+    // The slots read in the current pass: pushes and drops use the same entries.
+    let mut snapshots: HashMap<PassSlot, Arc<Snapshot>> = HashMap::new();
+    loop {
+        loop {
+            let action = inner.replicator().poll_action();
+            let Some(action) = action else {
+                break;
+            };
+            match action {
+                Action::Probe(peer) => {
+                    let inner = inner.clone();
+                    pending.push(Box::pin(async move {
+                        let mut envelope =
+                            Envelope::request(inner.next_transaction(), None, Request::Ping);
+                        let _ = envelope.hop(&inner.id);
+                        Answer::Probed(peer, inner.send(peer, &envelope).await.is_ok())
+                    }));
+                }
+                Action::NeedView => {
+                    let inner = inner.clone();
+                    pending.push(Box::pin(async move { Answer::View(inner.view().await) }));
+                }
+                Action::Hold(slot) => {
+                    let snapshot = snapshots
+                        .entry(slot)
+                        .or_insert_with(|| Arc::new(inner.snapshot(slot)))
+                        .clone();
+                    inner
+                        .hold_owned(slot.0, slot.1, &snapshot.local, &snapshot.owned)
+                        .await;
+                }
+                Action::Push { peer, slot } => {
+                    let snapshot = snapshots
+                        .entry(slot)
+                        .or_insert_with(|| Arc::new(inner.snapshot(slot)))
+                        .clone();
+                    let inner = inner.clone();
+                    pending.push(Box::pin(async move {
+                        let total = snapshot.entries.len();
+                        let outcome =
+                            match inner.push(peer, slot.0, slot.1, &snapshot.entries).await {
+                                Ok(acked) if acked == total => Outcome::Held { entries: acked },
+                                Ok(acked) => Outcome::Refused { acked },
+                                Err(error) => {
+                                    debug!(%peer, %error, "replica push failed");
+                                    Outcome::Failed
+                                }
+                            };
+                        Answer::Pushed(peer, slot, outcome)
+                    }));
+                }
+                Action::Drop(slot) => {
+                    if let Some(snapshot) = snapshots.get(&slot) {
+                        inner.drop_copies(slot.0, slot.1, &snapshot.local);
+                    }
+                }
+                Action::PassDone { id, pushed } => {
+                    snapshots.clear();
+                    if pushed > 0 {
+                        debug!(pushed, "replication pass");
+                    }
+                    let mut waiters = inner
+                        .pass_waiters
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    for (_, waiter) in waiters.extract_if(.., |(pass, _)| *pass == id) {
+                        let _ = waiter.send(pushed);
+                    }
+                }
             }
         }
+        let deadline = inner.replicator().poll_timeout();
+        let sleep = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            Some(answer) = pending.next(), if !pending.is_empty() => {
+                let mut replicator = inner.replicator();
+                match answer {
+                    Answer::Probed(peer, alive) => replicator.probed(peer, alive, now()),
+                    Answer::View(view) => replicator.view(view, now()),
+                    Answer::Pushed(peer, slot, outcome) => {
+                        replicator.pushed(peer, slot, outcome, now());
+                    }
+                }
+            }
+            () = inner.replication_wake.notified() => {}
+            () = sleep => inner.replicator().handle_timeout(now()),
+        }
     }
+}
+
+/// The replicator's configuration from the node's.
+fn replicator_config(config: &Config) -> core::Config {
+    let mut replicator = core::Config::default().with_replicas(config.replicas);
+    replicator.interval = config.replication_interval;
+    replicator.repair_delay = config.repair_delay;
+    replicator.verify_every = VERIFY_EVERY;
+    replicator.max_down = MAX_DOWN;
+    // A few resources at a time: a repair burst of every node at once must stay within the
+    // per-peer limits of inbound requests (a peer answering Busy is not a dead one).
+    replicator.max_in_flight = 4;
+    replicator
+}
+
+/// The time as the replicator counts it (tokio's clock, so paused-time tests hold).
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 /// Asks the candidates in order, `want` at a time: each failure for which `retry` holds

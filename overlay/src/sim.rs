@@ -566,7 +566,7 @@ impl Sim {
                 version,
             } => {
                 let node = &mut self.nodes[to];
-                let taken = node.replicator.takes_store(&slot.0, &sender);
+                let taken = node.replicator.takes_store(&slot.0, &sender, |_| true);
                 if taken {
                     let held = node.store.entry(slot).or_insert(version);
                     *held = (*held).max(version);

@@ -275,11 +275,17 @@ impl Replicator {
     /// node knowing it). Only connected peers count as closer: right after churn the routing
     /// table still lists dead peers, and counting them made live replicas refuse the copies
     /// repair pushed to them.
-    pub fn takes_store(&mut self, resource: &ResourceId, sender: &PeerId) -> bool {
+    /// Peers for which `admits` fails (not admitted to the overlay) do not count either.
+    pub fn takes_store(
+        &mut self,
+        resource: &ResourceId,
+        sender: &PeerId,
+        admits: impl Fn(&PeerId) -> bool,
+    ) -> bool {
         self.ranking.insert(self.me);
         let places = self.config.replicas.max(1).saturating_mul(2);
         let closer = self.ranking.closer_than(resource, &self.me, |peer| {
-            peer != sender && *peer != self.me && self.connected.contains(peer)
+            peer != sender && *peer != self.me && self.connected.contains(peer) && admits(peer)
         });
         closer < places
     }
@@ -289,6 +295,11 @@ impl Replicator {
         self.connected.remove(&peer);
         self.hold_down(peer);
         self.routing_changed(now);
+    }
+
+    /// A request to a peer failed: it is held as down until it connects or answers a probe.
+    pub fn peer_failed(&mut self, peer: PeerId, _now: Instant) {
+        self.hold_down(peer);
     }
 
     /// The routing table changed: repair is scheduled (one pass for the changes of one
@@ -793,17 +804,19 @@ mod tests {
         // With r = 3, the six closest take it; the seventh does not.
         for (place, me) in ranked.iter().take(7).enumerate() {
             assert_eq!(
-                replicator(*me).takes_store(&resource, &sender),
+                replicator(*me).takes_store(&resource, &sender, |_| true),
                 place < 6,
                 "place {place}"
             );
         }
         // The sender does not count: the closest node leaving hands over to the next.
-        assert!(replicator(ranked[6]).takes_store(&resource, &ranked[0]));
+        assert!(replicator(ranked[6]).takes_store(&resource, &ranked[0], |_| true));
         // Nor does a peer that disconnected.
         let mut seventh = replicator(ranked[6]);
         seventh.peer_disconnected(ranked[1], now);
-        assert!(seventh.takes_store(&resource, &sender));
+        assert!(seventh.takes_store(&resource, &sender, |_| true));
+        // Nor one the overlay does not admit.
+        assert!(replicator(ranked[6]).takes_store(&resource, &sender, |p| *p != ranked[2]));
     }
 
     #[test]
