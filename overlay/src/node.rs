@@ -93,10 +93,12 @@ use tracing::{Instrument as _, debug, info, warn};
 
 use crate::access::AccessPolicy;
 use crate::auth::{self, ReplayCache, RouteId};
-use crate::core::{self, Action, Outcome, PassId, Replicator, Slot as PassSlot, View};
+use crate::core::{
+    self, Action, Outcome, PassId, Ranking, Replicator, Slot as PassSlot, View, next_hops,
+};
 use crate::data::{self, Kind, StoredData};
 use crate::error::{self as overlay_error, ErrorCode};
-use crate::id::{ResourceId, closest_nodes, node_distance};
+use crate::id::{ResourceId, closest_nodes};
 use crate::identity::NodeKey;
 use crate::identity::is_self_certifying;
 use crate::message::{self, Body, DEFAULT_MAX_MESSAGE, Envelope, Request, Response};
@@ -1208,18 +1210,16 @@ impl Inner {
     /// closest. Gives the answer envelope as it came back.
     async fn forward(&self, envelope: Envelope, destination: PeerId) -> Result<Envelope, Error> {
         let visited: HashSet<Vec<u8>> = envelope.via.iter().cloned().collect();
-        let mut peers: Vec<PeerId> = self
-            .known_peers()
-            .await
-            .into_iter()
-            .filter(|peer| !visited.contains(&peer.to_bytes()))
-            .collect();
-        if !peers.contains(&destination) {
-            peers.push(destination);
-        }
-        peers.sort_by_cached_key(|peer| node_distance(peer, &destination));
+        let mut ranking = Ranking::new();
+        ranking.set(self.known_peers().await);
+        let hops = next_hops(
+            &ranking,
+            &destination,
+            |peer| visited.contains(&peer.to_bytes()),
+            3,
+        );
         let mut last = Error::Unreachable(format!("no peer known towards {destination}"));
-        for peer in peers.into_iter().take(3) {
+        for peer in hops {
             match self.send(peer, &envelope).await {
                 Ok(reply) => return Ok(reply),
                 Err(error) => {

@@ -35,8 +35,9 @@ use std::time::{Duration, Instant};
 use libp2p::PeerId;
 use libp2p::identity::Keypair;
 
-use crate::core::{self, Action, Outcome, Replicator, Slot, View};
+use crate::core::{self, Action, Outcome, Ranking, Replicator, Slot, View, next_hops};
 use crate::rng::Rng;
+use libp2p::kad::KBucketKey;
 
 /// How a simulation runs.
 #[derive(Debug, Clone)]
@@ -59,6 +60,9 @@ pub struct Config {
     pub detect_delay: (Duration, Duration),
     /// How long the other nodes take to learn a joining node. Default 1 s.
     pub join_delay: Duration,
+    /// How many peers each bucket of a node's routing table (Kademlia's k-buckets) holds,
+    /// for Route messages ([`Sim::route`]). Default 20, Kademlia's.
+    pub bucket_size: usize,
 }
 
 impl Config {
@@ -73,6 +77,7 @@ impl Config {
             request_timeout: Duration::from_secs(2),
             detect_delay: (Duration::from_secs(1), Duration::from_secs(5)),
             join_delay: Duration::from_secs(1),
+            bucket_size: 20,
         }
     }
 }
@@ -124,6 +129,9 @@ struct Node {
     owned: BTreeMap<Slot, u64>,
     known: BTreeSet<PeerId>,
     connected: BTreeSet<PeerId>,
+    /// The routing table of Route messages: at most [`Config::bucket_size`] peers per
+    /// Kademlia bucket.
+    table: Ranking,
     /// Requests under way, by request id.
     pending: BTreeMap<u64, Pending>,
     next_request: u64,
@@ -250,7 +258,36 @@ impl Sim {
         for i in 0..sim.nodes.len() {
             sim.reschedule(i);
         }
+        let all: Vec<usize> = (0..sim.nodes.len()).collect();
+        let keys: Vec<KBucketKey<PeerId>> = ids.iter().map(|id| KBucketKey::from(*id)).collect();
+        for i in 0..sim.nodes.len() {
+            sim.nodes[i].table = routing_table(i, &all, &keys, &ids, sim.config.bucket_size);
+        }
         sim
+    }
+
+    /// Routes a message from node `from` to node `to` the way the overlay's Route does
+    /// ([`next_hops`]) over the nodes' routing tables, without a direct connection unless the
+    /// destination is in a table the message reaches: the number of links it crossed, or
+    /// `None` when it got lost (a loop, a dead end, more than 32 hops). Dead nodes are
+    /// skipped as the real node skips a peer that does not answer.
+    pub fn route(&self, from: usize, to: usize) -> Option<u32> {
+        let destination = self.nodes[to].id;
+        let mut at = from;
+        let mut visited = BTreeSet::from([self.nodes[from].id]);
+        for hops in 0..32 {
+            if at == to {
+                return Some(hops);
+            }
+            let node = &self.nodes[at];
+            let next = next_hops(&node.table, &destination, |p| visited.contains(p), 3)
+                .into_iter()
+                .filter(|p| *p != destination || node.table.contains(p))
+                .find_map(|p| self.index.get(&p).copied().filter(|i| self.nodes[*i].alive))?;
+            visited.insert(self.nodes[next].id);
+            at = next;
+        }
+        None
     }
 
     /// The virtual time now.
@@ -369,6 +406,10 @@ impl Sim {
         node.replicator.routing_changed(self.now);
         let index = self.add(node);
         self.reschedule(index);
+        let live = self.live();
+        let ids: Vec<PeerId> = self.nodes.iter().map(|n| n.id).collect();
+        let keys: Vec<KBucketKey<PeerId>> = ids.iter().map(|id| KBucketKey::from(*id)).collect();
+        self.nodes[index].table = routing_table(index, &live, &keys, &ids, self.config.bucket_size);
         for other in self.live() {
             if other != index {
                 self.schedule(
@@ -791,6 +832,7 @@ impl Sim {
             owned: BTreeMap::new(),
             known: BTreeSet::new(),
             connected: BTreeSet::new(),
+            table: Ranking::new(),
             pending: BTreeMap::new(),
             next_request: 0,
             wake_at: None,
@@ -815,4 +857,31 @@ fn op_answer(ops: &mut BTreeMap<u64, Op>, id: u64, ok: bool, version: Option<u64
             op.found = Some(op.found.map_or(v, |f| f.max(v)));
         }
     }
+}
+
+/// Node `me`'s Kademlia routing table over `nodes`: the first `k` of each bucket (by
+/// index; the ids are random).
+fn routing_table(
+    me: usize,
+    nodes: &[usize],
+    keys: &[KBucketKey<PeerId>],
+    ids: &[PeerId],
+    k: usize,
+) -> Ranking {
+    let mut buckets: BTreeMap<u32, usize> = BTreeMap::new();
+    let mut table = Ranking::new();
+    for &other in nodes {
+        if other == me {
+            continue;
+        }
+        let Some(bucket) = keys[me].distance(&keys[other]).ilog2() else {
+            continue;
+        };
+        let filled = buckets.entry(bucket).or_default();
+        if *filled < k {
+            *filled += 1;
+            table.insert_key(ids[other], keys[other]);
+        }
+    }
+    table
 }

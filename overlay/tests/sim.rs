@@ -295,3 +295,32 @@ fn a_thousand_nodes_keep_every_registration_through_churn() {
     let (stats, wrong) = run(&churn, 1);
     assert!(wrong.is_empty(), "{wrong:?} ({stats:?})");
 }
+
+/// Route messages over Kademlia routing tables (20 peers a bucket) when no direct
+/// connection is possible: at 1,000 nodes the mean hop count stays within
+/// `log2(N) / 2 + 2`, and every message arrives, also after a tenth of the nodes died.
+#[test]
+fn routes_at_a_thousand_nodes_take_few_hops() {
+    let mut sim = Sim::new(Config::new(1000, 5));
+    let bound = (1000f64).log2() / 2.0 + 2.0;
+    for phase in ["settled", "after a tenth died"] {
+        let live = sim.live();
+        let mut total = 0u64;
+        let pairs = 400;
+        for _ in 0..pairs {
+            let from = live[sim.below(live.len())];
+            let to = live[sim.below(live.len())];
+            let hops = sim.route(from, to);
+            assert!(hops.is_some(), "{phase}: {from} -> {to} got lost");
+            total += u64::from(hops.unwrap_or(0));
+        }
+        let mean = total as f64 / f64::from(pairs);
+        eprintln!("{phase}: mean hops {mean:.2} at 1,000 nodes (bound {bound:.2})");
+        assert!(mean <= bound, "{phase}: mean hops {mean} over {bound}");
+        for _ in 0..100 {
+            let live = sim.live();
+            let victim = live[sim.below(live.len())];
+            sim.kill(victim);
+        }
+    }
+}

@@ -10,6 +10,8 @@
 //!   which down peers to probe, when a node may drop a copy. See its docs for the rules.
 //!   [`Replicator::takes_store`] is the rule by which a node takes a Store only as a
 //!   replica.
+//! - [`next_hops`]: where a Route message goes next (the destination, then the known peers
+//!   closest to it that it has not visited): greedy XOR routing.
 //! - [`Ranking`]: the peers a node knows, ranked by XOR distance on Kademlia's ring
 //!   (SHA-256 of the `PeerId` and of the resource, as Kademlia measures), with the keys
 //!   hashed once per peer.
@@ -29,6 +31,8 @@
 
 mod ranking;
 mod replication;
+mod routing;
 
 pub use ranking::Ranking;
 pub use replication::{Action, Config, Outcome, PassId, Replicator, Slot, View};
+pub use routing::next_hops;

@@ -40,6 +40,11 @@ impl Ranking {
             .or_insert_with(|| KBucketKey::from(peer));
     }
 
+    /// Adds one peer whose key is hashed already.
+    pub fn insert_key(&mut self, peer: PeerId, key: KBucketKey<PeerId>) {
+        self.keys.entry(peer).or_insert(key);
+    }
+
     /// Forgets one peer.
     pub fn remove(&mut self, peer: &PeerId) {
         self.keys.remove(peer);
@@ -68,12 +73,22 @@ impl Ranking {
         limit: usize,
         keep: impl Fn(&PeerId) -> bool,
     ) -> Vec<PeerId> {
-        let target = resource.kad_key();
+        self.closest_to(&resource.kad_key(), limit, keep)
+    }
+
+    /// [`Ranking::closest`] for any place on the ring: a resource's or a node's
+    /// (`KBucketKey::from(peer)`).
+    pub fn closest_to<T>(
+        &self,
+        target: &KBucketKey<T>,
+        limit: usize,
+        keep: impl Fn(&PeerId) -> bool,
+    ) -> Vec<PeerId> {
         let mut ranked: Vec<(KBucketDistance, PeerId)> = self
             .keys
             .iter()
             .filter(|(peer, _)| keep(peer))
-            .map(|(peer, key)| (key.distance(&target), *peer))
+            .map(|(peer, key)| (key.distance(target), *peer))
             .collect();
         if limit < ranked.len() {
             if limit == 0 {
