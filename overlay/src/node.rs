@@ -79,6 +79,7 @@
 //! PathTrack are forwarded or delivered; Ping is answered with Pong.
 
 use std::collections::{HashMap, HashSet};
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -1016,7 +1017,11 @@ impl Inner {
     async fn candidates(&self, resource: &ResourceId) -> Result<Vec<PeerId>, Error> {
         let lookup = tokio::time::timeout(
             self.config.lookup_timeout,
-            self.network.closest_peers(resource.to_vec()),
+            // The query ends once twice the replica set answered, not Kademlia's twenty.
+            self.network.closest_n(
+                resource.to_vec(),
+                NonZeroUsize::new(self.config.replicas.max(1) * 2).unwrap_or(NonZeroUsize::MIN),
+            ),
         )
         .await;
         let mut peers: Vec<PeerId> = match lookup {

@@ -62,6 +62,7 @@ mod task;
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
+    num::NonZeroUsize,
     pin::Pin,
     sync::{
         Arc, Mutex, PoisonError,
@@ -71,7 +72,7 @@ use std::{
 };
 
 use futures::{Stream, task::AtomicWaker};
-use libp2p::{Multiaddr, PeerId, identity::Keypair, multiaddr::Protocol};
+use libp2p::{Multiaddr, PeerId, identity::Keypair, kad, multiaddr::Protocol};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument as _;
 
@@ -386,7 +387,14 @@ impl Network {
     /// against `sha256` of each peer id), this node included, nearest first, at most 20,
     /// found by an iterative lookup. On a query timeout, the peers found so far.
     pub async fn closest_peers(&self, key: Vec<u8>) -> Result<Vec<PeerId>, Error> {
-        self.call(|reply| Command::ClosestPeers { key, reply })
+        self.closest_n(key, kad::K_VALUE).await
+    }
+
+    /// [`Network::closest_peers`], but the query ends once it heard from the `count` closest
+    /// peers it found (at most Kademlia's k, 20): a lookup that needs a replica set of `r`
+    /// asks a few peers, not twenty.
+    pub async fn closest_n(&self, key: Vec<u8>, count: NonZeroUsize) -> Result<Vec<PeerId>, Error> {
+        self.call(|reply| Command::ClosestPeers { key, count, reply })
             .await?
     }
 

@@ -10,6 +10,7 @@
 use std::{
     collections::HashMap,
     io,
+    num::NonZeroUsize,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -59,6 +60,8 @@ pub(crate) enum Command {
     Bootstrap(Reply<()>),
     ClosestPeers {
         key: Vec<u8>,
+        /// How many peers the query must have heard from (at most Kademlia's k, 20).
+        count: NonZeroUsize,
         reply: Reply<Vec<PeerId>>,
     },
     RoutingTable(oneshot::Sender<Vec<PeerId>>),
@@ -318,12 +321,16 @@ impl Task {
                     }
                 }
             }
-            Command::ClosestPeers { key, reply } => {
+            Command::ClosestPeers { key, count, reply } => {
                 if self.queries.len() >= max_pending {
                     let _ = reply.send(Err(busy("DHT queries", max_pending)));
                     return;
                 }
-                let id = self.swarm.behaviour_mut().kad.get_closest_peers(key);
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .get_n_closest_peers(key, count);
                 self.queries.insert(id, Query::Closest { reply });
             }
             Command::RoutingTable(reply) => {
