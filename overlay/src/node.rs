@@ -355,6 +355,8 @@ struct Inner {
     replication_wake: tokio::sync::Notify,
     /// Who waits for the end of which pass.
     pass_waiters: Mutex<Vec<(PassId, oneshot::Sender<usize>)>>,
+    /// Set when the node stops: no pass will run any more.
+    stopped: std::sync::atomic::AtomicBool,
     /// The entries this node publishes and refreshes for its users ([`Overlay::publish`]).
     owned: Mutex<HashMap<Slot, Owned>>,
     /// Wakes the node's task when `owned` changed.
@@ -419,6 +421,7 @@ impl Overlay {
             replicator: Mutex::new(replicator),
             replication_wake: tokio::sync::Notify::new(),
             pass_waiters: Mutex::new(Vec::new()),
+            stopped: std::sync::atomic::AtomicBool::new(false),
             owned: Mutex::new(HashMap::new()),
             owned_changed: tokio::sync::Notify::new(),
         });
@@ -710,6 +713,17 @@ impl Overlay {
         if let Some(task) = task {
             task.abort();
             let _ = task.await;
+        }
+        // The replication driver ran in that task: whoever waits for a pass hears Stopped
+        // (under the replicator's lock, which `replicate` holds while it adds a waiter).
+        {
+            let _replicator = self.inner.replicator();
+            self.inner.stopped.store(true, Ordering::Relaxed);
+            self.inner
+                .pass_waiters
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clear();
         }
         let _ = self.inner.network.shutdown().await;
         let _ = self.inner.store.flush();
@@ -1397,10 +1411,6 @@ impl Inner {
         }))
     }
 
-    /// One replication pass over the local store and the entries this node publishes; with
-    /// `handover`, every resource goes to the closest other peers (this node excluded)
-    /// whatever was pushed before. A resource whose replica set no longer includes this node
-    /// is deleted here once the set holds it. Gives how many entries were pushed.
     /// Asks the replicator for a pass (a handover when the node leaves) and waits until the
     /// driver has carried it out; gives how many entries peers acknowledged.
     async fn replicate(&self, handover: bool) -> Result<usize, Error> {
@@ -1408,6 +1418,9 @@ impl Inner {
         {
             // The waiter is in place before the driver can see the pass (it needs this lock).
             let mut replicator = self.replicator();
+            if self.stopped.load(Ordering::Relaxed) {
+                return Err(Error::Stopped);
+            }
             let id = replicator.request_pass(handover, now());
             self.pass_waiters
                 .lock()

@@ -519,6 +519,9 @@ async fn the_replication_tables_forget_resources_that_are_gone() {
     for node in &net.nodes {
         node.kill().await;
     }
+    // A stopped node runs no pass: asking for one is an error, not a wait.
+    let asked = tokio::time::timeout(Duration::from_secs(5), node.replicate()).await;
+    assert!(matches!(asked, Ok(Err(node::Error::Stopped))), "{asked:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
