@@ -1,16 +1,30 @@
-//! The overlay benchmark: N nodes on loopback in this process; prints the time to start and
-//! settle, store and fetch latencies, the hop counts of Route messages and the memory per node.
+//! The overlay benchmark: N p2psip nodes on loopback in this process, then N OpenDHT nodes
+//! (Debian's `python3-opendht`) in a Python process doing the same operations, side by side.
+//! For our nodes it prints the time to start and settle, store and fetch latencies, the hop
+//! counts of Route messages, the memory per node and the idle cost (CPU and memory while the
+//! nodes sit idle after the operations); for OpenDHT the same except Routes; then a table of
+//! both with the ratio ours / theirs.
 //!
 //! `cargo bench -p p2psip-testnet --bench overlay -- --nodes 64 --ops 200 --routes 300 --seed 1`
 //!
+//! `--sizes 64,256` runs each size in turn (both sides each); `--idle S` sets the idle window
+//! (default 10 s); `--opendht off` runs our side only. When `import opendht` fails under
+//! `/usr/bin/python3`, the bench installs `python3-opendht` with apt-get (through `sudo -n`
+//! when it is not root); when that fails too, it says so in one line and runs our side only.
+//!
 //! Every operation runs alone (one at a time) and has a deadline; the choices of nodes come
 //! from a seeded RNG, so two runs with the same arguments do the same operations (the keys are
-//! fresh each run).
+//! fresh each run); the OpenDHT script uses the same RNG, so its puts and gets go through the
+//! same node indices as our stores and fetches. The two sides never run at the same time: our
+//! nodes are shut down before the Python process starts, and it is killed if it overruns.
+
+mod opendht;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result, anyhow, bail};
+use nix::sys::resource::{UsageWho, getrusage};
 use p2psip_overlay::data::{AorClaim, Contact, Delegation, Kind, RegistrationValue, StoredData};
 use p2psip_overlay::id::ResourceId;
 use p2psip_overlay::identity::UserKey;
@@ -19,77 +33,188 @@ use p2psip_testnet::{Options, Testnet};
 
 /// The deadline of one operation.
 const OP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the nodes of either side may take to settle.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// What one operation is on each side, so that the ratios are read fairly.
+const WHAT_IS_MEASURED: &str = "\
+How to read the ratios. p2psip store (SIP-REGISTRATION; its AOR-CLAIM was stored just \
+before, not counted here): a Kademlia lookup of the resource's closest peers (capped at \
+500 ms), then the entry, signed by the device's ed25519 key and carrying the user's ed25519 \
+delegation, sent to the 3 closest nodes at once; each replica checks both signatures and \
+the AOR's claim, writes the entry to sled and flushes it to disk before it answers (sled's \
+flush: on Linux a sync_file_range of the written log, which waits for the data but flushes \
+neither metadata nor the drive's cache); the store ends when all 3 have answered and \
+succeeds on a majority (2). p2psip fetch: a lookup, then the 3 closest replicas asked at \
+once and their entries merged (signatures not checked again). OpenDHT put: an unsigned \
+value, a search for the key's closest nodes, then the value stored in memory by the 8 \
+closest (its TARGET_NODES); done when all 8 acknowledged. OpenDHT get: a search that ends \
+when the 8 closest nodes have answered. Memory per node: resident memory once settled \
+minus the process's before the first node (ours: the bench with its tokio runtime; \
+OpenDHT: the interpreter with opendht imported), divided by N; each p2psip node is a whole \
+P2PSIP node (its SIP side too). Settled: ours, when every routing table holds min(N - 1, 20) \
+peers (libp2p's Kademlia k, peers it reached); OpenDHT, when every node has a good node in \
+its table (its own sense of connected) and finds a probe value the first node put: OpenDHT \
+fills its tables only as far as its searches need, so a table size is no settle rule for it.";
 
 fn main() -> Result<()> {
     let args = Args::parse(std::env::args().skip(1))?;
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("cannot build the tokio runtime")?
-        .block_on(run(args))
+        .context("cannot build the tokio runtime")?;
+    let opendht = if args.opendht {
+        match opendht::prepare() {
+            Ok(version) => Some(version),
+            Err(error) => {
+                println!("OpenDHT side skipped: {error:#}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let mut tables = Vec::new();
+    for &n in &args.sizes {
+        println!("\n== {n} nodes: p2psip");
+        let ours = runtime.block_on(run(&args, n))?;
+        let theirs = opendht.as_ref().and_then(|version| {
+            println!("\n== {n} nodes: OpenDHT {version}");
+            let params = opendht::Params {
+                nodes: n,
+                ops: args.ops,
+                seed: args.seed,
+                value_size: ours.value_size,
+                idle: args.idle,
+                settle_timeout: SETTLE_TIMEOUT,
+                op_timeout: OP_TIMEOUT,
+            };
+            match opendht::run(&params) {
+                Ok(figures) => {
+                    report_opendht(n, &figures);
+                    Some(figures)
+                }
+                Err(error) => {
+                    println!("OpenDHT side, {n} nodes: no figures: {error:#}");
+                    None
+                }
+            }
+        });
+        let table = side_by_side(n, &ours, theirs.as_ref(), opendht.as_deref());
+        println!("\n{table}");
+        tables.push(table);
+    }
+    if opendht.is_some() {
+        println!("\n{WHAT_IS_MEASURED}");
+        if tables.len() > 1 {
+            println!("\nAll sizes:\n\n{}", tables.join("\n"));
+        }
+    }
+    Ok(())
 }
 
-/// The command line: `--nodes N --ops M --routes R --seed S` (cargo's `--bench` is ignored).
+/// The command line: `--nodes N` or `--sizes N,M,..`, `--ops M --routes R --seed S --idle S
+/// --opendht on|off` (cargo's `--bench` is ignored).
 struct Args {
-    nodes: usize,
+    sizes: Vec<usize>,
     ops: usize,
     routes: usize,
     seed: u64,
+    idle: Duration,
+    opendht: bool,
 }
 
 impl Args {
     fn parse(mut args: impl Iterator<Item = String>) -> Result<Args> {
         let mut parsed = Args {
-            nodes: 64,
+            sizes: vec![64],
             ops: 200,
             routes: 300,
             seed: 1,
+            idle: Duration::from_secs(10),
+            opendht: true,
         };
         while let Some(arg) = args.next() {
             if arg == "--bench" {
                 continue;
             }
             let value = args.next().ok_or_else(|| anyhow!("{arg} needs a value"))?;
-            let number =
-                || -> Result<usize> { value.parse().with_context(|| format!("{arg} {value}")) };
+            let number = |value: &str| -> Result<usize> {
+                value.parse().with_context(|| format!("{arg} {value}"))
+            };
             match arg.as_str() {
-                "--nodes" => parsed.nodes = number()?,
-                "--ops" => parsed.ops = number()?,
-                "--routes" => parsed.routes = number()?,
-                "--seed" => parsed.seed = number()? as u64,
-                _ => bail!("unknown argument {arg}; use --nodes, --ops, --routes, --seed"),
+                "--nodes" => parsed.sizes = vec![number(&value)?],
+                "--sizes" => {
+                    parsed.sizes = value.split(',').map(number).collect::<Result<_>>()?;
+                }
+                "--ops" => parsed.ops = number(&value)?,
+                "--routes" => parsed.routes = number(&value)?,
+                "--seed" => parsed.seed = number(&value)? as u64,
+                "--idle" => parsed.idle = Duration::from_secs(number(&value)? as u64),
+                "--opendht" => {
+                    parsed.opendht = match value.as_str() {
+                        "on" => true,
+                        "off" => false,
+                        _ => bail!("--opendht takes on or off, not {value}"),
+                    }
+                }
+                _ => bail!(
+                    "unknown argument {arg}; use --nodes, --sizes, --ops, --routes, --seed, \
+                     --idle, --opendht"
+                ),
             }
         }
-        if parsed.nodes < 2 {
-            bail!("--nodes must be at least 2");
+        if parsed.sizes.iter().any(|&n| n < 2) {
+            bail!("every size must be at least 2 nodes");
         }
         Ok(parsed)
     }
 }
 
-async fn run(args: Args) -> Result<()> {
-    let n = args.nodes;
+/// What our side measured for one size.
+struct Ours {
+    settle: Duration,
+    /// Resident memory once settled, minus the process's before the first node, per node.
+    mem_per_node_mib: f64,
+    stores: Vec<Duration>,
+    fetches: Vec<Duration>,
+    /// The mean size of the registration entries stored, in bytes (OpenDHT's values get it).
+    value_size: usize,
+    idle: Idle,
+}
+
+/// The cost of N nodes sitting idle.
+struct Idle {
+    window: Duration,
+    /// This process's CPU time (user + system, every thread) over the window, % of one core.
+    cpu_percent: f64,
+    /// Resident memory at the window's end, minus the process's before the first node, per node.
+    mem_per_node_mib: f64,
+}
+
+async fn run(args: &Args, n: usize) -> Result<Ours> {
     let mut rng = Rng(args.seed);
     let rss_before = rss_kib()?;
     let started = Instant::now();
     let net = Testnet::start(n, Options::default()).await?;
-    net.settle(Duration::from_secs(180)).await?;
+    net.settle(SETTLE_TIMEOUT).await?;
     let settled = started.elapsed();
     let rss_after = rss_kib()?;
     println!(
         "{n} nodes: started and settled in {:.2} s",
         settled.as_secs_f64()
     );
-    let per_node = rss_after.saturating_sub(rss_before) as f64 / n as f64 / 1024.0;
+    let per_node = mib(rss_after.saturating_sub(rss_before)) / n as f64;
     println!(
         "memory: {per_node:.2} MiB per node; resident total {:.1} MiB (before start {:.1} MiB)",
-        rss_after as f64 / 1024.0,
-        rss_before as f64 / 1024.0
+        mib(rss_after),
+        mib(rss_before)
     );
 
     // Stores: a user claims an AOR through a random node, then registers that node.
     let (mut claims, mut stores, mut failed) = (Vec::new(), Vec::new(), 0);
     let mut users = Vec::new();
+    let mut entry_bytes = 0;
     for op in 0..args.ops {
         let at = rng.below(n);
         let node = running(&net, at)?;
@@ -100,6 +225,7 @@ async fn run(args: Args) -> Result<()> {
             None => failed += 1,
         }
         let (key, data) = user.registration(node)?;
+        entry_bytes += size(&key, &data);
         let entry = (key.clone(), data.clone());
         match timed(node.store(user.resource, Kind::SIP_REGISTRATION, key, data)).await {
             Some((took, _)) => {
@@ -149,8 +275,189 @@ async fn run(args: Args) -> Result<()> {
     report("route", &mut routes);
     println!("route hops (hops: routes): {hops:?}; failed: {lost}");
 
+    // Idle: the nodes keep their connections, tables and replicas up, and nothing else.
+    let (window, cpu) = idle_window(args.idle).await?;
+    let rss_idle = rss_kib()?;
+    let idle = Idle {
+        window,
+        cpu_percent: 100.0 * cpu.as_secs_f64() / window.as_secs_f64(),
+        mem_per_node_mib: mib(rss_idle.saturating_sub(rss_before)) / n as f64,
+    };
+    println!(
+        "idle for {:.1} s: CPU {:.1} % of one core for the {n} nodes ({:.2} % per node); \
+         memory {:.2} MiB per node",
+        window.as_secs_f64(),
+        idle.cpu_percent,
+        idle.cpu_percent / n as f64,
+        idle.mem_per_node_mib
+    );
+
     net.shutdown().await;
-    Ok(())
+    Ok(Ours {
+        settle: settled,
+        mem_per_node_mib: per_node,
+        stores,
+        fetches,
+        value_size: entry_bytes / args.ops.max(1),
+        idle,
+    })
+}
+
+/// Prints what the OpenDHT side measured, as our side's lines.
+fn report_opendht(n: usize, figures: &opendht::Figures) {
+    println!(
+        "{n} nodes: started and settled in {:.2} s (smallest routing table then: {} nodes, {} good)",
+        figures.settle_s, figures.known_min, figures.good_min
+    );
+    println!(
+        "memory: {:.2} MiB per node (the interpreter's {:.1} MiB before the first node subtracted)",
+        figures.mem_per_node_mib,
+        mib(figures.rss_baseline_kib)
+    );
+    for (what, latency) in [("put", &figures.put), ("get", &figures.get)] {
+        match (latency.p50_ms, latency.p99_ms) {
+            (Some(p50), Some(p99)) => println!(
+                "{what}: p50 {p50:.2} ms, p99 {p99:.2} ms ({} ops)",
+                latency.ok
+            ),
+            _ => println!("{what}: no sample"),
+        }
+        println!("{what} failures: {} {:?}", latency.failed, latency.failures);
+    }
+    let idle = &figures.idle;
+    println!(
+        "idle for {:.1} s: CPU {:.1} % of one core for the {n} nodes ({:.2} % per node); \
+         memory {:.2} MiB per node",
+        idle.window_s,
+        idle.cpu_percent,
+        idle.cpu_percent / n as f64,
+        idle.mem_per_node_mib
+    );
+    if figures.truncated {
+        println!("the OpenDHT side ran out of its time budget: not every op was done");
+    }
+}
+
+/// The side-by-side table of one size, in Markdown.
+fn side_by_side(
+    n: usize,
+    ours: &Ours,
+    theirs: Option<&opendht::Figures>,
+    version: Option<&str>,
+) -> String {
+    let ms = |samples: &[Duration], p| percentile(samples, p).map(|d| d.as_secs_f64() * 1000.0);
+    let rows: [(&str, &str, Option<f64>, Option<f64>); 9] = [
+        (
+            "start and settle",
+            "s",
+            Some(ours.settle.as_secs_f64()),
+            theirs.map(|t| t.settle_s),
+        ),
+        (
+            "store / put p50",
+            "ms",
+            ms(&ours.stores, 50),
+            theirs.and_then(|t| t.put.p50_ms),
+        ),
+        (
+            "store / put p99",
+            "ms",
+            ms(&ours.stores, 99),
+            theirs.and_then(|t| t.put.p99_ms),
+        ),
+        (
+            "fetch / get p50",
+            "ms",
+            ms(&ours.fetches, 50),
+            theirs.and_then(|t| t.get.p50_ms),
+        ),
+        (
+            "fetch / get p99",
+            "ms",
+            ms(&ours.fetches, 99),
+            theirs.and_then(|t| t.get.p99_ms),
+        ),
+        (
+            "memory per node, settled",
+            "MiB",
+            Some(ours.mem_per_node_mib),
+            theirs.map(|t| t.mem_per_node_mib),
+        ),
+        (
+            "idle CPU, all nodes",
+            "% of a core",
+            Some(ours.idle.cpu_percent),
+            theirs.map(|t| t.idle.cpu_percent),
+        ),
+        (
+            "idle CPU per node",
+            "% of a core",
+            Some(ours.idle.cpu_percent / n as f64),
+            theirs.map(|t| t.idle.cpu_percent / n as f64),
+        ),
+        (
+            "memory per node, idle after the ops",
+            "MiB",
+            Some(ours.idle.mem_per_node_mib),
+            theirs.map(|t| t.idle.mem_per_node_mib),
+        ),
+    ];
+    let version = version.unwrap_or("(not run)");
+    let mut table = format!(
+        "{n} nodes, idle window {:.0} s | p2psip | OpenDHT {version} | ratio p2psip / OpenDHT\n\
+         --- | --- | --- | ---\n",
+        ours.idle.window.as_secs_f64()
+    );
+    for (what, unit, ours, theirs) in rows {
+        let cell = |value: Option<f64>| match value {
+            Some(value) => format!("{} {unit}", figure(value)),
+            None => "-".to_owned(),
+        };
+        let ratio = match (ours, theirs) {
+            (Some(ours), Some(theirs)) if theirs > 0.0 => figure(ours / theirs),
+            _ => "-".to_owned(),
+        };
+        table.push_str(&format!(
+            "{what} | {} | {} | {ratio}\n",
+            cell(ours),
+            cell(theirs)
+        ));
+    }
+    table
+}
+
+/// A figure with three significant digits or so.
+fn figure(value: f64) -> String {
+    match value.abs() {
+        v if v >= 100.0 => format!("{value:.0}"),
+        v if v >= 10.0 => format!("{value:.1}"),
+        v if v >= 1.0 => format!("{value:.2}"),
+        _ => format!("{value:.3}"),
+    }
+}
+
+/// The CPU time this process spends over an idle window of `length`: (the window as it
+/// was, the CPU time of every thread, user and system).
+async fn idle_window(length: Duration) -> Result<(Duration, Duration)> {
+    let (start, cpu) = (Instant::now(), cpu_time()?);
+    tokio::time::sleep(length).await;
+    Ok((start.elapsed(), cpu_time()?.saturating_sub(cpu)))
+}
+
+/// This process's CPU time so far (every thread, user and system), from getrusage.
+fn cpu_time() -> Result<Duration> {
+    let usage = getrusage(UsageWho::RUSAGE_SELF).context("getrusage")?;
+    let micros = |t: nix::sys::time::TimeVal| {
+        u64::try_from(t.tv_sec()).unwrap_or(0) * 1_000_000 + u64::try_from(t.tv_usec()).unwrap_or(0)
+    };
+    Ok(Duration::from_micros(
+        micros(usage.user_time()) + micros(usage.system_time()),
+    ))
+}
+
+/// The bytes of one stored entry: its dictionary key and its fields.
+fn size(key: &[u8], data: &StoredData) -> usize {
+    key.len() + 8 + 4 + 8 + data.value.len() + data.signer.len() + data.signature.len()
 }
 
 /// One user owning one AOR.
@@ -211,23 +518,28 @@ async fn timed<T, E>(op: impl Future<Output = Result<T, E>>) -> Option<(Duration
     }
 }
 
-/// Prints the p50 and p99 (nearest rank) of `samples`, in ms.
+/// Prints the p50 and p99 (nearest rank) of `samples`, in ms; sorts them.
 fn report(what: &str, samples: &mut [Duration]) {
     samples.sort();
-    let rank = |p: usize| {
-        let i = (samples.len() * p).div_ceil(100).max(1) - 1;
-        samples[i].as_secs_f64() * 1000.0
-    };
-    if samples.is_empty() {
-        println!("{what}: no sample");
-    } else {
-        println!(
+    match (percentile(samples, 50), percentile(samples, 99)) {
+        (Some(p50), Some(p99)) => println!(
             "{what}: p50 {:.2} ms, p99 {:.2} ms ({} ops)",
-            rank(50),
-            rank(99),
+            p50.as_secs_f64() * 1000.0,
+            p99.as_secs_f64() * 1000.0,
             samples.len()
-        );
+        ),
+        _ => println!("{what}: no sample"),
     }
+}
+
+/// The `p`th percentile (nearest rank) of sorted `samples`.
+fn percentile(samples: &[Duration], p: usize) -> Option<Duration> {
+    let i = (samples.len() * p).div_ceil(100).max(1) - 1;
+    samples.get(i).copied()
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
 }
 
 /// This process's resident set size, in KiB (`VmRSS` in `/proc/self/status`).
