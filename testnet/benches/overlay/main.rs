@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result, anyhow, bail};
+use libp2p::identity::Keypair;
 use nix::sys::resource::{UsageWho, getrusage};
 use p2psip_overlay::data::{AorClaim, Contact, Delegation, Kind, RegistrationValue, StoredData};
 use p2psip_overlay::id::ResourceId;
@@ -74,17 +75,24 @@ fn main() -> Result<()> {
     } else {
         None
     };
-    let mut tables = Vec::new();
+    let value_size = registration_size()?;
+    let (mut tables, mut failed) = (Vec::new(), Vec::new());
     for &n in &args.sizes {
         println!("\n== {n} nodes: p2psip");
-        let ours = runtime.block_on(run(&args, n))?;
+        let ours = runtime
+            .block_on(run(&args, n))
+            .inspect_err(|error| {
+                println!("p2psip side, {n} nodes: no figures: {error:#}");
+                failed.push(format!("p2psip at {n} nodes"));
+            })
+            .ok();
         let theirs = opendht.as_ref().and_then(|version| {
             println!("\n== {n} nodes: OpenDHT {version}");
             let params = opendht::Params {
                 nodes: n,
                 ops: args.ops,
                 seed: args.seed,
-                value_size: ours.value_size,
+                value_size,
                 idle: args.idle,
                 settle_timeout: SETTLE_TIMEOUT,
                 op_timeout: OP_TIMEOUT,
@@ -96,11 +104,18 @@ fn main() -> Result<()> {
                 }
                 Err(error) => {
                     println!("OpenDHT side, {n} nodes: no figures: {error:#}");
+                    failed.push(format!("OpenDHT at {n} nodes"));
                     None
                 }
             }
         });
-        let table = side_by_side(n, &ours, theirs.as_ref(), opendht.as_deref());
+        let table = side_by_side(
+            n,
+            args.idle,
+            ours.as_ref(),
+            theirs.as_ref(),
+            opendht.as_deref(),
+        );
         println!("\n{table}");
         tables.push(table);
     }
@@ -109,6 +124,9 @@ fn main() -> Result<()> {
         if tables.len() > 1 {
             println!("\nAll sizes:\n\n{}", tables.join("\n"));
         }
+    }
+    if !failed.is_empty() {
+        bail!("no figures from {} (see above)", failed.join(", "));
     }
     Ok(())
 }
@@ -178,14 +196,11 @@ struct Ours {
     mem_per_node_mib: f64,
     stores: Vec<Duration>,
     fetches: Vec<Duration>,
-    /// The mean size of the registration entries stored, in bytes (OpenDHT's values get it).
-    value_size: usize,
     idle: Idle,
 }
 
 /// The cost of N nodes sitting idle.
 struct Idle {
-    window: Duration,
     /// This process's CPU time (user + system, every thread) over the window, % of one core.
     cpu_percent: f64,
     /// Resident memory at the window's end, minus the process's before the first node, per node.
@@ -197,7 +212,17 @@ async fn run(args: &Args, n: usize) -> Result<Ours> {
     let rss_before = rss_kib()?;
     let started = Instant::now();
     let net = Testnet::start(n, Options::default()).await?;
-    net.settle(SETTLE_TIMEOUT).await?;
+    if let Err(error) = net.settle(SETTLE_TIMEOUT).await {
+        // What a join needs first: a connection to the bootstrap node.
+        let connected = match net.node(0) {
+            Some(node) => node.network().connected_peers().await?.len(),
+            None => 0,
+        };
+        net.shutdown().await;
+        bail!(
+            "{error:#} (node 0, which every node bootstraps from, has {connected} connected peers)"
+        );
+    }
     let settled = started.elapsed();
     let rss_after = rss_kib()?;
     println!(
@@ -214,7 +239,6 @@ async fn run(args: &Args, n: usize) -> Result<Ours> {
     // Stores: a user claims an AOR through a random node, then registers that node.
     let (mut claims, mut stores, mut failed) = (Vec::new(), Vec::new(), 0);
     let mut users = Vec::new();
-    let mut entry_bytes = 0;
     for op in 0..args.ops {
         let at = rng.below(n);
         let node = running(&net, at)?;
@@ -224,8 +248,7 @@ async fn run(args: &Args, n: usize) -> Result<Ours> {
             Some((took, _)) => claims.push(took),
             None => failed += 1,
         }
-        let (key, data) = user.registration(node)?;
-        entry_bytes += size(&key, &data);
+        let (key, data) = user.registration(node.keypair())?;
         let entry = (key.clone(), data.clone());
         match timed(node.store(user.resource, Kind::SIP_REGISTRATION, key, data)).await {
             Some((took, _)) => {
@@ -279,7 +302,6 @@ async fn run(args: &Args, n: usize) -> Result<Ours> {
     let (window, cpu) = idle_window(args.idle).await?;
     let rss_idle = rss_kib()?;
     let idle = Idle {
-        window,
         cpu_percent: 100.0 * cpu.as_secs_f64() / window.as_secs_f64(),
         mem_per_node_mib: mib(rss_idle.saturating_sub(rss_before)) / n as f64,
     };
@@ -298,7 +320,6 @@ async fn run(args: &Args, n: usize) -> Result<Ours> {
         mem_per_node_mib: per_node,
         stores,
         fetches,
-        value_size: entry_bytes / args.ops.max(1),
         idle,
     })
 }
@@ -313,6 +334,10 @@ fn report_opendht(n: usize, figures: &opendht::Figures) {
         "memory: {:.2} MiB per node (the interpreter's {:.1} MiB before the first node subtracted)",
         figures.mem_per_node_mib,
         mib(figures.rss_baseline_kib)
+    );
+    println!(
+        "values of {} bytes (the size of our registration entries)",
+        figures.value_size
     );
     for (what, latency) in [("put", &figures.put), ("get", &figures.get)] {
         match (latency.p50_ms, latency.p99_ms) {
@@ -341,7 +366,8 @@ fn report_opendht(n: usize, figures: &opendht::Figures) {
 /// The side-by-side table of one size, in Markdown.
 fn side_by_side(
     n: usize,
-    ours: &Ours,
+    idle: Duration,
+    ours: Option<&Ours>,
     theirs: Option<&opendht::Figures>,
     version: Option<&str>,
 ) -> String {
@@ -350,55 +376,55 @@ fn side_by_side(
         (
             "start and settle",
             "s",
-            Some(ours.settle.as_secs_f64()),
+            ours.map(|o| o.settle.as_secs_f64()),
             theirs.map(|t| t.settle_s),
         ),
         (
             "store / put p50",
             "ms",
-            ms(&ours.stores, 50),
+            ours.and_then(|o| ms(&o.stores, 50)),
             theirs.and_then(|t| t.put.p50_ms),
         ),
         (
             "store / put p99",
             "ms",
-            ms(&ours.stores, 99),
+            ours.and_then(|o| ms(&o.stores, 99)),
             theirs.and_then(|t| t.put.p99_ms),
         ),
         (
             "fetch / get p50",
             "ms",
-            ms(&ours.fetches, 50),
+            ours.and_then(|o| ms(&o.fetches, 50)),
             theirs.and_then(|t| t.get.p50_ms),
         ),
         (
             "fetch / get p99",
             "ms",
-            ms(&ours.fetches, 99),
+            ours.and_then(|o| ms(&o.fetches, 99)),
             theirs.and_then(|t| t.get.p99_ms),
         ),
         (
             "memory per node, settled",
             "MiB",
-            Some(ours.mem_per_node_mib),
+            ours.map(|o| o.mem_per_node_mib),
             theirs.map(|t| t.mem_per_node_mib),
         ),
         (
             "idle CPU, all nodes",
             "% of a core",
-            Some(ours.idle.cpu_percent),
+            ours.map(|o| o.idle.cpu_percent),
             theirs.map(|t| t.idle.cpu_percent),
         ),
         (
             "idle CPU per node",
             "% of a core",
-            Some(ours.idle.cpu_percent / n as f64),
+            ours.map(|o| o.idle.cpu_percent / n as f64),
             theirs.map(|t| t.idle.cpu_percent / n as f64),
         ),
         (
             "memory per node, idle after the ops",
             "MiB",
-            Some(ours.idle.mem_per_node_mib),
+            ours.map(|o| o.idle.mem_per_node_mib),
             theirs.map(|t| t.idle.mem_per_node_mib),
         ),
     ];
@@ -406,7 +432,7 @@ fn side_by_side(
     let mut table = format!(
         "{n} nodes, idle window {:.0} s | p2psip | OpenDHT {version} | ratio p2psip / OpenDHT\n\
          --- | --- | --- | ---\n",
-        ours.idle.window.as_secs_f64()
+        idle.as_secs_f64()
     );
     for (what, unit, ours, theirs) in rows {
         let cell = |value: Option<f64>| match value {
@@ -455,9 +481,12 @@ fn cpu_time() -> Result<Duration> {
     ))
 }
 
-/// The bytes of one stored entry: its dictionary key and its fields.
-fn size(key: &[u8], data: &StoredData) -> usize {
-    key.len() + 8 + 4 + 8 + data.value.len() + data.signer.len() + data.signature.len()
+/// The bytes of one registration entry as the bench stores them (its dictionary key and its
+/// fields): the size of OpenDHT's values.
+fn registration_size() -> Result<usize> {
+    let user = User::new("sip:bench100@example.org")?;
+    let (key, data) = user.registration(&Keypair::generate_ed25519())?;
+    Ok(key.len() + 8 + 4 + 8 + data.value.len() + data.signer.len() + data.signature.len())
 }
 
 /// One user owning one AOR.
@@ -482,9 +511,9 @@ impl User {
         Ok(claim.entry(self.key.keypair(), now_ms()?, 3600, 1)?)
     }
 
-    /// A registration of the device `node` under the user's AOR, signed by the node's key.
-    fn registration(&self, node: &Overlay) -> Result<(Vec<u8>, StoredData)> {
-        let device = node.keypair();
+    /// A registration of the device `device` (a node's key) under the user's AOR, signed by
+    /// it.
+    fn registration(&self, device: &Keypair) -> Result<(Vec<u8>, StoredData)> {
         let delegation = Delegation::sign(
             self.key.keypair(),
             &self.resource,
@@ -492,7 +521,7 @@ impl User {
             now_ms()? + 3_600_000,
         )?;
         let value = RegistrationValue {
-            destination: node.node_id().to_bytes(),
+            destination: device.public().to_peer_id().to_bytes(),
             contacts: vec![Contact {
                 uri: format!("sip:{}@127.0.0.1:5062", self.aor),
                 q: None,

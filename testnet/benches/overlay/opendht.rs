@@ -79,6 +79,8 @@ pub(crate) struct Params {
 /// What the script measured (its JSON).
 #[derive(Debug, Deserialize)]
 pub(crate) struct Figures {
+    /// The size of each value put, in bytes.
+    pub(crate) value_size: usize,
     /// Start and settle, seconds.
     pub(crate) settle_s: f64,
     /// The fewest nodes a routing table listed once settled.
