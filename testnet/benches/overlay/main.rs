@@ -60,10 +60,6 @@ fills its tables only as far as its searches need, so a table size is no settle 
 
 fn main() -> Result<()> {
     let args = Args::parse(std::env::args().skip(1))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot build the tokio runtime")?;
     let opendht = if args.opendht {
         match opendht::prepare() {
             Ok(version) => Some(version),
@@ -79,8 +75,15 @@ fn main() -> Result<()> {
     let (mut tables, mut failed) = (Vec::new(), Vec::new());
     for &n in &args.sizes {
         println!("\n== {n} nodes: p2psip");
-        let ours = runtime
-            .block_on(run(&args, n))
+        // A runtime of its own, shut down before OpenDHT's side starts: no task of a node
+        // that failed to stop can run on in the background.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("cannot build the tokio runtime")?;
+        let ours = runtime.block_on(run(&args, n));
+        runtime.shutdown_timeout(Duration::from_secs(10));
+        let ours = ours
             .inspect_err(|error| {
                 println!("p2psip side, {n} nodes: no figures: {error:#}");
                 failed.push(format!("p2psip at {n} nodes"));
@@ -215,13 +218,14 @@ async fn run(args: &Args, n: usize) -> Result<Ours> {
     if let Err(error) = net.settle(SETTLE_TIMEOUT).await {
         // What a join needs first: a connection to the bootstrap node.
         let connected = match net.node(0) {
-            Some(node) => node.network().connected_peers().await?.len(),
-            None => 0,
+            Some(node) => match node.network().connected_peers().await {
+                Ok(peers) => format!("has {} connected peers", peers.len()),
+                Err(error) => format!("cannot tell its connected peers: {error}"),
+            },
+            None => "is not running".to_owned(),
         };
         net.shutdown().await;
-        bail!(
-            "{error:#} (node 0, which every node bootstraps from, has {connected} connected peers)"
-        );
+        bail!("{error:#} (node 0, which every node bootstraps from, {connected})");
     }
     let settled = started.elapsed();
     let rss_after = rss_kib()?;

@@ -26,6 +26,7 @@ Every wait has a deadline; the ops stop when --budget seconds are spent (the JSO
 """
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -173,17 +174,21 @@ def settle(opendht, runners, port, timeout, op_timeout):
                 runners[i].bootstrap("127.0.0.1", port)
         time.sleep(POLL)
 
-    key = opendht.InfoHash.get(f"p2psip-bench probe {os.getpid()}-{time.time_ns()}")
-    data = b"probe"
-    status = "the probe put failed"
-    while put(runners[0], opendht.Value(data), key, left())[1]:
-        time.sleep(POLL)
+    # Each round puts a fresh probe from the first node and asks the nodes that have not
+    # found one yet: OpenDHT reuses a node's search for a key it asked before, with the nodes
+    # that search found then, so asking one key again could keep failing.
     waiting = list(range(1, len(runners)))
-    while True:
-        waiting = [i for i in waiting if get(runners[i], key, data, left())[1]]
-        if not waiting:
-            return
-        status = f"nodes that do not find the probe value: {waiting[:10]}"
+    nonce = f"{os.getpid()}-{time.time_ns()}"
+    for probe in itertools.count():
+        key = opendht.InfoHash.get(f"p2psip-bench probe {nonce} {probe}")
+        data = f"probe {probe}".encode()
+        status = "the probe put failed"
+        if put(runners[0], opendht.Value(data), key, left())[1] is None:
+            waiting = [i for i in waiting if get(runners[i], key, data, left())[1]]
+            if not waiting:
+                return
+            status = f"nodes that do not find the probe value: {waiting[:10]}"
+        left()
         time.sleep(POLL)
 
 
