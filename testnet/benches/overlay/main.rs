@@ -7,8 +7,10 @@
 //!
 //! `cargo bench -p p2psip-testnet --bench overlay -- --nodes 64 --ops 200 --routes 300 --seed 1`
 //!
-//! `--sizes 64,256` runs each size in turn (both sides each); `--idle S` sets the idle window
-//! (default 10 s); `--opendht off` runs our side only. When `import opendht` fails under
+//! `--sizes 64,128` runs each size in turn, both sides each, each size in a process of its own
+//! (this bench again with `--nodes N`); `--idle S` sets the idle window (default 10 s);
+//! `--opendht off` runs our side only; `--explain off` leaves out the paragraph on how to read
+//! the ratios. When `import opendht` fails under
 //! `/usr/bin/python3`, the bench installs `python3-opendht` with apt-get (through `sudo -n`
 //! when it is not root); when that fails too, it says so in one line and runs our side only.
 //!
@@ -19,8 +21,10 @@
 //! nodes are shut down before the Python process starts, and it is killed if it overruns.
 
 mod opendht;
+mod process;
 
 use std::collections::BTreeMap;
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -36,6 +40,8 @@ use p2psip_testnet::{Options, Testnet};
 const OP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the nodes of either side may take to settle.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long the process of one size may run (with `--sizes`) before it is killed.
+const SIZE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// What one operation is on each side, so that the ratios are read fairly.
 const WHAT_IS_MEASURED: &str = "\
@@ -71,31 +77,45 @@ fn main() -> Result<()> {
     } else {
         None
     };
-    let value_size = registration_size()?;
-    let (mut tables, mut failed) = (Vec::new(), Vec::new());
-    for &n in &args.sizes {
-        println!("\n== {n} nodes: p2psip");
-        // A runtime of its own, shut down before OpenDHT's side starts: no task of a node
-        // that failed to stop can run on in the background.
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .context("cannot build the tokio runtime")?;
-        let ours = runtime.block_on(run(&args, n));
-        runtime.shutdown_timeout(Duration::from_secs(10));
-        let ours = ours
-            .inspect_err(|error| {
-                println!("p2psip side, {n} nodes: no figures: {error:#}");
-                failed.push(format!("p2psip at {n} nodes"));
-            })
-            .ok();
-        let theirs = opendht.as_ref().and_then(|version| {
+    let failed = match args.sizes[..] {
+        [n] => one_size(&args, n, opendht.as_deref())?,
+        _ => each_size_in_a_process(&args, opendht.is_some())?,
+    };
+    if opendht.is_some() && args.explain {
+        println!("\n{WHAT_IS_MEASURED}");
+    }
+    if !failed.is_empty() {
+        bail!("no figures from {} (see above)", failed.join(", "));
+    }
+    Ok(())
+}
+
+/// Runs both sides for `n` nodes and prints their table; gives what gave no figures.
+fn one_size(args: &Args, n: usize, opendht: Option<&str>) -> Result<Vec<String>> {
+    let mut failed = Vec::new();
+    println!("\n== {n} nodes: p2psip");
+    // A runtime of its own, shut down before OpenDHT's side starts: no task of a node that
+    // failed to stop can run on in the background.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot build the tokio runtime")?;
+    let ours = runtime.block_on(run(args, n));
+    runtime.shutdown_timeout(Duration::from_secs(10));
+    let ours = ours
+        .inspect_err(|error| {
+            println!("p2psip side, {n} nodes: no figures: {error:#}");
+            failed.push(format!("p2psip at {n} nodes"));
+        })
+        .ok();
+    let theirs = match opendht {
+        Some(version) => {
             println!("\n== {n} nodes: OpenDHT {version}");
             let params = opendht::Params {
                 nodes: n,
                 ops: args.ops,
                 seed: args.seed,
-                value_size,
+                value_size: registration_size()?,
                 idle: args.idle,
                 settle_timeout: SETTLE_TIMEOUT,
                 op_timeout: OP_TIMEOUT,
@@ -111,31 +131,42 @@ fn main() -> Result<()> {
                     None
                 }
             }
-        });
-        let table = side_by_side(
-            n,
-            args.idle,
-            ours.as_ref(),
-            theirs.as_ref(),
-            opendht.as_deref(),
-        );
-        println!("\n{table}");
-        tables.push(table);
-    }
-    if opendht.is_some() {
-        println!("\n{WHAT_IS_MEASURED}");
-        if tables.len() > 1 {
-            println!("\nAll sizes:\n\n{}", tables.join("\n"));
+        }
+        None => None,
+    };
+    let table = side_by_side(n, args.idle, ours.as_ref(), theirs.as_ref(), opendht);
+    println!("\n{table}");
+    Ok(failed)
+}
+
+/// Runs each size in a process of its own (this bench with `--nodes N`): a process that ran
+/// the nodes of an earlier size keeps their memory in its allocator, and the next size would
+/// reuse it unseen. Gives the sizes that gave no figures.
+fn each_size_in_a_process(args: &Args, opendht: bool) -> Result<Vec<String>> {
+    let bench = std::env::current_exe().context("cannot find this bench's executable")?;
+    let mut failed = Vec::new();
+    for &n in &args.sizes {
+        let mut child = Command::new(&bench)
+            .args(["--nodes", &n.to_string()])
+            .args(["--ops", &args.ops.to_string()])
+            .args(["--routes", &args.routes.to_string()])
+            .args(["--seed", &args.seed.to_string()])
+            .args(["--idle", &args.idle.as_secs().to_string()])
+            .args(["--opendht", if opendht { "on" } else { "off" }])
+            .args(["--explain", "off"])
+            .spawn()
+            .with_context(|| format!("cannot start {}", bench.display()))?;
+        match process::wait(&mut child, SIZE_TIMEOUT) {
+            Ok(status) if status.success() => {}
+            Ok(status) => failed.push(format!("the run of {n} nodes ({status})")),
+            Err(error) => failed.push(format!("the run of {n} nodes ({error:#})")),
         }
     }
-    if !failed.is_empty() {
-        bail!("no figures from {} (see above)", failed.join(", "));
-    }
-    Ok(())
+    Ok(failed)
 }
 
 /// The command line: `--nodes N` or `--sizes N,M,..`, `--ops M --routes R --seed S --idle S
-/// --opendht on|off` (cargo's `--bench` is ignored).
+/// --opendht on|off --explain on|off` (cargo's `--bench` is ignored).
 struct Args {
     sizes: Vec<usize>,
     ops: usize,
@@ -143,6 +174,8 @@ struct Args {
     seed: u64,
     idle: Duration,
     opendht: bool,
+    /// Whether to print how to read the ratios.
+    explain: bool,
 }
 
 impl Args {
@@ -154,6 +187,7 @@ impl Args {
             seed: 1,
             idle: Duration::from_secs(10),
             opendht: true,
+            explain: true,
         };
         while let Some(arg) = args.next() {
             if arg == "--bench" {
@@ -172,16 +206,11 @@ impl Args {
                 "--routes" => parsed.routes = number(&value)?,
                 "--seed" => parsed.seed = number(&value)? as u64,
                 "--idle" => parsed.idle = Duration::from_secs(number(&value)? as u64),
-                "--opendht" => {
-                    parsed.opendht = match value.as_str() {
-                        "on" => true,
-                        "off" => false,
-                        _ => bail!("--opendht takes on or off, not {value}"),
-                    }
-                }
+                "--opendht" => parsed.opendht = on_off(&arg, &value)?,
+                "--explain" => parsed.explain = on_off(&arg, &value)?,
                 _ => bail!(
                     "unknown argument {arg}; use --nodes, --sizes, --ops, --routes, --seed, \
-                     --idle, --opendht"
+                     --idle, --opendht, --explain"
                 ),
             }
         }
@@ -189,6 +218,14 @@ impl Args {
             bail!("every size must be at least 2 nodes");
         }
         Ok(parsed)
+    }
+}
+
+fn on_off(arg: &str, value: &str) -> Result<bool> {
+    match value {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => bail!("{arg} takes on or off, not {value}"),
     }
 }
 

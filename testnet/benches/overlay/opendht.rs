@@ -2,14 +2,14 @@
 //! (installing it with apt-get when it is missing), runs `opendht_bench.py` with
 //! `/usr/bin/python3` for one size, bounded by a deadline, and reads the JSON it prints.
 
-use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use serde::Deserialize;
+
+use crate::process::bounded;
 
 /// The interpreter Debian's binding is built for.
 const PYTHON: &str = "/usr/bin/python3";
@@ -205,66 +205,6 @@ fn apt(args: &[&str]) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// A process that ended by itself.
-struct Finished {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `command` to its end, reading its stdout (and its stderr when the caller piped it);
-/// kills it when it is still running after `timeout`.
-fn bounded(command: &mut Command, timeout: Duration) -> Result<Finished> {
-    let program = command.get_program().to_string_lossy().into_owned();
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("cannot start {program}"))?;
-    let stdout = reader(child.stdout.take());
-    let stderr = reader(child.stderr.take());
-    let status = wait(&mut child, timeout).with_context(|| program.clone())?;
-    Ok(Finished {
-        status,
-        stdout: collect(stdout),
-        stderr: collect(stderr),
-    })
-}
-
-/// Waits for `child`, polling, until `timeout`; then kills it and fails.
-fn wait(child: &mut Child, timeout: Duration) -> Result<ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(status);
-        }
-        if Instant::now() >= deadline {
-            child.kill().context("cannot kill it")?;
-            child.wait()?;
-            bail!("killed after {timeout:?}, its deadline");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A thread reading a pipe to its end (when the process exits or is killed).
-fn reader(pipe: Option<impl Read + Send + 'static>) -> Option<JoinHandle<String>> {
-    pipe.map(|mut pipe| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            // A read error leaves what was read so far.
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    })
-}
-
-fn collect(reader: Option<JoinHandle<String>>) -> String {
-    reader
-        .and_then(|reader| reader.join().ok())
-        .unwrap_or_default()
 }
 
 fn secs(duration: Duration) -> String {
