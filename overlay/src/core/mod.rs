@@ -36,3 +36,12 @@ mod routing;
 pub use ranking::Ranking;
 pub use replication::{Action, Config, Outcome, PassId, Replicator, Slot, View};
 pub use routing::next_hops;
+
+/// A fixed peer for the unit tests of the core: the Node-ID of the ed25519 key `[i; 32]`.
+#[cfg(test)]
+fn test_peer(i: u8) -> libp2p::PeerId {
+    libp2p::identity::Keypair::ed25519_from_bytes([i; 32])
+        .expect("any 32 bytes are an ed25519 secret key")
+        .public()
+        .to_peer_id()
+}

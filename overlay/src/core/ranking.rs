@@ -126,20 +126,12 @@ impl Ranking {
 
 #[cfg(test)]
 mod tests {
-    use libp2p::identity::Keypair;
-
     use super::*;
+    use crate::core::test_peer;
     use crate::id::closest_nodes;
 
     fn peers(n: u8) -> Vec<PeerId> {
-        (0..n)
-            .map(|i| {
-                Keypair::ed25519_from_bytes([i; 32])
-                    .expect("a key")
-                    .public()
-                    .to_peer_id()
-            })
-            .collect()
+        (0..n).map(test_peer).collect()
     }
 
     #[test]

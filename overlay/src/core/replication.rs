@@ -354,7 +354,7 @@ impl Replicator {
     }
 
     /// The answer to [`Action::NeedView`]. Unanswered, the pass waits.
-    pub fn view(&mut self, view: View, now: Instant) {
+    pub fn view(&mut self, view: View, _now: Instant) {
         let Some(pass) = &mut self.pass else {
             return;
         };
@@ -394,11 +394,11 @@ impl Replicator {
             waiting,
             active: BTreeMap::new(),
         };
-        self.advance(now);
+        self.advance();
     }
 
     /// The answer to [`Action::Push`].
-    pub fn pushed(&mut self, peer: PeerId, slot: Slot, outcome: Outcome, now: Instant) {
+    pub fn pushed(&mut self, peer: PeerId, slot: Slot, outcome: Outcome, _now: Instant) {
         let Some(pass) = &mut self.pass else {
             return;
         };
@@ -429,7 +429,7 @@ impl Replicator {
                 self.hold_down(peer);
             }
         }
-        self.advance(now);
+        self.advance();
     }
 
     fn fresh_id(&mut self) -> PassId {
@@ -471,7 +471,7 @@ impl Replicator {
 
     /// Moves every walk as far as it goes without an answer; ends the pass when all are
     /// done.
-    fn advance(&mut self, now: Instant) {
+    fn advance(&mut self) {
         let Some(mut pass) = self.pass.take() else {
             return;
         };
@@ -520,7 +520,6 @@ impl Replicator {
             if let Some((id, handover)) = self.queued.take() {
                 self.start(id, handover);
             }
-            let _ = now;
         } else {
             self.pass = Some(pass);
         }
@@ -612,17 +611,9 @@ impl Replicator {
 
 #[cfg(test)]
 mod tests {
-    use libp2p::identity::Keypair;
-
     use super::*;
+    use crate::core::test_peer as peer;
     use crate::id::closest_nodes;
-
-    fn peer(i: u8) -> PeerId {
-        Keypair::ed25519_from_bytes([i; 32])
-            .expect("a key")
-            .public()
-            .to_peer_id()
-    }
 
     fn drain(replicator: &mut Replicator) -> Vec<Action> {
         std::iter::from_fn(|| replicator.poll_action()).collect()

@@ -33,17 +33,9 @@ pub fn next_hops(
 
 #[cfg(test)]
 mod tests {
-    use libp2p::identity::Keypair;
-
     use super::*;
+    use crate::core::test_peer as peer;
     use crate::id::node_distance;
-
-    fn peer(i: u8) -> PeerId {
-        Keypair::ed25519_from_bytes([i; 32])
-            .expect("a key")
-            .public()
-            .to_peer_id()
-    }
 
     #[test]
     fn the_destination_first_then_the_closest_not_visited() {
