@@ -9,6 +9,7 @@ mod support;
 use std::collections::HashSet;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use p2psip_overlay::id::{ResourceId, closest_nodes};
 use p2psip_testnet::Options;
 use support::{N, User, eventually, fetches, missing, testnet, within};
 
@@ -18,26 +19,53 @@ const KILLED: usize = 10;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registrations_survive_killing_10_of_32_nodes_and_a_node_restarts() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
     let started = Instant::now();
     let mut net = testnet(N, Options::default()).await;
     let owners: Vec<usize> = (0..USERS).map(|u| (u * 4 + 1) % N).collect();
+    // The first two users' AORs are named so that no owner is among their replicas: the
+    // test kills those replica sets whole.
+    let ids: Vec<_> = net.live().map(|(_, node)| node.node_id()).collect();
+    let owner_ids: HashSet<_> = owners.iter().map(|&i| ids[i]).collect();
+    let aor = |u: usize| {
+        (0..)
+            .map(|k| format!("sip:user{u}.{k}@example.org"))
+            .find(|aor| {
+                let resource = ResourceId::for_aor(aor).unwrap();
+                u >= 2
+                    || closest_nodes(&resource, ids.iter().copied(), 3)
+                        .iter()
+                        .all(|id| !owner_ids.contains(id))
+            })
+            .unwrap()
+    };
     let mut users = Vec::new();
     for (u, &at) in owners.iter().enumerate() {
         let node = net.node(at).unwrap();
-        let user = User::claim(node, &format!("sip:user{u}@example.org")).await;
+        let user = User::claim(node, &aor(u)).await;
         let entry = user.publish(node, 3600).await;
         users.push((user, entry));
     }
 
-    // Kill 10 nodes at once, chosen at random among those that own no registration (an owner
-    // that dies takes its device's registration with it; it is not expected to survive).
+    // Kill 10 nodes at once among those that own no registration (an owner that dies takes
+    // its device's registration with it; it is not expected to survive): every holder of
+    // two users (their owners must restore them from scratch), and others chosen at random.
     let mut seed = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64;
     eprintln!("victims drawn with seed {seed}");
-    let mut candidates: Vec<usize> = (0..N).filter(|i| !owners.contains(i)).collect();
-    let mut victims = HashSet::new();
+    let mut victims: HashSet<usize> = users[..2]
+        .iter()
+        .flat_map(|(user, (key, _))| user.holders(&net, key))
+        .filter(|i| !owners.contains(i))
+        .collect();
+    let mut candidates: Vec<usize> = (0..N)
+        .filter(|i| !owners.contains(i) && !victims.contains(i))
+        .collect();
     while victims.len() < KILLED {
         seed = seed
             .wrapping_mul(6364136223846793005)
@@ -50,6 +78,10 @@ async fn registrations_survive_killing_10_of_32_nodes_and_a_node_restarts() {
         .filter(|(user, (key, _))| user.holders(&net, key).is_subset(&victims))
         .count();
     eprintln!("killing {victims:?}; {lost_every_holder} registrations lose every holder");
+    assert!(
+        lost_every_holder >= 2,
+        "the test must kill whole replica sets"
+    );
     // The victim that comes back at the end (the one that held the most), and what it held.
     let held = |i: usize| -> HashSet<_> {
         net.node(i)
@@ -93,6 +125,32 @@ async fn registrations_survive_killing_10_of_32_nodes_and_a_node_restarts() {
         );
         if missing.is_empty() && thin.is_empty() {
             break;
+        }
+        for &(u, _) in &thin {
+            let (user, _) = &users[u];
+            let owner = net.node(owners[u]).unwrap();
+            let live = net.live().map(|(_, node)| node.node_id());
+            let closest = closest_nodes(&user.resource, live, 3);
+            let known: HashSet<_> = owner
+                .network()
+                .routing_table()
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .collect();
+            let connected: HashSet<_> = owner
+                .network()
+                .connected_peers()
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .collect();
+            eprintln!(
+                "user {u}: its owner knows {} and is connected to {} of the 3 closest live nodes; routing table {} peers",
+                closest.iter().filter(|p| known.contains(p)).count(),
+                closest.iter().filter(|p| connected.contains(p)).count(),
+                known.len()
+            );
         }
         assert!(
             Instant::now() < deadline,

@@ -43,7 +43,7 @@ where
     }
 }
 
-/// One user owning one AOR, with a claim stored through a node.
+/// One user owning one AOR, with a claim published through a node.
 pub struct User {
     pub key: UserKey,
     pub aor: String,
@@ -55,15 +55,22 @@ impl User {
         let key = UserKey::generate();
         let resource = ResourceId::for_aor(aor).unwrap();
         let claim = AorClaim::new(aor, &key.public(), now_ms() + 3_600_000).unwrap();
-        let (dict_key, data) = claim.entry(key.keypair(), now_ms(), 3600, 1).unwrap();
-        let acked = within(
+        // Published, as a node publishes its user's claim: the node keeps it on the replica
+        // set (a registration is refused under an AOR nobody claimed).
+        within(
             "claim",
             30,
-            node.store(resource, Kind::AOR_CLAIM, dict_key, data),
+            node.publish(
+                resource,
+                Kind::AOR_CLAIM,
+                Vec::new(),
+                claim.encode(),
+                3600,
+                key.keypair(),
+            ),
         )
         .await
         .unwrap();
-        assert!(acked >= 2, "claim acked by {acked}");
         User {
             key,
             aor: aor.to_owned(),
