@@ -123,7 +123,22 @@ pub enum Request {
         /// The destination node (`PeerId` bytes).
         destination: Vec<u8>,
     },
+    /// Fetch every live entry of a resource for several kinds at once (RELOAD's FetchReq
+    /// carries a list of kinds), and ask whether the peer is a replica of the resource: a
+    /// lookup in one round trip ([`Response::FetchedKinds`]). At most [`MAX_KINDS`] kinds.
+    FetchKinds {
+        /// The resource.
+        resource: ResourceId,
+        /// The kinds, each at most once.
+        kinds: Vec<Kind>,
+    },
 }
+
+/// The entries of one resource and kind, by dictionary key.
+pub type Entries = Vec<(Vec<u8>, StoredData)>;
+
+/// The most kinds one [`Request::FetchKinds`] may name.
+pub const MAX_KINDS: usize = 8;
 
 /// The answer to a request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,6 +179,16 @@ pub enum Response {
         code: ErrorCode,
         /// The error's sentence, for people.
         message: String,
+    },
+    /// The answer to [`Request::FetchKinds`]: the live entries of each kind asked for, in
+    /// the order asked.
+    FetchedKinds {
+        /// Each kind's entries, by dictionary key.
+        kinds: Vec<(Kind, Entries)>,
+        /// Whether the peer holds itself a member of the resource's replica set: among the
+        /// `r` closest to it of itself and the live peers it knows. A lookup that asked the
+        /// `r` peers it believes closest and heard `true` from each needs no other round trip.
+        replica: bool,
     },
 }
 

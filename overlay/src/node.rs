@@ -21,7 +21,10 @@
 //!   registrations from all `r` members of the replica set (a silent one replaced by the next
 //!   closest), every entry checked as a storing node would check it, and the claim decided by
 //!   a majority ([`quorum`]); entries that fail are discarded and counted
-//!   ([`Overlay::rejected_entries`]).
+//!   ([`Overlay::rejected_entries`]). On a settled overlay it costs one round trip: the `r`
+//!   peers the node believes closest are asked at once (one FetchKinds each), and when every
+//!   one answers that it is a replica as far as it knows, no Kademlia lookup is made
+//!   ([`Overlay::lookups`] counts both ways).
 //! - [`Overlay::route`] sends an opaque payload hop by hop to a node; the destination hands it
 //!   to the handler set by [`Overlay::set_route_handler`], and the answer retraces the path.
 //!   Every hop calls [`Envelope::hop`] (TTL, Via list, loop detection) and forwards to the
@@ -75,7 +78,8 @@
 //! peers that are silent without this node knowing it) answers [`ErrorCode::NotReplica`]
 //! (counted in [`Overlay::not_replica`]), and the storing node tries the next closest peer.
 //! Then it goes through [`Store::store`] (on disk before the answer; a replayed entry costs
-//! no write, and per-signer quotas apply); Fetch and Stat read the local store; Route and
+//! no write, and per-signer quotas apply); Fetch, FetchKinds (which also says whether this
+//! node is a replica, [`core::Replicator::is_replica`]) and Stat read the local store; Route and
 //! PathTrack are forwarded or delivered; Ping is answered with Pong.
 
 use std::collections::{HashMap, HashSet};
@@ -102,7 +106,7 @@ use crate::error::{self as overlay_error, ErrorCode};
 use crate::id::{ResourceId, closest_nodes};
 use crate::identity::NodeKey;
 use crate::identity::is_self_certifying;
-use crate::message::{self, Body, DEFAULT_MAX_MESSAGE, Envelope, Request, Response};
+use crate::message::{self, Body, DEFAULT_MAX_MESSAGE, Envelope, MAX_KINDS, Request, Response};
 use crate::network::{self, Event, Events, Network, Responder};
 use crate::quorum;
 use crate::rng::Rng;
@@ -348,6 +352,8 @@ struct Inner {
     refused_pushes: AtomicU64,
     /// Route and PathTrack messages forwarded for other nodes.
     forwarded: AtomicU64,
+    /// How this node's lookups went.
+    lookups: LookupCounters,
     /// Replication and repair's decisions ([`core::Replicator`]); also which peers are held
     /// as down (disconnected, or failed a request) and skipped until they answer.
     replicator: Mutex<Replicator>,
@@ -361,6 +367,21 @@ struct Inner {
     owned: Mutex<HashMap<Slot, Owned>>,
     /// Wakes the node's task when `owned` changed.
     owned_changed: tokio::sync::Notify,
+}
+
+/// How this node's lookups of AORs went ([`Overlay::lookups`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lookups {
+    /// Answered in one round trip by the replicas this node knew.
+    pub one_round_trip: u64,
+    /// That needed a Kademlia lookup of the replica set.
+    pub full: u64,
+}
+
+#[derive(Debug, Default)]
+struct LookupCounters {
+    one_round_trip: AtomicU64,
+    full: AtomicU64,
 }
 
 /// Where one entry lives: resource, kind and dictionary key.
@@ -418,6 +439,7 @@ impl Overlay {
             not_replica: AtomicU64::new(0),
             refused_pushes: AtomicU64::new(0),
             forwarded: AtomicU64::new(0),
+            lookups: LookupCounters::default(),
             replicator: Mutex::new(replicator),
             replication_wake: tokio::sync::Notify::new(),
             pass_waiters: Mutex::new(Vec::new()),
@@ -473,6 +495,15 @@ impl Overlay {
     /// the enrollment CA, under a claim that lost the vote...) and were discarded.
     pub fn rejected_entries(&self) -> u64 {
         self.inner.rejected_entries.load(Ordering::Relaxed)
+    }
+
+    /// How this node's lookups of AORs ([`Overlay::fetch_verified`]) went: how many the
+    /// replicas it knew answered in one round trip, how many needed a Kademlia lookup.
+    pub fn lookups(&self) -> Lookups {
+        Lookups {
+            one_round_trip: self.inner.lookups.one_round_trip.load(Ordering::Relaxed),
+            full: self.inner.lookups.full.load(Ordering::Relaxed),
+        }
     }
 
     /// How many stores this node refused because it is not among the replicas of their
@@ -973,14 +1004,8 @@ impl Inner {
         self.store_local(resource, kind, key, data).await
     }
 
-    /// Whether this node is one of the replicas of `resource` as far as it knows: among the
-    /// `r` closest to it of the live peers it knows and itself, with a margin of `r` more
-    /// places, since a closer peer may be silent without this node knowing it (the storing
-    /// node then comes to the next closest: a silent replica must not shrink the replica
-    /// set). The sender of the store does not count: a node that leaves hands its data to the
-    /// closest other peers, which are the replicas once it is gone.
-    /// Whether this node takes a Store of `resource` from `sender`
-    /// ([`Replicator::takes_store`]).
+    /// Whether this node takes a Store of `resource` from `sender`: it is among the replicas
+    /// as far as it knows, with a margin ([`Replicator::takes_store`]).
     fn is_replica(&self, resource: &ResourceId, sender: PeerId) -> bool {
         self.replicator()
             .takes_store(resource, &sender, |peer| self.network.admits(peer))
@@ -1020,6 +1045,70 @@ impl Inner {
         }
         match self.ask(peer, Request::Fetch { resource, kind }).await? {
             Response::Fetched { entries } => Ok(entries),
+            other => Err(unexpected(peer, &other)),
+        }
+    }
+
+    /// The answer to a [`Request::FetchKinds`] here: the live entries of each kind, and
+    /// whether this node is a replica of the resource ([`Replicator::is_replica`]).
+    fn fetch_kinds_here(&self, resource: &ResourceId, kinds: &[Kind]) -> Result<Response, Error> {
+        if kinds.len() > MAX_KINDS {
+            self.bad_messages.fetch_add(1, Ordering::Relaxed);
+            let why = format!("a fetch of {} kinds (at most {MAX_KINDS})", kinds.len());
+            return Err(overlay_error::Error::invalid(why).into());
+        }
+        let now = now_ms();
+        let mut fetched = Vec::with_capacity(kinds.len());
+        for (i, kind) in kinds.iter().enumerate() {
+            if kinds[..i].contains(kind) {
+                self.bad_messages.fetch_add(1, Ordering::Relaxed);
+                let why = format!("kind {} named twice in one fetch", kind.0);
+                return Err(overlay_error::Error::invalid(why).into());
+            }
+            fetched.push((*kind, self.store.get(resource, *kind, now)?));
+        }
+        let replica = self
+            .replicator()
+            .is_replica(resource, |peer| self.network.admits(peer));
+        Ok(Response::FetchedKinds {
+            kinds: fetched,
+            replica,
+        })
+    }
+
+    /// An AOR's claims and registrations as `peer` holds them, in one request, and whether
+    /// it holds itself a replica.
+    async fn aor_at(
+        &self,
+        peer: PeerId,
+        resource: ResourceId,
+    ) -> Result<(quorum::Answer, bool), Error> {
+        let kinds = vec![Kind::AOR_CLAIM, Kind::SIP_REGISTRATION];
+        let response = if peer == self.id {
+            self.fetch_kinds_here(&resource, &kinds)?
+        } else {
+            self.ask(peer, Request::FetchKinds { resource, kinds })
+                .await?
+        };
+        match response {
+            Response::FetchedKinds { kinds, replica } => match <[_; 2]>::try_from(kinds) {
+                Ok(
+                    [
+                        (Kind::AOR_CLAIM, claims),
+                        (Kind::SIP_REGISTRATION, registrations),
+                    ],
+                ) => Ok((
+                    quorum::Answer {
+                        peer,
+                        claims,
+                        registrations,
+                    },
+                    replica,
+                )),
+                _ => Err(Error::Unreachable(format!(
+                    "{peer} answered a fetch with other kinds than those asked"
+                ))),
+            },
             other => Err(unexpected(peer, &other)),
         }
     }
@@ -1136,25 +1225,54 @@ impl Inner {
         }
     }
 
+    /// An AOR's verified registrations. First in one round trip: the `r` peers this node
+    /// believes closest to the resource are asked at once, and when each answers within the
+    /// lookup timeout and holds itself a replica, their majority decides. Otherwise (a peer
+    /// silent or not a replica, the answers disagreeing) through a Kademlia lookup of the
+    /// replica set.
     async fn fetch_verified(&self, aor: &str) -> Result<quorum::Verified, Error> {
         let resource = ResourceId::for_aor(aor)?;
+        let self_certifying = is_self_certifying(aor);
+        let r = self.config.replicas.max(1);
+        let believed = self.replicator().closest(&resource, r);
+        // A silent peer among them sends the lookup the long way after the lookup timeout.
+        let asked = tokio::time::timeout(
+            self.config.lookup_timeout,
+            futures::future::join_all(believed.iter().map(|peer| self.aor_at(*peer, resource))),
+        )
+        .await
+        .unwrap_or_default();
+        let mut answers = Vec::with_capacity(asked.len());
+        let mut all_replicas = !asked.is_empty();
+        for result in asked {
+            match result {
+                Ok((answer, replica)) => {
+                    all_replicas &= replica;
+                    answers.push(answer);
+                }
+                Err(error) => {
+                    debug!(%resource, %error, "a replica did not answer a lookup");
+                    all_replicas = false;
+                }
+            }
+        }
+        if all_replicas {
+            match self.verify(&resource, self_certifying, answers.len(), &answers) {
+                Ok(verified) => {
+                    self.lookups.one_round_trip.fetch_add(1, Ordering::Relaxed);
+                    return Ok(verified);
+                }
+                Err(error) => debug!(%resource, %error, "the believed replicas disagree"),
+            }
+        }
+        self.lookups.full.fetch_add(1, Ordering::Relaxed);
         let candidates = self.candidates(&resource).await?;
-        let set = self.config.replicas.max(1).min(candidates.len());
+        let set = r.min(candidates.len());
         let results = ask_in_turn(
             candidates,
             set,
             |_| true,
-            |peer| async move {
-                let (claims, registrations) = tokio::join!(
-                    self.fetch_at(peer, resource, Kind::AOR_CLAIM),
-                    self.fetch_at(peer, resource, Kind::SIP_REGISTRATION)
-                );
-                Ok::<_, Error>(quorum::Answer {
-                    peer,
-                    claims: claims?,
-                    registrations: registrations?,
-                })
-            },
+            |peer| async move { Ok::<_, Error>(self.aor_at(peer, resource).await?.0) },
         )
         .await;
         let mut answers = Vec::new();
@@ -1171,15 +1289,27 @@ impl Inner {
         if answers.is_empty() {
             return Err(last.unwrap_or_else(|| Error::Unreachable("no replica known".into())));
         }
+        self.verify(&resource, self_certifying, set, &answers)
+            .inspect_err(|error| warn!(%resource, %error, "no majority among the replicas"))
+    }
+
+    /// The majority of a replica set of `set` peers, from their answers
+    /// ([`quorum::decide`]); counts and logs the entries and peers it discarded.
+    fn verify(
+        &self,
+        resource: &ResourceId,
+        self_certifying: bool,
+        set: usize,
+        answers: &[quorum::Answer],
+    ) -> Result<quorum::Verified, Error> {
         let verified = quorum::decide(
-            &resource,
-            is_self_certifying(aor),
+            resource,
+            self_certifying,
             set,
-            &answers,
+            answers,
             now_ms(),
             &self.config.policy,
-        )
-        .inspect_err(|error| warn!(%resource, %error, "no majority among the replicas"))?;
+        )?;
         self.rejected_entries
             .fetch_add(verified.rejected_count, Ordering::Relaxed);
         for (peer, reason) in &verified.rejected {
@@ -1301,6 +1431,7 @@ impl Inner {
                         .collect(),
                 })
                 .map_err(Error::Overlay),
+            Request::FetchKinds { resource, kinds } => self.fetch_kinds_here(&resource, &kinds),
             Request::Ping => Ok(Response::Pong),
             Request::Route { destination, .. } | Request::PathTrack { destination } => {
                 return self.route_step(peer, envelope, destination).await;
@@ -1645,16 +1776,17 @@ impl Inner {
             .collect()
     }
 
-    /// Pushes the entries of one resource to one peer; gives how many it acknowledged
-    /// holding: stored, or refused because it holds a newer version. Any other refusal (full,
-    /// forbidden, not a replica) is not an acknowledgement; an unreachable peer is an error.
+    /// Pushes the entries of one resource to one peer, one at a time. An entry is
+    /// acknowledged when the peer stored it or holds a newer version; any other refusal
+    /// (full, forbidden, not a replica) is not an acknowledgement. A `Busy` answer stops the
+    /// push (the replicator sends it again later), as does an unreachable peer.
     async fn push(
         &self,
         peer: PeerId,
         resource: ResourceId,
         kind: Kind,
         entries: &[(Vec<u8>, StoredData)],
-    ) -> Result<usize, Error> {
+    ) -> Outcome {
         let mut acked = 0;
         for (key, data) in entries {
             match self
@@ -1662,7 +1794,14 @@ impl Inner {
                 .await
             {
                 Ok(_) => acked += 1,
-                Err(error) if is_transient(&error) => return Err(error),
+                Err(error) if error.code() == Some(ErrorCode::Busy) => {
+                    debug!(%peer, %resource, "a replica is busy; the push is sent again later");
+                    return Outcome::Busy { acked };
+                }
+                Err(error) if is_transient(&error) => {
+                    debug!(%peer, %error, "replica push failed");
+                    return Outcome::Failed;
+                }
                 Err(error) if holds_newer(&error) => acked += 1,
                 Err(error) => {
                     self.refused_pushes.fetch_add(1, Ordering::Relaxed);
@@ -1670,7 +1809,11 @@ impl Inner {
                 }
             }
         }
-        Ok(acked)
+        if acked == entries.len() {
+            Outcome::Held { entries: acked }
+        } else {
+            Outcome::Refused { acked }
+        }
     }
 }
 
@@ -1734,16 +1877,7 @@ async fn drive_replication(inner: Arc<Inner>) {
                         .clone();
                     let inner = inner.clone();
                     pending.push(Box::pin(async move {
-                        let total = snapshot.entries.len();
-                        let outcome =
-                            match inner.push(peer, slot.0, slot.1, &snapshot.entries).await {
-                                Ok(acked) if acked == total => Outcome::Held { entries: acked },
-                                Ok(acked) => Outcome::Refused { acked },
-                                Err(error) => {
-                                    debug!(%peer, %error, "replica push failed");
-                                    Outcome::Failed
-                                }
-                            };
+                        let outcome = inner.push(peer, slot.0, slot.1, &snapshot.entries).await;
                         Answer::Pushed(peer, slot, outcome)
                     }));
                 }
@@ -1798,8 +1932,9 @@ fn replicator_config(config: &Config) -> core::Config {
     replicator.repair_delay = config.repair_delay;
     replicator.verify_every = VERIFY_EVERY;
     replicator.max_down = MAX_DOWN;
-    // A few resources at a time: a repair burst of every node at once must stay within the
-    // per-peer limits of inbound requests (a peer answering Busy is not a dead one).
+    // A few resources at a time: a repair burst of every node at once should stay within
+    // the per-peer limits of inbound requests (a peer that answers Busy anyway is asked
+    // again later).
     replicator.max_in_flight = 4;
     replicator
 }

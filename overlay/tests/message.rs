@@ -100,6 +100,12 @@ fn request() -> impl Strategy<Value = Request> {
             ),
         Just(Request::Ping),
         bytes(40).prop_map(|destination| Request::PathTrack { destination }),
+        (resource(), prop::collection::vec(any::<u32>(), 0..9)).prop_map(|(resource, kinds)| {
+            Request::FetchKinds {
+                resource,
+                kinds: kinds.into_iter().map(Kind).collect(),
+            }
+        }),
     ]
 }
 
@@ -137,6 +143,23 @@ fn response() -> impl Strategy<Value = Response> {
         Just(Response::Pong),
         prop::collection::vec(bytes(40), 0..5).prop_map(|hops| Response::Path { hops }),
         (error_code(), ".{0,80}").prop_map(|(code, message)| Response::Error { code, message }),
+        (
+            prop::collection::vec(
+                (
+                    any::<u32>(),
+                    prop::collection::vec((bytes(40), stored()), 0..3)
+                ),
+                0..3
+            ),
+            any::<bool>()
+        )
+            .prop_map(|(kinds, replica)| Response::FetchedKinds {
+                kinds: kinds
+                    .into_iter()
+                    .map(|(kind, entries)| (Kind(kind), entries))
+                    .collect(),
+                replica,
+            }),
     ]
 }
 

@@ -569,3 +569,86 @@ async fn a_copy_is_dropped_only_once_the_replica_set_acknowledged_it_in_the_same
         node.kill().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_on_a_settled_overlay_costs_one_round_trip_and_a_dead_replica_a_full_one() {
+    let net = Net::start(8, |_, _| {}, async |_| Vec::new()).await;
+    // Every node ranks every other: a pass reads the settled routing table.
+    for node in &net.nodes {
+        tokio::time::timeout(WAIT, node.replicate())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let everyone = net.ids();
+    let (aor, resource) = aor_where(&everyone, |_| true);
+    let ranked = closest_nodes(&resource, everyone, usize::MAX);
+    let alice = User::new(&aor);
+    alice
+        .claim_and_register(&net.nodes[net.index(&ranked[7])], None)
+        .await;
+
+    for node in &net.nodes {
+        let (owner, devices) = looked_up(node, &aor).await;
+        assert_eq!(owner, Some(alice.key.public().encode_protobuf()));
+        assert_eq!(devices, vec![alice.device_key()]);
+        let lookups = node.lookups();
+        assert_eq!(
+            (lookups.one_round_trip, lookups.full),
+            (1, 0),
+            "node {}",
+            net.index(&node.node_id())
+        );
+    }
+
+    // A replica dies; a node that has not noticed yet asks it, hears nothing, and finds the
+    // device the long way.
+    let fetcher = &net.nodes[net.index(&ranked[6])];
+    let dead = &net.nodes[net.index(&ranked[1])];
+    dead.kill().await;
+    let (owner, devices) = looked_up(fetcher, &aor).await;
+    assert_eq!(owner, Some(alice.key.public().encode_protobuf()));
+    assert_eq!(devices, vec![alice.device_key()]);
+    assert_eq!(fetcher.lookups().full, 1);
+    for node in &net.nodes {
+        node.kill().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_of_too_many_or_repeated_kinds_is_refused() {
+    let net = Net::start(2, |_, _| {}, async |_| Vec::new()).await;
+    let key = Keypair::generate_ed25519();
+    let (raw, _events) = Network::start(key, network_config(Vec::new()))
+        .await
+        .unwrap();
+    let target = &net.nodes[1];
+    raw.dial(target.listen_addrs().await.unwrap().remove(0))
+        .await
+        .unwrap();
+    let resource = ResourceId::for_aor("sip:alice@example.org").unwrap();
+    for (kinds, why) in [
+        (vec![Kind::AOR_CLAIM; 2], "named twice"),
+        ((0..9).map(Kind).collect(), "at most 8"),
+    ] {
+        let mut request = Envelope::request(7, None, Request::FetchKinds { resource, kinds });
+        request.hop(&raw.local_peer_id()).unwrap();
+        let answer = raw
+            .request(target.node_id(), message::encode(&request))
+            .await
+            .unwrap();
+        let answer = message::decode(&answer, message::DEFAULT_MAX_MESSAGE).unwrap();
+        match answer.body {
+            Body::Response(Response::Error { code, message }) => {
+                assert_eq!(code, ErrorCode::InvalidMessage);
+                assert!(message.contains(why), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(target.bad_messages(), 2);
+    raw.shutdown().await.unwrap();
+    for node in &net.nodes {
+        node.kill().await;
+    }
+}

@@ -37,6 +37,13 @@ pub struct Config {
     /// The most resources a pass works on at once (each pushes to one peer at a time).
     /// Default 64.
     pub max_in_flight: usize,
+    /// How long a push answered [`Outcome::Busy`] waits before it is sent again; the wait
+    /// doubles with each retry. Default 250 ms.
+    pub busy_backoff: Duration,
+    /// How many times a push answered `Busy` is sent again in one pass before that peer is
+    /// skipped for the rest of the pass (not held as down: a repair pass comes soon).
+    /// Default 3.
+    pub busy_retries: u32,
 }
 
 impl Default for Config {
@@ -48,6 +55,8 @@ impl Default for Config {
             verify_every: 6,
             max_down: 4096,
             max_in_flight: 64,
+            busy_backoff: Duration::from_millis(250),
+            busy_retries: 3,
         }
     }
 }
@@ -103,6 +112,13 @@ pub enum Outcome {
         /// How many entries it did acknowledge.
         acked: usize,
     },
+    /// The peer is over its limits of inbound requests and took only `acked` entries: it
+    /// is alive, so the push is sent again after [`Config::busy_backoff`] (at most
+    /// [`Config::busy_retries`] times in a pass).
+    Busy {
+        /// How many entries it did acknowledge.
+        acked: usize,
+    },
     /// No answer, or the connection failed: the peer is held as down.
     Failed,
 }
@@ -133,6 +149,8 @@ pub struct View {
 ///   [`Action::Hold`]), a peer pushed to in an earlier pass that is still connected, or a
 ///   peer that acknowledged a push now. A peer that refuses is not a holder and the next
 ///   one is tried, up to `r` refusals; one that fails is skipped for the rest of the pass.
+///   A peer that answers `Busy` is asked again after a backoff, a few times; then it is
+///   skipped for the rest of the pass (held as alive) and a repair pass is scheduled.
 ///   Every [`Config::verify_every`] passes, earlier pushes do not count.
 /// - A node outside a slot's replica set drops its copies only when all `r` members
 ///   acknowledged a push in this very pass. A handover pass (the node leaves) ranks without
@@ -140,7 +158,8 @@ pub struct View {
 ///
 /// Bounds: the down set holds at most [`Config::max_down`] peers and only known ones; the
 /// table of earlier pushes only slots of the last view, each with at most `r` peers; a pass
-///   works on at most [`Config::max_in_flight`] resources at once.
+///   works on at most [`Config::max_in_flight`] resources at once, each waiting on at most
+///   one push or one retry.
 #[derive(Debug)]
 pub struct Replicator {
     me: PeerId,
@@ -167,8 +186,8 @@ struct Pass {
     verify: bool,
     stage: Stage,
     pushed: usize,
-    /// Peers that failed in this pass.
-    failed: HashSet<PeerId>,
+    /// Peers skipped for the rest of this pass: they failed, or stayed busy.
+    skip: HashSet<PeerId>,
 }
 
 #[derive(Debug)]
@@ -197,6 +216,10 @@ struct Walk {
     here: bool,
     holders: HashSet<PeerId>,
     waiting_for: Option<PeerId>,
+    /// A push answered `Busy`: to whom it goes again, and when.
+    retry: Option<(PeerId, Instant)>,
+    /// How many times this walk's current push was answered `Busy`.
+    busy: u32,
 }
 
 impl Replicator {
@@ -226,14 +249,34 @@ impl Replicator {
 
     /// When [`Replicator::handle_timeout`] is due next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        Some(match self.repair_at {
-            Some(at) => at.min(self.next_pass),
-            None => self.next_pass,
-        })
+        let retry = self.retries().map(|(_, at)| at).min();
+        [Some(self.next_pass), self.repair_at, retry]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
-    /// Runs what is due at `now`: a repair after a change, or the periodic pass.
+    /// Runs what is due at `now`: pushes to busy peers sent again, a repair after a change,
+    /// or the periodic pass.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(Pass {
+            stage: Stage::Walking { active, .. },
+            ..
+        }) = &mut self.pass
+        {
+            for (resource, walk) in active.iter_mut() {
+                if let Some((peer, at)) = walk.retry
+                    && at <= now
+                {
+                    walk.retry = None;
+                    walk.waiting_for = Some(peer);
+                    self.actions.push_back(Action::Push {
+                        peer,
+                        slot: (*resource, walk.kind),
+                    });
+                }
+            }
+        }
         if self.repair_at.is_some_and(|at| at <= now) {
             self.repair_at = None;
             self.request_pass(false, now);
@@ -288,6 +331,19 @@ impl Replicator {
             peer != sender && *peer != self.me && self.connected.contains(peer) && admits(peer)
         });
         closer < places
+    }
+
+    /// Whether this node is a member of `resource`'s replica set as far as it knows: among
+    /// the `r` closest to it of itself and the peers it knows that are not held as down
+    /// (and pass `admits`). Unlike [`Replicator::takes_store`], peers it only knows of count:
+    /// a dead peer still listed makes the answer `false`, which costs a lookup a round trip,
+    /// never a wrong answer.
+    pub fn is_replica(&mut self, resource: &ResourceId, admits: impl Fn(&PeerId) -> bool) -> bool {
+        self.ranking.insert(self.me);
+        let closer = self.ranking.closer_than(resource, &self.me, |peer| {
+            *peer != self.me && !self.down.contains(peer) && admits(peer)
+        });
+        closer < self.config.replicas.max(1)
     }
 
     /// A peer's last connection closed: it is held as down and repair is scheduled.
@@ -398,7 +454,7 @@ impl Replicator {
     }
 
     /// The answer to [`Action::Push`].
-    pub fn pushed(&mut self, peer: PeerId, slot: Slot, outcome: Outcome, _now: Instant) {
+    pub fn pushed(&mut self, peer: PeerId, slot: Slot, outcome: Outcome, now: Instant) {
         let Some(pass) = &mut self.pass else {
             return;
         };
@@ -413,6 +469,9 @@ impl Replicator {
             return;
         }
         walk.waiting_for = None;
+        if !matches!(outcome, Outcome::Busy { .. }) {
+            walk.busy = 0;
+        }
         match outcome {
             Outcome::Held { entries } => {
                 pass.pushed += entries;
@@ -424,12 +483,41 @@ impl Replicator {
                 pass.pushed += acked;
                 walk.refusals += 1;
             }
+            Outcome::Busy { acked } => {
+                pass.pushed += acked;
+                if walk.busy < self.config.busy_retries {
+                    let wait = self
+                        .config
+                        .busy_backoff
+                        .saturating_mul(1 << walk.busy.min(16));
+                    walk.busy += 1;
+                    walk.retry = Some((peer, now + wait));
+                } else {
+                    walk.busy = 0;
+                    pass.skip.insert(peer);
+                    self.repair_at.get_or_insert(now + self.config.repair_delay);
+                }
+            }
             Outcome::Failed => {
-                pass.failed.insert(peer);
+                pass.skip.insert(peer);
                 self.hold_down(peer);
             }
         }
         self.advance();
+    }
+
+    /// The pushes waiting to be sent again, with when.
+    fn retries(&self) -> impl Iterator<Item = (PeerId, Instant)> + '_ {
+        let active = match &self.pass {
+            Some(Pass {
+                stage: Stage::Walking { active, .. },
+                ..
+            }) => Some(active),
+            _ => None,
+        };
+        active
+            .into_iter()
+            .flat_map(|active| active.values().filter_map(|walk| walk.retry))
     }
 
     fn fresh_id(&mut self) -> PassId {
@@ -465,7 +553,7 @@ impl Replicator {
             verify,
             stage,
             pushed: 0,
-            failed: HashSet::new(),
+            skip: HashSet::new(),
         });
     }
 
@@ -492,7 +580,8 @@ impl Replicator {
             let mut finished = Vec::new();
             for (resource, walk) in active.iter_mut() {
                 if walk.waiting_for.is_none()
-                    && self.step(*resource, walk, &pass.failed, pass.handover)
+                    && walk.retry.is_none()
+                    && self.step(*resource, walk, &pass.skip, pass.handover)
                 {
                     finished.push(*resource);
                 }
@@ -567,6 +656,8 @@ impl Replicator {
             here: false,
             holders: HashSet::new(),
             waiting_for: None,
+            retry: None,
+            busy: 0,
         }
     }
 
@@ -575,7 +666,7 @@ impl Replicator {
         &mut self,
         resource: ResourceId,
         walk: &mut Walk,
-        failed: &HashSet<PeerId>,
+        skip: &HashSet<PeerId>,
         handover: bool,
     ) -> bool {
         let r = self.config.replicas.max(1);
@@ -595,7 +686,7 @@ impl Replicator {
                 walk.holders.insert(peer);
                 continue;
             }
-            if failed.contains(&peer) {
+            if skip.contains(&peer) {
                 continue;
             }
             walk.waiting_for = Some(peer);
@@ -736,6 +827,65 @@ mod tests {
         assert!(
             !seen.iter().any(|a| matches!(a, Action::Drop(_))),
             "{seen:?}"
+        );
+    }
+
+    #[test]
+    fn a_busy_peer_is_asked_again_after_a_backoff_and_never_held_as_down() {
+        let t0 = Instant::now();
+        let config = Config::default();
+        let peers: Vec<PeerId> = (1..=8).map(peer).collect();
+        let resource = ResourceId::for_normalized("dave@example.org");
+        let ranked = closest_nodes(&resource, peers.clone(), usize::MAX);
+        let me = ranked[7];
+        let others: Vec<PeerId> = peers.iter().copied().filter(|p| *p != me).collect();
+        let view = View {
+            known: Some(others.clone()),
+            connected: Some(others),
+            slots: vec![(resource, CLAIM)],
+        };
+        let slot = (resource, CLAIM);
+        let mut replicator = Replicator::new(me, config.clone(), t0);
+        replicator.request_pass(false, t0);
+        assert_eq!(drain(&mut replicator), vec![Action::NeedView]);
+        replicator.view(view, t0);
+        let push = |peer| Action::Push { peer, slot };
+        assert_eq!(drain(&mut replicator), vec![push(ranked[0])]);
+        // Busy twice: sent again after 250 ms, then after 500 ms more; then it holds.
+        replicator.pushed(ranked[0], slot, Outcome::Busy { acked: 0 }, t0);
+        assert_eq!(drain(&mut replicator), vec![]);
+        let first_retry = t0 + config.busy_backoff;
+        assert_eq!(replicator.poll_timeout(), Some(first_retry));
+        replicator.handle_timeout(first_retry);
+        assert_eq!(drain(&mut replicator), vec![push(ranked[0])]);
+        replicator.pushed(ranked[0], slot, Outcome::Busy { acked: 0 }, first_retry);
+        let second_retry = first_retry + config.busy_backoff * 2;
+        assert_eq!(replicator.poll_timeout(), Some(second_retry));
+        replicator.handle_timeout(second_retry);
+        assert_eq!(drain(&mut replicator), vec![push(ranked[0])]);
+        replicator.pushed(ranked[0], slot, Outcome::Held { entries: 1 }, second_retry);
+        assert_eq!(drain(&mut replicator), vec![push(ranked[1])]);
+        assert!(!replicator.is_down(&ranked[0]));
+        // A peer busy through every retry is skipped for this pass, held as alive, and a
+        // repair pass is scheduled.
+        let mut now = second_retry;
+        replicator.pushed(ranked[1], slot, Outcome::Busy { acked: 0 }, now);
+        for _ in 0..config.busy_retries {
+            now = replicator.poll_timeout().unwrap();
+            replicator.handle_timeout(now);
+            assert_eq!(drain(&mut replicator), vec![push(ranked[1])]);
+            replicator.pushed(ranked[1], slot, Outcome::Busy { acked: 0 }, now);
+        }
+        assert_eq!(drain(&mut replicator), vec![push(ranked[2])]);
+        assert!(!replicator.is_down(&ranked[1]));
+        assert_eq!(replicator.poll_timeout(), Some(now + config.repair_delay));
+        replicator.pushed(ranked[2], slot, Outcome::Held { entries: 1 }, now);
+        assert_eq!(drain(&mut replicator), vec![push(ranked[3])]);
+        replicator.pushed(ranked[3], slot, Outcome::Held { entries: 1 }, now);
+        let done = drain(&mut replicator);
+        assert!(
+            matches!(done.as_slice(), [Action::Drop(_), Action::PassDone { .. }]),
+            "{done:?}"
         );
     }
 
