@@ -99,7 +99,8 @@ use tracing::{Instrument as _, debug, info, warn};
 use crate::access::AccessPolicy;
 use crate::auth::{self, ReplayCache, RouteId};
 use crate::core::{
-    self, Action, Outcome, PassId, Ranking, Replicator, Slot as PassSlot, View, next_hops,
+    self, Action, Done, Outcome, PassId, Query, QueryAction, Ranking, Replicator, Reply,
+    Slot as PassSlot, View, next_hops,
 };
 use crate::data::{self, Kind, StoredData};
 use crate::error::{self as overlay_error, ErrorCode};
@@ -1152,41 +1153,38 @@ impl Inner {
         key: Vec<u8>,
         data: StoredData,
     ) -> Result<usize, Error> {
-        let candidates = self.candidates(&resource).await?;
-        let r = self.config.replicas.max(1);
-        let set = r.min(candidates.len());
-        let needed = set / 2 + 1;
-        let retry = |error: &Error| is_transient(error) || is_not_replica(error);
-        let results = ask_in_turn(candidates, set, retry, |peer| {
-            self.store_at(peer, resource, kind, key.clone(), data.clone())
-        })
-        .await;
-        let mut acked = 0;
-        let mut refusal = None;
-        let mut last = String::from("no replica known");
-        for (peer, result) in results {
-            match result {
-                Ok(_) => acked += 1,
-                Err(error) => {
-                    debug!(%peer, %error, "a replica did not store");
-                    last = error.to_string();
-                    if !is_transient(&error) && !is_not_replica(&error) && refusal.is_none() {
-                        refusal = Some(error);
-                    }
+        let mut query = Query::closest(self.config.replicas);
+        let (done, _, errors) = self
+            .run_query(&mut query, resource, |peer| {
+                let stored = self.store_at(peer, resource, kind, key.clone(), data.clone());
+                async move {
+                    let result = stored.await;
+                    let reply = match &result {
+                        Ok(_) => Reply::Ok { replica: true },
+                        Err(error) if is_transient(error) || is_not_replica(error) => Reply::Retry,
+                        Err(_) => Reply::Refused,
+                    };
+                    (reply, result)
                 }
+            })
+            .await?;
+        if done.has_majority() {
+            return Ok(done.answered.len());
+        }
+        let mut last = String::from("no replica known");
+        let mut refusal = None;
+        for (peer, error) in errors {
+            debug!(%peer, %error, "a replica did not store");
+            last = error.to_string();
+            if !is_transient(&error) && !is_not_replica(&error) && refusal.is_none() {
+                refusal = Some(error);
             }
         }
-        if acked >= needed {
-            Ok(acked)
-        } else if let Some(refusal) = refusal {
-            Err(refusal)
-        } else {
-            Err(Error::NoQuorum {
-                acked,
-                needed,
-                last,
-            })
-        }
+        Err(refusal.unwrap_or(Error::NoQuorum {
+            acked: done.answered.len(),
+            needed: done.needed(),
+            last,
+        }))
     }
 
     async fn fetch(
@@ -1194,103 +1192,135 @@ impl Inner {
         resource: ResourceId,
         kind: Kind,
     ) -> Result<Vec<(Vec<u8>, StoredData)>, Error> {
-        let candidates = self.candidates(&resource).await?;
-        let want = self.config.replicas.max(1).min(candidates.len());
-        let results = ask_in_turn(
-            candidates,
-            want,
-            |_| true,
-            |peer| self.fetch_at(peer, resource, kind),
-        )
-        .await;
-        let mut merged = data::Entries::new();
-        let mut answered = false;
-        let mut last = None;
-        for (peer, result) in results {
-            match result {
-                Ok(entries) => {
-                    answered = true;
-                    merged = data::merge(merged, entries, now_ms());
+        let mut query = Query::closest(self.config.replicas);
+        let (_, answers, errors) = self
+            .run_query(&mut query, resource, |peer| {
+                let fetched = self.fetch_at(peer, resource, kind);
+                async move {
+                    let result = fetched.await;
+                    let reply = match &result {
+                        Ok(_) => Reply::Ok { replica: true },
+                        Err(_) => Reply::Retry,
+                    };
+                    (reply, result)
                 }
-                Err(error) => {
-                    debug!(%peer, %error, "a replica did not answer a fetch");
-                    last = Some(error);
-                }
-            }
+            })
+            .await?;
+        if answers.is_empty() {
+            let last = errors.into_iter().next_back().map(|(peer, error)| {
+                debug!(%peer, %error, "a replica did not answer a fetch");
+                error
+            });
+            return Err(last.unwrap_or_else(|| Error::Unreachable("no replica known".into())));
         }
-        match (answered, last) {
-            (true, _) => Ok(merged.into_iter().collect()),
-            (false, Some(error)) => Err(error),
-            (false, None) => Err(Error::Unreachable("no replica known".into())),
-        }
+        let merged = answers
+            .into_iter()
+            .fold(data::Entries::new(), |merged, (_, entries)| {
+                data::merge(merged, entries, now_ms())
+            });
+        Ok(merged.into_iter().collect())
     }
 
-    /// An AOR's verified registrations. First in one round trip: the `r` peers this node
-    /// believes closest to the resource are asked at once, and when each answers within the
-    /// lookup timeout and holds itself a replica, their majority decides. Otherwise (a peer
-    /// silent or not a replica, the answers disagreeing) through a Kademlia lookup of the
-    /// replica set.
+    /// An AOR's verified registrations ([`Query::lookup`]): first in one round trip from the
+    /// `r` peers this node believes closest to the resource, each asked for the claims and
+    /// registrations at once; when one is silent (past the lookup timeout) or not a replica,
+    /// or their answers make no majority, through a Kademlia lookup of the replica set.
     async fn fetch_verified(&self, aor: &str) -> Result<quorum::Verified, Error> {
         let resource = ResourceId::for_aor(aor)?;
         let self_certifying = is_self_certifying(aor);
         let r = self.config.replicas.max(1);
         let believed = self.replicator().closest(&resource, r);
-        // A silent peer among them sends the lookup the long way after the lookup timeout.
-        let asked = tokio::time::timeout(
-            self.config.lookup_timeout,
-            futures::future::join_all(believed.iter().map(|peer| self.aor_at(*peer, resource))),
-        )
-        .await
-        .unwrap_or_default();
-        let mut answers = Vec::with_capacity(asked.len());
-        let mut all_replicas = !asked.is_empty();
-        for result in asked {
-            match result {
-                Ok((answer, replica)) => {
-                    all_replicas &= replica;
-                    answers.push(answer);
-                }
-                Err(error) => {
-                    debug!(%resource, %error, "a replica did not answer a lookup");
-                    all_replicas = false;
+        let mut query = Query::lookup(r, believed, self.config.lookup_timeout, now());
+        let ask = |peer| {
+            let asked = self.aor_at(peer, resource);
+            async move {
+                match asked.await {
+                    Ok((answer, replica)) => (Reply::Ok { replica }, Ok(answer)),
+                    Err(error) => (Reply::Retry, Err(error)),
                 }
             }
-        }
-        if all_replicas {
-            match self.verify(&resource, self_certifying, answers.len(), &answers) {
+        };
+        let (mut done, mut answers, mut errors) = self.run_query(&mut query, resource, ask).await?;
+        if done.direct {
+            let direct: Vec<quorum::Answer> = answers.into_iter().map(|(_, a)| a).collect();
+            match self.verify(&resource, self_certifying, done.set, &direct) {
                 Ok(verified) => {
                     self.lookups.one_round_trip.fetch_add(1, Ordering::Relaxed);
                     return Ok(verified);
                 }
                 Err(error) => debug!(%resource, %error, "the believed replicas disagree"),
             }
+            query.fall_back();
+            (done, answers, errors) = self.run_query(&mut query, resource, ask).await?;
         }
         self.lookups.full.fetch_add(1, Ordering::Relaxed);
-        let candidates = self.candidates(&resource).await?;
-        let set = r.min(candidates.len());
-        let results = ask_in_turn(
-            candidates,
-            set,
-            |_| true,
-            |peer| async move { Ok::<_, Error>(self.aor_at(peer, resource).await?.0) },
-        )
-        .await;
-        let mut answers = Vec::new();
-        let mut last = None;
-        for (peer, result) in results {
-            match result {
-                Ok(answer) => answers.push(answer),
-                Err(error) => {
-                    debug!(%peer, %error, "a replica did not answer a fetch");
-                    last = Some(error);
-                }
-            }
-        }
         if answers.is_empty() {
+            let last = errors.into_iter().next_back().map(|(_, error)| error);
             return Err(last.unwrap_or_else(|| Error::Unreachable("no replica known".into())));
         }
-        self.verify(&resource, self_certifying, set, &answers)
+        let answers: Vec<quorum::Answer> = answers.into_iter().map(|(_, a)| a).collect();
+        self.verify(&resource, self_certifying, done.set, &answers)
             .inspect_err(|error| warn!(%resource, %error, "no majority among the replicas"))
+    }
+
+    /// Carries a query at `resource`'s replica set out: sends its requests with `ask`
+    /// (which gives the reply for the query and the result), finds the candidates by
+    /// [`Inner::candidates`], and wakes it on its deadline. Gives how it ended, the results
+    /// of the peers that answered in its last phase, and the errors of those that failed.
+    async fn run_query<T, F, Fut>(
+        &self,
+        query: &mut Query,
+        resource: ResourceId,
+        ask: F,
+    ) -> Result<(Done, Vec<(PeerId, T)>, Vec<(PeerId, Error)>), Error>
+    where
+        F: Fn(PeerId) -> Fut,
+        Fut: Future<Output = (Reply, Result<T, Error>)>,
+    {
+        let mut pending = FuturesUnordered::new();
+        let mut finding = None;
+        let mut answers = Vec::new();
+        let mut errors = Vec::new();
+        loop {
+            while let Some(action) = query.poll_action() {
+                match action {
+                    QueryAction::Ask { id, peer } => {
+                        let asked = ask(peer);
+                        pending.push(async move { (id, peer, asked.await) });
+                    }
+                    QueryAction::NeedCandidates => {
+                        answers.clear();
+                        finding = Some(Box::pin(self.candidates(&resource)));
+                    }
+                    QueryAction::Done(done) => return Ok((done, answers, errors)),
+                }
+            }
+            let deadline = query.poll_timeout();
+            let timeout = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                Some((id, peer, (reply, result))) = pending.next(), if !pending.is_empty() => {
+                    if query.answer(id, reply, now()) {
+                        match result {
+                            Ok(value) if matches!(reply, Reply::Ok { .. }) => {
+                                answers.push((peer, value));
+                            }
+                            Ok(_) => {}
+                            Err(error) => errors.push((peer, error)),
+                        }
+                    }
+                }
+                found = async { finding.as_mut().expect("guarded").await }, if finding.is_some() => {
+                    finding = None;
+                    query.candidates(found?, now());
+                }
+                () = timeout => query.handle_timeout(now()),
+            }
+        }
     }
 
     /// The majority of a replica set of `set` peers, from their answers
@@ -1942,40 +1972,6 @@ fn replicator_config(config: &Config) -> core::Config {
 /// The time as the replicator counts it (tokio's clock, so paused-time tests hold).
 fn now() -> Instant {
     tokio::time::Instant::now().into_std()
-}
-
-/// Asks the candidates in order, `want` at a time: each failure for which `retry` holds
-/// brings in the next candidate. Gives every result.
-async fn ask_in_turn<'a, T, F, Fut>(
-    candidates: Vec<PeerId>,
-    want: usize,
-    retry: impl Fn(&Error) -> bool,
-    ask: F,
-) -> Vec<(PeerId, Result<T, Error>)>
-where
-    F: Fn(PeerId) -> Fut,
-    Fut: Future<Output = Result<T, Error>> + 'a,
-{
-    let mut next = candidates.into_iter();
-    let mut running = FuturesUnordered::new();
-    let start = |peer: PeerId| {
-        let fut = ask(peer);
-        async move { (peer, fut.await) }
-    };
-    for peer in next.by_ref().take(want) {
-        running.push(start(peer));
-    }
-    let mut results = Vec::new();
-    while let Some((peer, result)) = running.next().await {
-        if let Err(error) = &result
-            && retry(error)
-            && let Some(other) = next.next()
-        {
-            running.push(start(other));
-        }
-        results.push((peer, result));
-    }
-    results
 }
 
 /// Whether a peer refused because it is not a replica of the resource (try the next closest).

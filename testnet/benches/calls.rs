@@ -272,8 +272,16 @@ async fn measure(net: &Testnet, args: &Args) -> Result<Figures> {
         pair.caller, pair.registrar
     );
     wait_quiet().await?;
+    let lookups = || net.node(a).map(|node| node.lookups()).unwrap_or_default();
+    let before = lookups();
     let (srd, cpu) = with_cpu(session_delays(&pair, args.calls, args.srd_rate)).await?;
     println!("  SRD {srd} [the nodes used {cpu:.2} cores]");
+    let after = lookups();
+    println!(
+        "  node {a}'s lookups: {} in one round trip, {} through a Kademlia lookup",
+        after.one_round_trip - before.one_round_trip,
+        after.full - before.full
+    );
     wait_quiet().await?;
     let calls_per_second = ladder(&pair).await?;
     Ok(Figures {

@@ -10,6 +10,9 @@
 //!   which down peers to probe, when a node may drop a copy. See its docs for the rules.
 //!   [`Replicator::takes_store`] is the rule by which a node takes a Store only as a
 //!   replica.
+//! - [`Query`]: one store or lookup at a resource's replica set: whom to ask (for a lookup,
+//!   first the peers the node believes closest, in one round trip), whom to ask instead of
+//!   a silent or busy peer, when it is over and whether a majority answered.
 //! - [`next_hops`]: where a Route message goes next (the destination, then the known peers
 //!   closest to it that it has not visited): greedy XOR routing.
 //! - [`Ranking`]: the peers a node knows, ranked by XOR distance on Kademlia's ring
@@ -27,12 +30,18 @@
 //! 3. Sleep until [`Replicator::poll_timeout`] (or the next input), then call
 //!    [`Replicator::handle_timeout`] with the time, and go to 2.
 //!
+//! A [`Query`] is driven the same way, one per store or lookup: its inputs are
+//! [`Query::candidates`] and [`Query::answer`], its outputs [`Query::poll_action`] (until
+//! [`QueryAction::Done`]) and [`Query::poll_timeout`].
+//!
 //! Every table is bounded; each type's docs say by what.
 
+mod query;
 mod ranking;
 mod replication;
 mod routing;
 
+pub use query::{AskId, Done, Query, QueryAction, Reply};
 pub use ranking::Ranking;
 pub use replication::{Action, Config, Outcome, PassId, Replicator, Slot, View};
 pub use routing::next_hops;
