@@ -16,11 +16,14 @@
 //! - **Storage**: one entry per slot, its version the generation: a replica keeps the
 //!   highest. A node takes a push only as a replica ([`Replicator::takes_store`]), as the
 //!   real node does.
-//! - **Users**: [`Sim::publish`] stores an entry the way [`crate::node::Overlay::store`] does
-//!   (the `r` closest, a failure or refusal replaced by the next, acknowledged by a majority)
-//!   and the owner keeps publishing it ([`Action::Hold`], pushes); [`Sim::lookup`] asks the
-//!   `r` closest live peers the node knows and takes the newest answer. Acknowledged stores
-//!   are kept in a ledger for the checks of the tests.
+//! - **Users**: [`Sim::publish`] stores an entry the way [`crate::node::Overlay::store`] does,
+//!   with the same [`Query`] (the `r` closest, a failure or refusal replaced by the next,
+//!   acknowledged by a majority), and the owner keeps publishing it ([`Action::Hold`],
+//!   pushes); [`Sim::lookup`] runs a lookup [`Query`] as
+//!   [`crate::node::Overlay::fetch_verified`] does (first the `r` peers the node believes
+//!   closest in one round trip, else the candidates) and takes the newest answer. The
+//!   candidates are the node's own ranking, where the real node adds a Kademlia lookup.
+//!   Acknowledged stores are kept in a ledger for the checks of the tests.
 //! - **Faults**: message loss ([`Config::loss`]), partitions ([`Sim::partition`],
 //!   [`Sim::heal`]), kills ([`Sim::kill`]) and joins ([`Sim::join`]).
 //!
@@ -35,7 +38,10 @@ use std::time::{Duration, Instant};
 use libp2p::PeerId;
 use libp2p::identity::Keypair;
 
-use crate::core::{self, Action, Outcome, Ranking, Replicator, Slot, View, next_hops};
+use crate::core::{
+    self, Action, AskId, Outcome, Query, QueryAction, Ranking, Replicator, Reply, Slot, View,
+    next_hops,
+};
 use crate::rng::Rng;
 use libp2p::kad::KBucketKey;
 
@@ -97,6 +103,10 @@ pub struct Stats {
     pub dropped: u64,
     /// Replication passes completed.
     pub passes: u64,
+    /// Lookups answered in one round trip by the replicas their node believed closest.
+    pub direct_lookups: u64,
+    /// Lookups that needed the candidates.
+    pub full_lookups: u64,
     /// Events handled.
     pub events: u64,
 }
@@ -143,7 +153,7 @@ struct Node {
 enum Pending {
     Push { peer: PeerId, slot: Slot },
     Probe { peer: PeerId },
-    Op { op: u64 },
+    Op { op: u64, ask: AskId },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -170,6 +180,7 @@ enum Msg {
     FetchAnswer {
         request: u64,
         version: Option<u64>,
+        replica: bool,
     },
 }
 
@@ -180,6 +191,7 @@ enum Event {
     Wake { node: usize },
     Disconnected { node: usize, peer: PeerId },
     Learn { node: usize, peer: PeerId },
+    OpTimeout { op: u64 },
 }
 
 #[derive(Debug)]
@@ -209,21 +221,18 @@ impl Ord for Scheduled {
     }
 }
 
-/// A user's store or lookup under way.
+/// A user's store or lookup under way: the core's [`Query`], as the real node runs it.
 #[derive(Debug)]
 struct Op {
     node: usize,
     slot: Slot,
     /// The version stored; `None` for a lookup.
     version: Option<u64>,
-    ranked: Vec<PeerId>,
-    cursor: usize,
-    outstanding: usize,
-    /// Stores: acknowledgements; lookups: answers.
-    answers: usize,
-    attempts: usize,
+    query: Query,
+    /// A lookup: the newest version the current phase's answers hold.
     found: Option<u64>,
-    done: bool,
+    /// How it ended.
+    done: Option<core::Done>,
 }
 
 impl Sim {
@@ -353,8 +362,9 @@ impl Sim {
         let op = self.start_op(node, slot, Some(version));
         self.run_op(op);
         let op = self.ops.remove(&op);
-        let r = self.config.replicator.replicas.max(1);
-        let acked = op.is_some_and(|op| op.answers > r / 2);
+        let acked = op
+            .and_then(|op| op.done)
+            .is_some_and(|done| done.has_majority());
         if acked {
             let entry = self.ledger.entry(slot).or_insert(version);
             *entry = (*entry).max(version);
@@ -366,7 +376,12 @@ impl Sim {
     pub fn lookup(&mut self, node: usize, slot: Slot) -> Option<u64> {
         let op = self.start_op(node, slot, None);
         self.run_op(op);
-        self.ops.remove(&op).and_then(|op| op.found)
+        let op = self.ops.remove(&op)?;
+        match op.done {
+            Some(done) if done.direct => self.stats.direct_lookups += 1,
+            _ => self.stats.full_lookups += 1,
+        }
+        op.found
     }
 
     /// Kills a node (no goodbye: its peers notice after the detection delay).
@@ -469,8 +484,8 @@ impl Sim {
     }
 
     fn run_op(&mut self, op: u64) {
-        // Bounded: every request has a timeout, and an op asks at most 2r + r peers.
-        while self.ops.get(&op).is_some_and(|op| !op.done) {
+        // Bounded: every request has a timeout, and a query asks each candidate once.
+        while self.ops.get(&op).is_some_and(|op| op.done.is_none()) {
             if self.queue.is_empty() {
                 break;
             }
@@ -479,8 +494,14 @@ impl Sim {
     }
 
     fn start_op(&mut self, node: usize, slot: Slot, version: Option<u64>) -> u64 {
-        let limit = self.config.replicator.replicas.max(1) * 4;
-        let ranked = self.nodes[node].replicator.closest(&slot.0, limit);
+        let r = self.config.replicator.replicas.max(1);
+        let query = match version {
+            Some(_) => Query::closest(r),
+            None => {
+                let believed = self.nodes[node].replicator.closest(&slot.0, r);
+                Query::lookup(r, believed, self.config.request_timeout, self.now)
+            }
+        };
         self.next_op += 1;
         let id = self.next_op;
         self.ops.insert(
@@ -489,65 +510,85 @@ impl Sim {
                 node,
                 slot,
                 version,
-                ranked,
-                cursor: 0,
-                outstanding: 0,
-                answers: 0,
-                attempts: 0,
+                query,
                 found: None,
-                done: false,
+                done: None,
             },
         );
-        self.advance_op(id);
+        self.drive_op(id);
         id
     }
 
-    /// Sends the op's next requests: `r` answers wanted, a failure replaced by the next peer,
-    /// at most `3r` peers asked.
-    fn advance_op(&mut self, id: u64) {
-        let r = self.config.replicator.replicas.max(1);
+    /// Carries out an op's actions. The candidates are the node's own ranking (the
+    /// simulated overlay is one hop: every node knows every live node), `4r` of them.
+    fn drive_op(&mut self, id: u64) {
+        let now = self.now;
         loop {
             let Some(op) = self.ops.get_mut(&id) else {
                 return;
             };
-            if op.answers + op.outstanding >= r
-                || op.cursor >= op.ranked.len()
-                || op.attempts >= 3 * r
-            {
-                if op.outstanding == 0 {
-                    op.done = true;
-                }
-                return;
-            }
-            let peer = op.ranked[op.cursor];
-            op.cursor += 1;
-            op.attempts += 1;
-            let (node, slot, version) = (op.node, op.slot, op.version);
-            if peer == self.nodes[node].id {
-                let local = &mut self.nodes[node].store;
-                let held = match version {
-                    Some(v) => {
-                        let held = local.entry(slot).or_insert(v);
-                        *held = (*held).max(v);
-                        None
-                    }
-                    None => local.get(&slot).copied(),
-                };
-                op_answer(&mut self.ops, id, true, held);
-                continue;
-            }
-            op.outstanding += 1;
-            let request = self.request(node, Pending::Op { op: id });
-            let msg = match version {
-                Some(version) => Msg::Push {
-                    request,
-                    slot,
-                    version,
-                },
-                None => Msg::Fetch { request, slot },
+            let Some(action) = op.query.poll_action() else {
+                break;
             };
-            self.send(node, peer, msg);
+            let (node, slot, version) = (op.node, op.slot, op.version);
+            match action {
+                QueryAction::Ask { id: ask, peer } if peer == self.nodes[node].id => {
+                    let n = &mut self.nodes[node];
+                    let held = match version {
+                        Some(v) => {
+                            let held = n.store.entry(slot).or_insert(v);
+                            *held = (*held).max(v);
+                            None
+                        }
+                        None => n.store.get(&slot).copied(),
+                    };
+                    let replica = n.replicator.is_replica(&slot.0, |_| true);
+                    self.op_answer(id, ask, Reply::Ok { replica }, held);
+                }
+                QueryAction::Ask { id: ask, peer } => {
+                    let request = self.request(node, Pending::Op { op: id, ask });
+                    let msg = match version {
+                        Some(version) => Msg::Push {
+                            request,
+                            slot,
+                            version,
+                        },
+                        None => Msg::Fetch { request, slot },
+                    };
+                    self.send(node, peer, msg);
+                }
+                QueryAction::NeedCandidates => {
+                    let r = self.config.replicator.replicas.max(1);
+                    let candidates = self.nodes[node].replicator.closest(&slot.0, 4 * r);
+                    if let Some(op) = self.ops.get_mut(&id) {
+                        op.found = None;
+                        op.query.candidates(candidates, now);
+                    }
+                }
+                QueryAction::Done(done) => op.done = Some(done),
+            }
         }
+        if let Some(at) = self.ops.get(&id).and_then(|op| op.query.poll_timeout()) {
+            self.schedule(
+                at.saturating_duration_since(now),
+                Event::OpTimeout { op: id },
+            );
+        }
+    }
+
+    /// An answer to an op's request: a store's acknowledgement or refusal, or a lookup's
+    /// version.
+    fn op_answer(&mut self, id: u64, ask: AskId, reply: Reply, version: Option<u64>) {
+        let now = self.now;
+        let Some(op) = self.ops.get_mut(&id) else {
+            return;
+        };
+        if op.query.answer(ask, reply, now)
+            && let Some(v) = version
+        {
+            op.found = Some(op.found.map_or(v, |f| f.max(v)));
+        }
+        self.drive_op(id);
     }
 
     fn step(&mut self) {
@@ -577,6 +618,13 @@ impl Sim {
                 if n.alive && n.connected.remove(&peer) {
                     n.replicator.peer_disconnected(peer, now);
                     self.drive(node);
+                }
+            }
+            Event::OpTimeout { op } => {
+                let now = self.now;
+                if let Some(o) = self.ops.get_mut(&op) {
+                    o.query.handle_timeout(now);
+                    self.drive_op(op);
                 }
             }
             Event::Learn { node, peer } => {
@@ -617,8 +665,18 @@ impl Sim {
                 self.send(to, sender, Msg::PushAnswer { request, taken });
             }
             Msg::Fetch { request, slot } => {
-                let version = self.nodes[to].store.get(&slot).copied();
-                self.send(to, sender, Msg::FetchAnswer { request, version });
+                let node = &mut self.nodes[to];
+                let version = node.store.get(&slot).copied();
+                let replica = node.replicator.is_replica(&slot.0, |_| true);
+                self.send(
+                    to,
+                    sender,
+                    Msg::FetchAnswer {
+                        request,
+                        version,
+                        replica,
+                    },
+                );
             }
             Msg::Ping { request } => self.send(to, sender, Msg::Pong { request }),
             Msg::PushAnswer { request, taken } => {
@@ -636,23 +694,24 @@ impl Sim {
                         self.nodes[to].replicator.pushed(peer, slot, outcome, now);
                         self.drive(to);
                     }
-                    Pending::Op { op, .. } => {
-                        if let Some(o) = self.ops.get_mut(&op) {
-                            o.outstanding -= 1;
-                        }
-                        op_answer(&mut self.ops, op, taken, None);
-                        self.advance_op(op);
+                    Pending::Op { op, ask } => {
+                        let reply = if taken {
+                            Reply::Ok { replica: true }
+                        } else {
+                            Reply::Retry
+                        };
+                        self.op_answer(op, ask, reply, None);
                     }
                     Pending::Probe { .. } => {}
                 }
             }
-            Msg::FetchAnswer { request, version } => {
-                if let Some(Pending::Op { op, .. }) = self.nodes[to].pending.remove(&request) {
-                    if let Some(o) = self.ops.get_mut(&op) {
-                        o.outstanding -= 1;
-                    }
-                    op_answer(&mut self.ops, op, true, version);
-                    self.advance_op(op);
+            Msg::FetchAnswer {
+                request,
+                version,
+                replica,
+            } => {
+                if let Some(Pending::Op { op, ask }) = self.nodes[to].pending.remove(&request) {
+                    self.op_answer(op, ask, Reply::Ok { replica }, version);
                 }
             }
             Msg::Pong { request } => {
@@ -684,12 +743,7 @@ impl Sim {
                 n.replicator.peer_forgotten(peer, now);
                 self.drive(node);
             }
-            Pending::Op { op, .. } => {
-                if let Some(o) = self.ops.get_mut(&op) {
-                    o.outstanding -= 1;
-                }
-                self.advance_op(op);
-            }
+            Pending::Op { op, ask } => self.op_answer(op, ask, Reply::Retry, None),
         }
     }
 
@@ -844,18 +898,6 @@ impl Sim {
         self.index.insert(node.id, index);
         self.nodes.push(node);
         index
-    }
-}
-
-/// Counts an answer of an op: a store's acknowledgement, or a lookup's version.
-fn op_answer(ops: &mut BTreeMap<u64, Op>, id: u64, ok: bool, version: Option<u64>) {
-    if let Some(op) = ops.get_mut(&id) {
-        if ok {
-            op.answers += 1;
-        }
-        if let Some(v) = version {
-            op.found = Some(op.found.map_or(v, |f| f.max(v)));
-        }
     }
 }
 

@@ -122,7 +122,8 @@ fn run(churn: &Churn, seed: u64) -> (Stats, Vec<String>) {
     }
     // Long enough for a periodic pass that pushes to every member again.
     sim.run_for(Duration::from_secs(130));
-    (sim.stats().clone(), check(&mut sim, churn.lookers))
+    let wrong = check(&mut sim, churn.lookers);
+    (sim.stats().clone(), wrong)
 }
 
 fn check(sim: &mut Sim, lookers: usize) -> Vec<String> {
@@ -294,6 +295,13 @@ fn a_thousand_nodes_keep_every_registration_through_churn() {
     };
     let (stats, wrong) = run(&churn, 1);
     assert!(wrong.is_empty(), "{wrong:?} ({stats:?})");
+    // Repaired, the overlay answers every lookup in one round trip.
+    eprintln!(
+        "lookups after repair: {} in one round trip, {} full",
+        stats.direct_lookups, stats.full_lookups
+    );
+    assert_eq!(stats.full_lookups, 0, "{stats:?}");
+    assert!(stats.direct_lookups > 0);
 }
 
 /// Route messages over Kademlia routing tables (20 peers a bucket) when no direct
