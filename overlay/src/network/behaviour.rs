@@ -1,5 +1,6 @@
 //! The composed libp2p behaviour and the swarm built around it.
 
+use std::num::NonZeroUsize;
 use std::{
     collections::HashSet,
     sync::{Arc, Mutex, PoisonError},
@@ -117,6 +118,7 @@ impl Behaviour {
         let mut kad_config = kad::Config::new(config.kad_protocol());
         kad_config
             .set_query_timeout(config.query_timeout)
+            .set_kbucket_size(NonZeroUsize::new(config.kbucket_size).unwrap_or(NonZeroUsize::MIN))
             .set_substreams_timeout(config.request_timeout)
             // We keep no Kademlia records (the overlay's data lives in its own store): records
             // and provider announcements from peers are reported and dropped, never stored.

@@ -46,6 +46,12 @@ pub struct Config {
     pub request_timeout: Duration,
     /// How long a DHT query (bootstrap, closest peers) may run. Default 30 s.
     pub query_timeout: Duration,
+    /// How many peers each bucket of the Kademlia routing table keeps (Kademlia's `k` is
+    /// 20). Default 64: in an overlay of up to about twice this many nodes every node can
+    /// know every other, so that the peers a node believes closest to a resource are its
+    /// replica set and a lookup costs one round trip. Each entry is a peer id and its few
+    /// addresses; at most [`MAX_KBUCKET_SIZE`].
+    pub kbucket_size: usize,
     /// How long a connection with nothing to do stays open. Default 60 s.
     pub idle_connection_timeout: Duration,
     /// Whether this node serves circuit relay v2 to peers of its overlay behind NAT. Default
@@ -95,6 +101,10 @@ pub struct Config {
     pub node_id_work: u32,
 }
 
+/// The largest [`Config::kbucket_size`]: 256 buckets of this many peers bound the routing
+/// table.
+pub const MAX_KBUCKET_SIZE: usize = 1024;
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -107,6 +117,7 @@ impl Default for Config {
             max_connections_per_peer: 8,
             request_timeout: Duration::from_secs(10),
             query_timeout: Duration::from_secs(30),
+            kbucket_size: 64,
             idle_connection_timeout: Duration::from_secs(60),
             relay: Relay::Auto,
             relay_limits: RelayLimits::default(),
@@ -324,6 +335,12 @@ impl Config {
             return Err(Error::Config(format!(
                 "node_id_work {} is over the most an overlay may ask for, {MAX_NODE_ID_WORK} bits",
                 self.node_id_work
+            )));
+        }
+        if !(1..=MAX_KBUCKET_SIZE).contains(&self.kbucket_size) {
+            return Err(Error::Config(format!(
+                "kbucket_size {} must be between 1 and {MAX_KBUCKET_SIZE}",
+                self.kbucket_size
             )));
         }
         self.relay_limits.validate()?;

@@ -76,7 +76,7 @@ use libp2p::{Multiaddr, PeerId, identity::Keypair, kad, multiaddr::Protocol};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument as _;
 
-pub use config::{Config, Relay, RelayLimits};
+pub use config::{Config, MAX_KBUCKET_SIZE, Relay, RelayLimits};
 pub use error::Error;
 pub use nat::{NatState, Path, Reachability};
 
