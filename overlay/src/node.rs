@@ -99,8 +99,8 @@ use tracing::{Instrument as _, debug, info, warn};
 use crate::access::AccessPolicy;
 use crate::auth::{self, ReplayCache, RouteId};
 use crate::core::{
-    self, Action, Done, Outcome, PassId, Query, QueryAction, Ranking, Replicator, Reply,
-    Slot as PassSlot, View, next_hops,
+    self, Action, Done, Outcome, PassId, Query, QueryAction, Ranking, RefreshAction, RefreshConfig,
+    Refresher, Replicator, Reply, Slot as PassSlot, View, next_hops,
 };
 use crate::data::{self, Kind, StoredData};
 use crate::error::{self as overlay_error, ErrorCode};
@@ -366,6 +366,8 @@ struct Inner {
     stopped: std::sync::atomic::AtomicBool,
     /// The entries this node publishes and refreshes for its users ([`Overlay::publish`]).
     owned: Mutex<HashMap<Slot, Owned>>,
+    /// When they are refreshed, and when the store is swept ([`core::Refresher`]).
+    refresher: Mutex<Refresher<Slot>>,
     /// Wakes the node's task when `owned` changed.
     owned_changed: tokio::sync::Notify,
 }
@@ -388,12 +390,11 @@ struct LookupCounters {
 /// Where one entry lives: resource, kind and dictionary key.
 type Slot = (ResourceId, Kind, Vec<u8>);
 
-/// An entry this node keeps alive: its current signed version, the key that signs the next
-/// one and when that is due (half the lifetime after the current one was stored).
+/// An entry this node keeps alive: its current signed version and the key that signs the
+/// next one (when: [`Inner::refresher`]).
 struct Owned {
     data: StoredData,
     signer: Keypair,
-    refresh_at: tokio::time::Instant,
 }
 
 impl Overlay {
@@ -423,6 +424,11 @@ impl Overlay {
             replicator_config(&config),
             tokio::time::Instant::now().into_std(),
         );
+        let refresh = RefreshConfig {
+            retry: config.request_timeout * 2,
+            sweep_interval: config.sweep_interval,
+        };
+        let refresher = Refresher::new(refresh, tokio::time::Instant::now().into_std());
         let window_ms = u64::try_from(config.route_window.as_millis()).unwrap_or(u64::MAX);
         let replays = Mutex::new(ReplayCache::new(window_ms, config.replay_capacity));
         let inner = Arc::new(Inner {
@@ -446,6 +452,7 @@ impl Overlay {
             pass_waiters: Mutex::new(Vec::new()),
             stopped: std::sync::atomic::AtomicBool::new(false),
             owned: Mutex::new(HashMap::new()),
+            refresher: Mutex::new(refresher),
             owned_changed: tokio::sync::Notify::new(),
         });
         let span = tracing::info_span!("overlay", node = %id);
@@ -609,6 +616,9 @@ impl Overlay {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&(resource, kind, key.to_vec()))
             .map(|owned| owned.data);
+        self.inner
+            .refresher()
+            .withdraw(&(resource, kind, key.to_vec()));
         self.inner.owned_changed.notify_one();
         removed
     }
@@ -785,13 +795,11 @@ impl Drop for Overlay {
 async fn run(inner: Arc<Inner>, mut events: Events) {
     let mut work = JoinSet::new();
     work.spawn(drive_replication(inner.clone()));
-    let mut sweep = tokio::time::interval(inner.config.sweep_interval);
-    sweep.tick().await;
     loop {
-        let next_refresh = inner.next_refresh();
-        let refresh_sleep = async {
-            match next_refresh {
-                Some(at) => tokio::time::sleep_until(at).await,
+        let due = inner.refresher().poll_timeout();
+        let upkeep = async {
+            match due {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
                 None => std::future::pending().await,
             }
         };
@@ -824,21 +832,7 @@ async fn run(inner: Arc<Inner>, mut events: Events) {
                 Some(_) => {}
             },
             () = inner.owned_changed.notified() => {}
-            () = refresh_sleep => {
-                for (slot, data, signer) in inner.due_refreshes() {
-                    let inner = inner.clone();
-                    work.spawn(async move { inner.refresh(slot, data, signer).await });
-                }
-            }
-            _ = sweep.tick() => {
-                let store = inner.store.clone();
-                work.spawn(async move {
-                    let swept = tokio::task::spawn_blocking(move || store.sweep(now_ms())).await;
-                    if let Ok(Ok(n)) = swept && n > 0 {
-                        debug!(swept = n, "expired entries deleted");
-                    }
-                });
-            }
+            () = upkeep => inner.upkeep(&mut work),
             Some(_) = work.join_next(), if !work.is_empty() => {}
         }
     }
@@ -1707,45 +1701,54 @@ impl Inner {
 
     /// Keeps `data` alive from now on: refreshed at half its lifetime.
     fn keep(&self, slot: Slot, data: StoredData, signer: Keypair) {
-        let refresh_at = tokio::time::Instant::now() + half_lifetime(&data);
+        let lifetime = Duration::from_secs(u64::from(data.lifetime));
+        self.refresher()
+            .keep(slot.clone(), data.generation, lifetime, now());
         self.owned
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(
-                slot,
-                Owned {
-                    data,
-                    signer,
-                    refresh_at,
-                },
-            );
+            .insert(slot, Owned { data, signer });
         self.owned_changed.notify_one();
     }
 
-    /// When the next published entry is due for its refresh.
-    fn next_refresh(&self) -> Option<tokio::time::Instant> {
-        self.owned
+    fn refresher(&self) -> std::sync::MutexGuard<'_, Refresher<Slot>> {
+        self.refresher
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .map(|owned| owned.refresh_at)
-            .min()
     }
 
-    /// The published entries due for a refresh now; each is not due again until its refresh
-    /// has had the time of a request to finish.
-    fn due_refreshes(&self) -> Vec<(Slot, StoredData, Keypair)> {
-        let now = tokio::time::Instant::now();
-        let retry = now + self.config.request_timeout * 2;
-        let mut owned = self.owned.lock().unwrap_or_else(PoisonError::into_inner);
-        owned
-            .iter_mut()
-            .filter(|(_, owned)| owned.refresh_at <= now)
-            .map(|(slot, owned)| {
-                owned.refresh_at = retry;
-                (slot.clone(), owned.data.clone(), owned.signer.clone())
-            })
-            .collect()
+    /// Carries out what the refresher says is due now: refreshes and the sweep.
+    fn upkeep(self: &Arc<Self>, work: &mut JoinSet<()>) {
+        let due = self.refresher().handle_timeout(now());
+        for action in due {
+            match action {
+                RefreshAction::Refresh { slot, generation } => {
+                    let current = self
+                        .owned
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .get(&slot)
+                        .filter(|owned| owned.data.generation == generation)
+                        .map(|owned| (owned.data.clone(), owned.signer.clone()));
+                    if let Some((data, signer)) = current {
+                        let inner = self.clone();
+                        work.spawn(async move { inner.refresh(slot, data, signer).await });
+                    }
+                }
+                RefreshAction::Sweep => {
+                    let store = self.store.clone();
+                    work.spawn(async move {
+                        let swept =
+                            tokio::task::spawn_blocking(move || store.sweep(now_ms())).await;
+                        if let Ok(Ok(n)) = swept
+                            && n > 0
+                        {
+                            debug!(swept = n, "expired entries deleted");
+                        }
+                    });
+                }
+            }
+        }
     }
 
     /// Re-signs a published entry with a new storage time and generation and stores it; a
@@ -1765,7 +1768,7 @@ impl Inner {
             }
         };
         let (resource, kind, key) = slot.clone();
-        match self
+        let stored = match self
             .store_replicated(resource, kind, key, next.clone())
             .await
         {
@@ -1775,13 +1778,18 @@ impl Inner {
                 if let Some(entry) = owned.get_mut(&slot)
                     && entry.data.generation == current.generation
                 {
-                    entry.refresh_at = tokio::time::Instant::now() + half_lifetime(&next);
-                    entry.data = next;
+                    entry.data = next.clone();
                 }
                 debug!(%resource, "published entry refreshed");
+                Some(next.generation)
             }
-            Err(error) => warn!(%resource, %error, "refresh failed; trying again"),
-        }
+            Err(error) => {
+                warn!(%resource, %error, "refresh failed; trying again");
+                None
+            }
+        };
+        self.refresher()
+            .refreshed(&slot, current.generation, stored, now());
         self.owned_changed.notify_one();
     }
 
@@ -2038,11 +2046,6 @@ fn unexpected(peer: PeerId, response: &Response) -> Error {
         peer,
         what: format!("{response:?}").chars().take(200).collect(),
     }
-}
-
-/// Half an entry's lifetime: when its owner stores it again.
-fn half_lifetime(data: &StoredData) -> Duration {
-    Duration::from_millis(u64::from(data.lifetime) * 500)
 }
 
 /// The wall clock in ms since the Unix epoch.

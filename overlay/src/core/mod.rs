@@ -13,6 +13,9 @@
 //! - [`Query`]: one store or lookup at a resource's replica set: whom to ask (for a lookup,
 //!   first the peers the node believes closest, in one round trip), whom to ask instead of
 //!   a silent or busy peer, when it is over and whether a majority answered.
+//! - [`Refresher`]: when the entries a node publishes are re-signed (half their lifetime
+//!   after each store, sooner after a failure) and when its store is swept of expired
+//!   entries.
 //! - [`next_hops`]: where a Route message goes next (the destination, then the known peers
 //!   closest to it that it has not visited): greedy XOR routing.
 //! - [`Ranking`]: the peers a node knows, ranked by XOR distance on Kademlia's ring
@@ -30,6 +33,7 @@
 //! 3. Sleep until [`Replicator::poll_timeout`] (or the next input), then call
 //!    [`Replicator::handle_timeout`] with the time, and go to 2.
 //!
+//! A [`Refresher`] too, except that [`Refresher::handle_timeout`] gives its actions at once.
 //! A [`Query`] is driven the same way, one per store or lookup: its inputs are
 //! [`Query::candidates`] and [`Query::answer`], its outputs [`Query::poll_action`] (until
 //! [`QueryAction::Done`]) and [`Query::poll_timeout`].
@@ -38,11 +42,13 @@
 
 mod query;
 mod ranking;
+mod refresh;
 mod replication;
 mod routing;
 
 pub use query::{AskId, Done, Query, QueryAction, Reply};
 pub use ranking::Ranking;
+pub use refresh::{RefreshAction, RefreshConfig, Refresher};
 pub use replication::{Action, Config, Outcome, PassId, Replicator, Slot, View};
 pub use routing::next_hops;
 
