@@ -25,7 +25,8 @@
 //!   candidates are the node's own ranking, where the real node adds a Kademlia lookup.
 //!   Acknowledged stores are kept in a ledger for the checks of the tests.
 //! - **Faults**: message loss ([`Config::loss`]), partitions ([`Sim::partition`],
-//!   [`Sim::heal`]), kills ([`Sim::kill`]) and joins ([`Sim::join`]).
+//!   [`Sim::heal`]), kills ([`Sim::kill`]), graceful leaves with their handover
+//!   ([`Sim::leave`]) and joins ([`Sim::join`]).
 //!
 //! Bounds: the event queue holds what the nodes sent and their timers (each node has at most
 //! one timer event that counts); requests under way are bounded by the replicator's own
@@ -127,6 +128,8 @@ pub struct Sim {
     ledger: BTreeMap<Slot, u64>,
     ops: BTreeMap<u64, Op>,
     next_op: u64,
+    /// A node leaving: its handover pass, and whether it ended.
+    leaving: Option<(usize, core::PassId, bool)>,
     stats: Stats,
 }
 
@@ -251,6 +254,7 @@ impl Sim {
             ledger: BTreeMap::new(),
             ops: BTreeMap::new(),
             next_op: 0,
+            leaving: None,
             stats: Stats::default(),
             config,
         };
@@ -384,14 +388,35 @@ impl Sim {
         op.found
     }
 
+    /// Node `node` leaves gracefully: a handover pass pushes what it holds to the peers that
+    /// are the replica sets without it, then it closes its connections (its peers notice at
+    /// once). Gives whether the handover pass ended (within a request timeout per push).
+    pub fn leave(&mut self, node: usize) -> bool {
+        let now = self.now;
+        let pass = self.nodes[node].replicator.request_pass(true, now);
+        self.leaving = Some((node, pass, false));
+        self.drive(node);
+        while self.leaving.is_some_and(|(_, _, over)| !over) && !self.queue.is_empty() {
+            self.step();
+        }
+        let handed_over = self.leaving.take().is_some_and(|(_, _, over)| over);
+        self.stop(node, (Duration::ZERO, Duration::ZERO));
+        handed_over
+    }
+
     /// Kills a node (no goodbye: its peers notice after the detection delay).
     pub fn kill(&mut self, node: usize) {
+        self.stop(node, self.config.detect_delay);
+    }
+
+    /// Node `node` stops; each peer notices after a delay drawn from `notice`.
+    fn stop(&mut self, node: usize, notice: (Duration, Duration)) {
         let id = self.nodes[node].id;
         self.nodes[node].alive = false;
         self.nodes[node].pending.clear();
         for other in self.live() {
             if self.nodes[other].connected.contains(&id) {
-                let delay = self.uniform(self.config.detect_delay);
+                let delay = self.uniform(notice);
                 self.schedule(
                     delay,
                     Event::Disconnected {
@@ -805,7 +830,15 @@ impl Sim {
                         self.stats.dropped += 1;
                     }
                 }
-                Action::PassDone { .. } => self.stats.passes += 1,
+                Action::PassDone { id, .. } => {
+                    self.stats.passes += 1;
+                    if let Some((leaver, pass, over)) = &mut self.leaving
+                        && *leaver == node
+                        && *pass == id
+                    {
+                        *over = true;
+                    }
+                }
             }
         }
         self.reschedule(node);

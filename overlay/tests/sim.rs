@@ -1,5 +1,6 @@
 //! The overlay's replication and repair in the simulator ([`p2psip_overlay::sim`]): many
-//! nodes on virtual time, churn, loss and partitions, each run replayed by its seed.
+//! nodes on virtual time, churn, graceful leaves, loss and partitions, each run replayed by
+//! its seed.
 //!
 //! The property, over many seeds: after churn that leaves a majority of each replica set
 //! alive long enough to repair, no acknowledged registration is lost and every live node
@@ -184,6 +185,49 @@ fn owners_restore_registrations_whose_replicas_all_died() {
     for seed in 300..308 {
         let (stats, wrong) = run(&churn, seed);
         assert!(wrong.is_empty(), "seed {seed}: {wrong:?} ({stats:?})");
+    }
+}
+
+/// Nodes that leave gracefully hand what they hold over before they go: whole replica sets
+/// leave one node after another, faster than the others' repair runs, after the owner died
+/// (unnoticed), and every registration is still held by `r` live nodes and found by every
+/// live node.
+#[test]
+fn whole_replica_sets_that_leave_one_by_one_hand_their_data_over() {
+    for seed in 400..406 {
+        let mut config = Config::new(24, seed);
+        // Deaths are noticed late: only the handovers can keep the data.
+        config.detect_delay = (Duration::from_secs(600), Duration::from_secs(600));
+        let mut sim = Sim::new(config);
+        sim.run_for(Duration::from_secs(1));
+        for i in 0..10 {
+            assert!(sim.publish(0, slot(i), 1), "registration {i} acknowledged");
+        }
+        sim.run_for(Duration::from_secs(5));
+        sim.kill(0);
+        let mut leavers: Vec<usize> = (0..3)
+            .flat_map(|i| sim.holders(&slot(i), 1))
+            .filter(|node| *node != 0)
+            .collect();
+        leavers.sort_unstable();
+        leavers.dedup();
+        for leaver in leavers {
+            assert!(
+                sim.leave(leaver),
+                "seed {seed}: node {leaver}'s handover ended"
+            );
+        }
+        // Each handover pushed to r peers: every registration has r live holders at once.
+        for i in 0..10 {
+            let holders = sim.holders(&slot(i), 1);
+            assert!(holders.len() >= R, "seed {seed}: {i} held by {holders:?}");
+        }
+        let wrong = check(&mut sim, 24);
+        assert!(
+            wrong.is_empty(),
+            "seed {seed}: {wrong:?} ({:?})",
+            sim.stats()
+        );
     }
 }
 
