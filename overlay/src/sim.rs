@@ -13,8 +13,11 @@
 //!   gets the disconnect the network layer would report. A joining node knows what its
 //!   bootstrap knows, and the others learn it after [`Config::join_delay`]. A peer that fails
 //!   a probe leaves the node's view (Kademlia drops unreachable peers).
-//! - **Storage**: one entry per slot, its version the generation: a replica keeps the
-//!   highest. A node takes a push only as a replica ([`Replicator::takes_store`]), as the
+//! - **Storage**: one entry per slot, its version the generation, with an expiry
+//!   ([`Config::lifetime`] after it was published): a replica keeps the highest version, and
+//!   an expired entry is neither answered nor pushed, and is deleted by the node's sweep.
+//!   Owners refresh what they publish with the core's [`Refresher`] (a store of the next
+//!   version at half the lifetime); [`Sim::withdraw`] stops that. A node takes a push only as a replica ([`Replicator::takes_store`]), as the
 //!   real node does.
 //! - **Users**: [`Sim::publish`] stores an entry the way [`crate::node::Overlay::store`] does,
 //!   with the same [`Query`] (the `r` closest, a failure or refusal replaced by the next,
@@ -40,8 +43,8 @@ use libp2p::PeerId;
 use libp2p::identity::Keypair;
 
 use crate::core::{
-    self, Action, AskId, Outcome, Query, QueryAction, Ranking, Replicator, Reply, Slot, View,
-    next_hops,
+    self, Action, AskId, Outcome, Query, QueryAction, Ranking, RefreshAction, RefreshConfig,
+    Refresher, Replicator, Reply, Slot, View, next_hops,
 };
 use crate::rng::Rng;
 use libp2p::kad::KBucketKey;
@@ -70,6 +73,11 @@ pub struct Config {
     /// How many peers each bucket of a node's routing table (Kademlia's k-buckets) holds,
     /// for Route messages ([`Sim::route`]). Default 20, Kademlia's.
     pub bucket_size: usize,
+    /// The lifetime of a published entry; its owner refreshes it at half of it. Default
+    /// 1 hour.
+    pub lifetime: Duration,
+    /// The owners' refresh retries and the stores' sweeps.
+    pub refresh: RefreshConfig,
 }
 
 impl Config {
@@ -85,6 +93,8 @@ impl Config {
             detect_delay: (Duration::from_secs(1), Duration::from_secs(5)),
             join_delay: Duration::from_secs(1),
             bucket_size: 20,
+            lifetime: Duration::from_secs(3600),
+            refresh: RefreshConfig::default(),
         }
     }
 }
@@ -110,6 +120,8 @@ pub struct Stats {
     pub full_lookups: u64,
     /// Events handled.
     pub events: u64,
+    /// Expired entries deleted by sweeps.
+    pub swept: u64,
 }
 
 /// A simulated overlay.
@@ -138,8 +150,10 @@ struct Node {
     id: PeerId,
     alive: bool,
     replicator: Replicator,
-    store: BTreeMap<Slot, u64>,
-    owned: BTreeMap<Slot, u64>,
+    store: BTreeMap<Slot, Entry>,
+    owned: BTreeMap<Slot, Entry>,
+    /// When the owned entries are refreshed and the store swept.
+    refresher: Refresher<Slot>,
     known: BTreeSet<PeerId>,
     connected: BTreeSet<PeerId>,
     /// The routing table of Route messages: at most [`Config::bucket_size`] peers per
@@ -150,6 +164,28 @@ struct Node {
     next_request: u64,
     /// The timer event that counts.
     wake_at: Option<Instant>,
+}
+
+/// A stored entry: its version (the generation) and when it expires. The newest version
+/// wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Entry {
+    version: u64,
+    expires: Instant,
+}
+
+/// Keeps the newer of the held entry and `entry`.
+fn keep_newer(store: &mut BTreeMap<Slot, Entry>, slot: Slot, entry: Entry) {
+    let held = store.entry(slot).or_insert(entry);
+    *held = (*held).max(entry);
+}
+
+/// The version of `slot` held and not expired at `now`.
+fn live_version(store: &BTreeMap<Slot, Entry>, slot: &Slot, now: Instant) -> Option<u64> {
+    store
+        .get(slot)
+        .filter(|entry| entry.expires > now)
+        .map(|entry| entry.version)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -164,7 +200,7 @@ enum Msg {
     Push {
         request: u64,
         slot: Slot,
-        version: u64,
+        entry: Entry,
     },
     PushAnswer {
         request: u64,
@@ -229,8 +265,10 @@ impl Ord for Scheduled {
 struct Op {
     node: usize,
     slot: Slot,
-    /// The version stored; `None` for a lookup.
-    version: Option<u64>,
+    /// The entry stored; `None` for a lookup.
+    entry: Option<Entry>,
+    /// A refresh of the entry at this generation (its answer goes to the refresher).
+    refresh: Option<u64>,
     query: Query,
     /// A lookup: the newest version the current phase's answers hold.
     found: Option<u64>,
@@ -345,10 +383,7 @@ impl Sim {
         self.live()
             .into_iter()
             .filter(|i| {
-                self.nodes[*i]
-                    .store
-                    .get(slot)
-                    .is_some_and(|v| *v >= version)
+                live_version(&self.nodes[*i].store, slot, self.now).is_some_and(|v| v >= version)
             })
             .collect()
     }
@@ -361,9 +396,16 @@ impl Sim {
     /// Node `node` publishes `version` of `slot` and stores it at the replica set; runs
     /// until the store is acknowledged by a majority or fails. Gives whether it was.
     pub fn publish(&mut self, node: usize, slot: Slot, version: u64) -> bool {
-        let owned = self.nodes[node].owned.entry(slot).or_insert(version);
-        *owned = (*owned).max(version);
-        let op = self.start_op(node, slot, Some(version));
+        let entry = Entry {
+            version,
+            expires: self.now + self.config.lifetime,
+        };
+        let now = self.now;
+        let n = &mut self.nodes[node];
+        keep_newer(&mut n.owned, slot, entry);
+        n.refresher.keep(slot, version, self.config.lifetime, now);
+        self.reschedule(node);
+        let op = self.start_op(node, slot, Some(entry), None);
         self.run_op(op);
         let op = self.ops.remove(&op);
         let acked = op
@@ -378,7 +420,7 @@ impl Sim {
 
     /// Node `node` looks `slot` up: the newest version its replica set answers with.
     pub fn lookup(&mut self, node: usize, slot: Slot) -> Option<u64> {
-        let op = self.start_op(node, slot, None);
+        let op = self.start_op(node, slot, None, None);
         self.run_op(op);
         let op = self.ops.remove(&op)?;
         match op.done {
@@ -402,6 +444,15 @@ impl Sim {
         let handed_over = self.leaving.take().is_some_and(|(_, _, over)| over);
         self.stop(node, (Duration::ZERO, Duration::ZERO));
         handed_over
+    }
+
+    /// Node `node` stops publishing `slot` (no more refreshes): the copies expire with
+    /// their lifetime, and the ledger forgets it.
+    pub fn withdraw(&mut self, node: usize, slot: Slot) {
+        let n = &mut self.nodes[node];
+        n.owned.remove(&slot);
+        n.refresher.withdraw(&slot);
+        self.ledger.remove(&slot);
     }
 
     /// Kills a node (no goodbye: its peers notice after the detection delay).
@@ -518,9 +569,15 @@ impl Sim {
         }
     }
 
-    fn start_op(&mut self, node: usize, slot: Slot, version: Option<u64>) -> u64 {
+    fn start_op(
+        &mut self,
+        node: usize,
+        slot: Slot,
+        entry: Option<Entry>,
+        refresh: Option<u64>,
+    ) -> u64 {
         let r = self.config.replicator.replicas.max(1);
-        let query = match version {
+        let query = match entry {
             Some(_) => Query::closest(r),
             None => {
                 let believed = self.nodes[node].replicator.closest(&slot.0, r);
@@ -534,7 +591,8 @@ impl Sim {
             Op {
                 node,
                 slot,
-                version,
+                entry,
+                refresh,
                 query,
                 found: None,
                 done: None,
@@ -555,28 +613,27 @@ impl Sim {
             let Some(action) = op.query.poll_action() else {
                 break;
             };
-            let (node, slot, version) = (op.node, op.slot, op.version);
+            let (node, slot, entry) = (op.node, op.slot, op.entry);
             match action {
                 QueryAction::Ask { id: ask, peer } if peer == self.nodes[node].id => {
                     let n = &mut self.nodes[node];
-                    let held = match version {
-                        Some(v) => {
-                            let held = n.store.entry(slot).or_insert(v);
-                            *held = (*held).max(v);
+                    let held = match entry {
+                        Some(entry) => {
+                            keep_newer(&mut n.store, slot, entry);
                             None
                         }
-                        None => n.store.get(&slot).copied(),
+                        None => live_version(&n.store, &slot, now),
                     };
                     let replica = n.replicator.is_replica(&slot.0, |_| true);
                     self.op_answer(id, ask, Reply::Ok { replica }, held);
                 }
                 QueryAction::Ask { id: ask, peer } => {
                     let request = self.request(node, Pending::Op { op: id, ask });
-                    let msg = match version {
-                        Some(version) => Msg::Push {
+                    let msg = match entry {
+                        Some(entry) => Msg::Push {
                             request,
                             slot,
-                            version,
+                            entry,
                         },
                         None => Msg::Fetch { request, slot },
                     };
@@ -590,7 +647,22 @@ impl Sim {
                         op.query.candidates(candidates, now);
                     }
                 }
-                QueryAction::Done(done) => op.done = Some(done),
+                QueryAction::Done(done) => {
+                    if let (Some(generation), Some(entry)) = (op.refresh, entry) {
+                        let stored = done.has_majority().then_some(entry.version);
+                        if stored.is_some() {
+                            let acked = self.ledger.entry(slot).or_insert(entry.version);
+                            *acked = (*acked).max(entry.version);
+                        }
+                        self.nodes[node]
+                            .refresher
+                            .refreshed(&slot, generation, stored, now);
+                        self.ops.remove(&id);
+                        self.reschedule(node);
+                        return;
+                    }
+                    op.done = Some(done);
+                }
             }
         }
         if let Some(at) = self.ops.get(&id).and_then(|op| op.query.poll_timeout()) {
@@ -634,6 +706,7 @@ impl Sim {
                     self.nodes[node].wake_at = None;
                     let now = self.now;
                     self.nodes[node].replicator.handle_timeout(now);
+                    self.upkeep(node);
                     self.drive(node);
                 }
             }
@@ -677,13 +750,12 @@ impl Sim {
             Msg::Push {
                 request,
                 slot,
-                version,
+                entry,
             } => {
                 let node = &mut self.nodes[to];
                 let taken = node.replicator.takes_store(&slot.0, &sender, |_| true);
                 if taken {
-                    let held = node.store.entry(slot).or_insert(version);
-                    *held = (*held).max(version);
+                    keep_newer(&mut node.store, slot, entry);
                 } else {
                     self.stats.refused += 1;
                 }
@@ -691,7 +763,7 @@ impl Sim {
             }
             Msg::Fetch { request, slot } => {
                 let node = &mut self.nodes[to];
-                let version = node.store.get(&slot).copied();
+                let version = live_version(&node.store, &slot, self.now);
                 let replica = node.replicator.is_replica(&slot.0, |_| true);
                 self.send(
                     to,
@@ -795,16 +867,20 @@ impl Sim {
                 }
                 Action::Hold(slot) => {
                     let n = &mut self.nodes[node];
-                    if let Some(version) = n.owned.get(&slot).copied() {
-                        let held = n.store.entry(slot).or_insert(version);
-                        *held = (*held).max(version);
+                    if let Some(entry) = n.owned.get(&slot).copied() {
+                        keep_newer(&mut n.store, slot, entry);
                     }
                 }
                 Action::Push { peer, slot } => {
                     let n = &self.nodes[node];
-                    let version = n.store.get(&slot).copied().max(n.owned.get(&slot).copied());
-                    match version {
-                        Some(version) => {
+                    let entry = n
+                        .store
+                        .get(&slot)
+                        .copied()
+                        .max(n.owned.get(&slot).copied())
+                        .filter(|entry| entry.expires > now);
+                    match entry {
+                        Some(entry) => {
                             self.stats.pushes += 1;
                             let request = self.request(node, Pending::Push { peer, slot });
                             self.send(
@@ -813,7 +889,7 @@ impl Sim {
                                 Msg::Push {
                                     request,
                                     slot,
-                                    version,
+                                    entry,
                                 },
                             );
                         }
@@ -844,8 +920,38 @@ impl Sim {
         self.reschedule(node);
     }
 
+    /// Carries out what a node's refresher says is due: refreshes (stores of the next
+    /// version, answered to the refresher when over) and the sweep.
+    fn upkeep(&mut self, node: usize) {
+        let now = self.now;
+        let due = self.nodes[node].refresher.handle_timeout(now);
+        for action in due {
+            match action {
+                RefreshAction::Refresh { slot, generation } => {
+                    let entry = Entry {
+                        version: generation + 1,
+                        expires: now + self.config.lifetime,
+                    };
+                    keep_newer(&mut self.nodes[node].owned, slot, entry);
+                    self.start_op(node, slot, Some(entry), Some(generation));
+                }
+                RefreshAction::Sweep => {
+                    let n = &mut self.nodes[node];
+                    let before = n.store.len();
+                    n.store.retain(|_, entry| entry.expires > now);
+                    self.stats.swept += (before - n.store.len()) as u64;
+                }
+            }
+        }
+    }
+
     fn reschedule(&mut self, node: usize) {
-        let Some(at) = self.nodes[node].replicator.poll_timeout() else {
+        let n = &self.nodes[node];
+        let Some(at) = [n.replicator.poll_timeout(), n.refresher.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+        else {
             return;
         };
         let at = at.max(self.now);
@@ -917,6 +1023,7 @@ impl Sim {
             replicator: Replicator::new(id, self.config.replicator.clone(), self.now),
             store: BTreeMap::new(),
             owned: BTreeMap::new(),
+            refresher: Refresher::new(self.config.refresh.clone(), self.now),
             known: BTreeSet::new(),
             connected: BTreeSet::new(),
             table: Ranking::new(),

@@ -1,6 +1,6 @@
 //! The overlay's replication and repair in the simulator ([`p2psip_overlay::sim`]): many
-//! nodes on virtual time, churn, graceful leaves, loss and partitions, each run replayed by
-//! its seed.
+//! nodes on virtual time, churn, graceful leaves, expiry, loss and partitions, each run
+//! replayed by its seed.
 //!
 //! The property, over many seeds: after churn that leaves a majority of each replica set
 //! alive long enough to repair, no acknowledged registration is lost and every live node
@@ -228,6 +228,50 @@ fn whole_replica_sets_that_leave_one_by_one_hand_their_data_over() {
             "seed {seed}: {wrong:?} ({:?})",
             sim.stats()
         );
+    }
+}
+
+/// Published entries live as long as their owners refresh them: after five lifetimes the
+/// kept registrations are still held by `r` nodes and found everywhere, and the withdrawn
+/// ones (and those whose owner died) are held and found nowhere, their copies swept.
+#[test]
+fn kept_registrations_outlive_their_lifetime_and_withdrawn_ones_expire() {
+    for seed in 500..504 {
+        let mut config = Config::new(24, seed);
+        config.lifetime = Duration::from_secs(120);
+        let mut sim = Sim::new(config);
+        sim.run_for(Duration::from_secs(1));
+        // Registration i is owner (i % 4)'s; owner 3 dies, 0 and 1 are withdrawn.
+        for i in 0..12 {
+            assert!(
+                sim.publish(i % 4, slot(i), 1),
+                "registration {i} acknowledged"
+            );
+        }
+        sim.kill(3);
+        sim.withdraw(0, slot(0));
+        sim.withdraw(1, slot(1));
+        sim.run_for(Duration::from_secs(600));
+        let live: Vec<usize> = sim.live();
+        for i in 0..12 {
+            let kept = i > 1 && i % 4 != 3;
+            let holders = sim.holders(&slot(i), 0);
+            let found = sim.lookup(live[i % live.len()], slot(i));
+            if kept {
+                assert!(holders.len() >= R, "seed {seed}: {i} held by {holders:?}");
+                assert!(
+                    found > Some(1),
+                    "seed {seed}: {i} found {found:?}, never refreshed"
+                );
+            } else {
+                assert!(
+                    holders.is_empty(),
+                    "seed {seed}: {i} still held by {holders:?}"
+                );
+                assert_eq!(found, None, "seed {seed}: {i}");
+            }
+        }
+        assert!(sim.stats().swept > 0, "seed {seed}: nothing swept");
     }
 }
 
