@@ -196,14 +196,24 @@ impl Traversal {
         Some(relay)
     }
 
-    /// The listeners to remove: every reservation, once this node is public.
+    /// The listeners to remove: every reservation the relay accepted, once this node is
+    /// public. One still waiting for the relay's answer stays until it comes (ask again
+    /// then): libp2p-relay 0.22's client panics ("Relay connection exist") when an
+    /// acceptance arrives for a listener removed while its request was under way.
     pub(crate) fn reservations_to_drop(&mut self) -> Vec<ListenerId> {
         if self.reachability != Reachability::Public {
             return Vec::new();
         }
-        self.reservations
-            .drain()
-            .map(|(_, reservation)| reservation.listener)
+        let accepted: Vec<PeerId> = self
+            .reservations
+            .iter()
+            .filter(|(_, reservation)| !reservation.addrs.is_empty())
+            .map(|(relay, _)| *relay)
+            .collect();
+        accepted
+            .into_iter()
+            .filter_map(|relay| self.reservations.remove(&relay))
+            .map(|reservation| reservation.listener)
             .collect()
     }
 
@@ -308,6 +318,12 @@ mod tests {
         nat.reserving(relay, listener);
         assert!(nat.reservations_to_drop().is_empty(), "still private");
         nat.set_reachability(Reachability::Public);
+        // Not before the relay answered: the listener goes once the reservation is held.
+        assert!(
+            nat.reservations_to_drop().is_empty(),
+            "still waiting for the relay"
+        );
+        assert!(nat.listening(listener, &relay_addr(1)));
         assert_eq!(nat.reservations_to_drop(), vec![listener]);
         assert!(nat.reservations_to_make(Instant::now()).is_empty());
     }

@@ -525,6 +525,8 @@ impl Task {
             } => {
                 if self.nat.listening(listener_id, &address) {
                     info!(%address, "reserved a slot on a relay: reachable through it");
+                    // A reservation asked for before the node turned public goes now.
+                    self.update_reservations();
                 } else {
                     info!(%address, "listening");
                     // An operator who turns the relay on declares the node reachable where it
