@@ -514,6 +514,12 @@ impl Overlay {
         }
     }
 
+    /// How many answers the node's decisions ignored because nothing was waiting for them
+    /// (a push, probe or view not under way; a refresh withdrawn or published again).
+    pub fn ignored_answers(&self) -> u64 {
+        self.inner.replicator().ignored() + self.inner.refresher().ignored()
+    }
+
     /// How many stores this node refused because it is not among the replicas of their
     /// resource as far as it knows ([`ErrorCode::NotReplica`]).
     pub fn not_replica(&self) -> u64 {

@@ -176,6 +176,8 @@ pub struct Replicator {
     /// A pass asked for while one runs: its id and whether it is a handover.
     queued: Option<(PassId, bool)>,
     next_id: PassId,
+    /// Answers to no action under way, ignored.
+    ignored: u64,
     actions: VecDeque<Action>,
 }
 
@@ -238,6 +240,7 @@ impl Replicator {
             pass: None,
             queued: None,
             next_id: 0,
+            ignored: 0,
             actions: VecDeque::new(),
         }
     }
@@ -397,26 +400,45 @@ impl Replicator {
         if alive {
             self.down.remove(&peer);
         }
-        let Some(pass) = &mut self.pass else {
+        let Some(Pass {
+            stage: stage @ Stage::Probing(_),
+            ..
+        }) = &mut self.pass
+        else {
+            return self.ignore("a probe's answer while no probe is under way");
+        };
+        let Stage::Probing(waiting) = stage else {
             return;
         };
-        if let Stage::Probing(waiting) = &mut pass.stage {
-            waiting.remove(&peer);
-            if waiting.is_empty() {
-                pass.stage = Stage::Viewing;
-                self.actions.push_back(Action::NeedView);
-            }
+        if !waiting.remove(&peer) {
+            return self.ignore("a probe's answer for a peer not probed");
         }
+        if waiting.is_empty() {
+            *stage = Stage::Viewing;
+            self.actions.push_back(Action::NeedView);
+        }
+    }
+
+    /// How many answers came for no action under way (a push, probe or view not asked
+    /// for, or answered already): ignored, counted, logged at debug.
+    pub fn ignored(&self) -> u64 {
+        self.ignored
+    }
+
+    fn ignore(&mut self, what: &str) {
+        self.ignored += 1;
+        debug!(what, "an answer to no action under way; ignored");
     }
 
     /// The answer to [`Action::NeedView`]. Unanswered, the pass waits.
     pub fn view(&mut self, view: View, _now: Instant) {
-        let Some(pass) = &mut self.pass else {
-            return;
+        let Some(pass) = self
+            .pass
+            .as_mut()
+            .filter(|pass| matches!(pass.stage, Stage::Viewing))
+        else {
+            return self.ignore("a view while none was asked for");
         };
-        if !matches!(pass.stage, Stage::Viewing) {
-            return;
-        }
         if let Some(connected) = view.connected {
             self.connected = connected.into_iter().collect();
         }
@@ -455,6 +477,18 @@ impl Replicator {
 
     /// The answer to [`Action::Push`].
     pub fn pushed(&mut self, peer: PeerId, slot: Slot, outcome: Outcome, now: Instant) {
+        let under_way = match &self.pass {
+            Some(Pass {
+                stage: Stage::Walking { active, .. },
+                ..
+            }) => active
+                .get(&slot.0)
+                .is_some_and(|walk| walk.kind == slot.1 && walk.waiting_for == Some(peer)),
+            _ => false,
+        };
+        if !under_way {
+            return self.ignore("a push's answer for no push under way");
+        }
         let Some(pass) = &mut self.pass else {
             return;
         };
@@ -464,10 +498,6 @@ impl Replicator {
         let Some(walk) = active.get_mut(&slot.0) else {
             return;
         };
-        if walk.kind != slot.1 || walk.waiting_for != Some(peer) {
-            debug!(%peer, "a push result for no push under way; ignored");
-            return;
-        }
         walk.waiting_for = None;
         if !matches!(outcome, Outcome::Busy { .. }) {
             walk.busy = 0;
@@ -887,6 +917,31 @@ mod tests {
             matches!(done.as_slice(), [Action::Drop(_), Action::PassDone { .. }]),
             "{done:?}"
         );
+    }
+
+    #[test]
+    fn answers_to_nothing_under_way_are_ignored_and_counted() {
+        let t0 = Instant::now();
+        let resource = ResourceId::for_normalized("erin@example.org");
+        let mut replicator = Replicator::new(peer(1), Config::default(), t0);
+        // No pass: a push result, a probe and a view are answers to nothing.
+        replicator.pushed(peer(2), (resource, CLAIM), Outcome::Held { entries: 1 }, t0);
+        replicator.probed(peer(2), true, t0);
+        replicator.view(View::default(), t0);
+        assert_eq!(replicator.ignored(), 3);
+        assert!(drain(&mut replicator).is_empty());
+        // In a pass, a probe of a peer that was not probed.
+        replicator.peer_disconnected(peer(3), t0);
+        replicator.request_pass(false, t0);
+        assert_eq!(drain(&mut replicator), vec![Action::Probe(peer(3))]);
+        replicator.probed(peer(4), false, t0);
+        assert_eq!(replicator.ignored(), 4);
+        assert!(
+            drain(&mut replicator).is_empty(),
+            "still waiting for peer 3"
+        );
+        replicator.probed(peer(3), false, t0);
+        assert_eq!(drain(&mut replicator), vec![Action::NeedView]);
     }
 
     #[test]
