@@ -46,6 +46,7 @@ use crate::core::{
     self, Action, AskId, Outcome, Query, QueryAction, Ranking, RefreshAction, RefreshConfig,
     Refresher, Replicator, Reply, Slot, View, next_hops,
 };
+use crate::id::{ResourceId, closest_nodes};
 use crate::rng::Rng;
 use libp2p::kad::KBucketKey;
 
@@ -339,6 +340,23 @@ impl Sim {
             at = next;
         }
         None
+    }
+
+    /// Whether node `from`'s Kademlia routing table ([`Config::bucket_size`] a bucket) holds
+    /// the `r` live nodes closest to `resource`: then the peers it believes closest are the
+    /// replica set, and a lookup costs one round trip.
+    pub fn table_knows_replicas(&self, from: usize, resource: &ResourceId) -> bool {
+        let r = self.config.replicator.replicas.max(1);
+        let me = self.nodes[from].id;
+        let live = self
+            .live()
+            .into_iter()
+            .map(|i| self.nodes[i].id)
+            .collect::<Vec<_>>();
+        let table = &self.nodes[from].table;
+        closest_nodes(resource, live, r)
+            .iter()
+            .all(|peer| *peer == me || table.contains(peer))
     }
 
     /// The virtual time now.

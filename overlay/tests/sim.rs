@@ -420,3 +420,37 @@ fn routes_at_a_thousand_nodes_take_few_hops() {
         }
     }
 }
+
+/// How often the peers a node believes closest to a resource are its replica set, with
+/// Kademlia routing tables of k peers a bucket (each bucket full: the best a table can know):
+/// that is how often a lookup costs one round trip. With the node's k = 128, every node of a
+/// 128-node overlay knows the replicas of everything; with Kademlia's 20, a lookup there
+/// mostly needs a second phase.
+#[test]
+fn with_buckets_of_128_a_node_of_128_knows_the_replicas_of_everything() {
+    let share = |nodes: usize, k: usize| {
+        let mut config = Config::new(nodes, 9);
+        config.bucket_size = k;
+        let mut sim = Sim::new(config);
+        let tries = 400;
+        let known = (0..tries)
+            .filter(|i| {
+                let from = sim.below(nodes);
+                let resource = ResourceId::for_normalized(&format!("user{i}@sim.p2p"));
+                sim.table_knows_replicas(from, &resource)
+            })
+            .count();
+        known as f64 / tries as f64
+    };
+    let (small, large) = (share(128, 20), share(128, 128));
+    let thousand = share(1000, 128);
+    eprintln!(
+        "replica sets a node's table holds: {:.0}% with k = 20 and {:.0}% with k = 128 at 128 \
+         nodes; {:.0}% with k = 128 at 1,000",
+        small * 100.0,
+        large * 100.0,
+        thousand * 100.0
+    );
+    assert_eq!(large, 1.0);
+    assert!(small < 0.5, "{small}");
+}

@@ -47,10 +47,12 @@ pub struct Config {
     /// How long a DHT query (bootstrap, closest peers) may run. Default 30 s.
     pub query_timeout: Duration,
     /// How many peers each bucket of the Kademlia routing table keeps (Kademlia's `k` is
-    /// 20). Default 64: in an overlay of up to about twice this many nodes every node can
-    /// know every other, so that the peers a node believes closest to a resource are its
-    /// replica set and a lookup costs one round trip. Each entry is a peer id and its few
-    /// addresses; at most [`MAX_KBUCKET_SIZE`].
+    /// 20). Default 128: in an overlay of up to about 128 nodes every node can know every
+    /// other, so that the peers a node believes closest to a resource are its replica set
+    /// and a lookup costs one round trip (with 20, about a quarter of lookups there; at N
+    /// nodes the share falls as k / N grows smaller: `overlay/tests/sim.rs`). A table holds
+    /// at most as many peers as there are; each entry is a peer id and its few addresses.
+    /// At most [`MAX_KBUCKET_SIZE`].
     pub kbucket_size: usize,
     /// How long a connection with nothing to do stays open. Default 60 s.
     pub idle_connection_timeout: Duration,
@@ -117,7 +119,7 @@ impl Default for Config {
             max_connections_per_peer: 8,
             request_timeout: Duration::from_secs(10),
             query_timeout: Duration::from_secs(30),
-            kbucket_size: 64,
+            kbucket_size: 128,
             idle_connection_timeout: Duration::from_secs(60),
             relay: Relay::Auto,
             relay_limits: RelayLimits::default(),
