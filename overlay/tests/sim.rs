@@ -188,6 +188,44 @@ fn owners_restore_registrations_whose_replicas_all_died() {
     }
 }
 
+/// Joins never thin a replica set: while new nodes take over the replica sets of many
+/// registrations, with 5% of messages lost, the old holders keep their copies until every
+/// new member acknowledged one, so at no moment does a registration have fewer than `r`
+/// live holders.
+#[test]
+fn joins_never_leave_a_registration_with_fewer_than_r_holders() {
+    for seed in 600..604 {
+        let mut config = Config::new(32, seed);
+        // Lost messages make some pushes fail: a walk then ends with fewer than r
+        // acknowledgements, and the old holder must keep its copy.
+        config.loss = 0.05;
+        let mut sim = Sim::new(config);
+        sim.run_for(Duration::from_secs(1));
+        publish(&mut sim, 0..40, 0);
+        sim.run_for(Duration::from_secs(10));
+        for _ in 0..32 {
+            let live = sim.live();
+            let bootstrap = live[sim.below(live.len())];
+            sim.join(bootstrap);
+        }
+        let mut thinnest = usize::MAX;
+        for _ in 0..1200 {
+            sim.run_for(Duration::from_millis(50));
+            for i in 0..40 {
+                thinnest = thinnest.min(sim.holders(&slot(i), 1).len());
+            }
+        }
+        assert!(
+            thinnest >= R,
+            "seed {seed}: a registration had {thinnest} holders"
+        );
+        assert!(
+            sim.stats().dropped > 0,
+            "seed {seed}: no copy changed hands"
+        );
+    }
+}
+
 /// Nodes that leave gracefully hand what they hold over before they go: whole replica sets
 /// leave one node after another, faster than the others' repair runs, after the owner died
 /// (unnoticed), and every registration is still held by `r` live nodes and found by every
