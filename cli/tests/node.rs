@@ -112,6 +112,15 @@ fn two_nodes_register_look_up_call_message_and_leave() {
         "Bob is at node two"
     );
     assert_eq!(devices[0]["hops"], 1);
+    // In an overlay of two, the lookup asked both nodes at once: one round trip.
+    let status = sandbox.run(&["status", "--data-dir", "one", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(status.ok()).expect("JSON");
+    assert!(
+        status["lookups_one_round_trip"].as_u64() >= Some(1),
+        "{status}"
+    );
+    let status = sandbox.run(&["status", "--data-dir", "one"]);
+    assert!(status.ok().contains("in one round trip"));
 
     let call = sandbox.run(&["call", bob, "--duration", "0.5", "--data-dir", "one"]);
     let text = call.ok();

@@ -212,6 +212,12 @@ pub struct Status {
     pub overlay_in_dialog: u64,
     /// Overlay messages forwarded for others.
     pub forwarded: u64,
+    /// Lookups of AORs answered in one round trip by the replicas this node knew.
+    #[serde(default)]
+    pub lookups_one_round_trip: u64,
+    /// Lookups of AORs that needed a Kademlia lookup of the replica set.
+    #[serde(default)]
+    pub lookups_full: u64,
     /// Reachability (AutoNAT), external and relayed addresses, whether it relays for others.
     pub nat: network::NatState,
     /// The media this node carries for its softphones.
@@ -486,6 +492,8 @@ async fn status(node: &Node, agent: &Agent) -> Result<Status, String> {
         overlay_requests: load(&stats.overlay_requests),
         overlay_in_dialog: load(&stats.overlay_in_dialog),
         forwarded: overlay.forwarded(),
+        lookups_one_round_trip: overlay.lookups().one_round_trip,
+        lookups_full: overlay.lookups().full,
         nat: network.nat().await.map_err(|e| e.to_string())?,
         media: stats.media.snapshot(),
     })

@@ -119,6 +119,10 @@ pub(crate) fn status(args: ReadArgs) -> anyhow::Result<()> {
         "counters:       {} published, {} refused, {} requests and {} in-dialog over the overlay, {} forwarded",
         s.published, s.refused, s.overlay_requests, s.overlay_in_dialog, s.forwarded
     );
+    println!(
+        "lookups:        {} in one round trip, {} through a Kademlia lookup",
+        s.lookups_one_round_trip, s.lookups_full
+    );
     let r = &s.refusals;
     println!(
         "refused:        SIP {} ({} challenged), overlay: {} bad messages, {} bad signatures, \
