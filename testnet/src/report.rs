@@ -213,7 +213,8 @@ pub struct LabCall {
     pub setup_ms: Option<f64>,
     /// The path between the two nodes right after the call; `None` when unknown.
     pub path: Option<NodePath>,
-    /// The overlay hops from the caller's node to the callee's.
+    /// The overlay links the call's INVITE crossed from the caller's node to the callee's
+    /// ([`CallSample::hops`]).
     pub hops: Option<u32>,
     /// What went wrong, for a failed call.
     pub error: Option<String>,
