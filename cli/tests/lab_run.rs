@@ -48,6 +48,7 @@ fn lab_run_calls_across_every_pair_of_nats_and_reports_each_path() {
         "SRD direct",
         "SRD relayed",
         "RRD by NAT",
+        "INVITE hops mean",
     ] {
         assert!(stdout.contains(line), "{line:?} in\n{stdout}");
     }
@@ -76,6 +77,14 @@ fn lab_run_calls_across_every_pair_of_nats_and_reports_each_path() {
         assert!(
             call["path"] == "direct" || call["path"] == "relayed",
             "a path: {call}"
+        );
+        // The hops the caller's node noted for the INVITE: two distinct nodes, at least one
+        // link, and never more than the other nodes.
+        assert!(
+            call["hops"]
+                .as_u64()
+                .is_some_and(|hops| (1..=5).contains(&hops)),
+            "the INVITE's hops: {call}"
         );
         let (from, to) = (
             call["from_nat"].as_str().unwrap(),

@@ -48,7 +48,7 @@ pub enum Error {
 enum Command {
     Invite {
         target: String,
-        reply: oneshot::Sender<Result<Call, SipError>>,
+        reply: oneshot::Sender<Result<(Call, String), SipError>>,
     },
     Answer {
         call: Call,
@@ -221,6 +221,12 @@ impl Agent {
 
     /// Places a call to a `sip:` URI.
     pub async fn invite(&self, target: &str) -> Result<Call, Error> {
+        Ok(self.invite_with_call_id(target).await?.0)
+    }
+
+    /// Places a call to a `sip:` URI; gives the call and its Call-ID (the key of
+    /// [`crate::p2p::Node::invite_hops`] at the agent's node).
+    pub async fn invite_with_call_id(&self, target: &str) -> Result<(Call, String), Error> {
         let target = target.to_owned();
         self.ask(|reply| Command::Invite { target, reply }).await
     }
@@ -408,10 +414,10 @@ fn execute(agent: &mut UserAgent, command: Command, calls: &mut HashMap<Call, Ti
     // A caller that stopped waiting for the answer has nothing to be told.
     match command {
         Command::Invite { target, reply } => {
-            let placed = agent.invite(t, &target);
-            if let Ok(call) = &placed {
-                calls.insert(*call, Timings::new(Instant::from_std(t)));
-            }
+            let placed = agent.invite(t, &target).map(|call| {
+                calls.insert(call, Timings::new(Instant::from_std(t)));
+                (call, agent.call_id(call).unwrap_or_default().to_owned())
+            });
             drop(reply.send(placed));
         }
         Command::Answer { call, reply } => drop(reply.send(agent.answer(t, call))),

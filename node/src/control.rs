@@ -320,6 +320,10 @@ pub struct CallUpdate {
     pub duration_ms: Option<f64>,
     /// Whether the other side hung up.
     pub by_peer: Option<bool>,
+    /// How many overlay links the call's INVITE crossed to the callee's node (0: the callee
+    /// is at this node), once this node knows ([`Node::invite_hops`]); `None` before, and
+    /// when the INVITE never got there.
+    pub hops: Option<u8>,
 }
 
 /// The control API, bound, with its `control.json` written.
@@ -431,7 +435,7 @@ async fn serve_one(stream: TcpStream, token: &str, node: &Node, agent: &Agent) {
         Request::Message { target, text } => ask(agent, &target, Some(&text)).await,
         Request::Options { target } => ask(agent, &target, None).await,
         Request::Call { target, duration_s } => {
-            call(agent, &target, duration_s, &mut lines, &mut out).await;
+            call(node, agent, &target, duration_s, &mut lines, &mut out).await;
             return;
         }
         Request::Hangup => Err("hangup only means something during a call".to_owned()),
@@ -620,9 +624,10 @@ async fn wait(agent: &mut Agent, pick: impl Fn(&ua::Event) -> bool) -> Result<Re
     }
 }
 
-/// A call: updates as it goes; hangs up on request, on the client leaving, or after
-/// `duration_s` once answered.
+/// A call: updates as it goes (with the hops of its INVITE from the ringing on); hangs up on
+/// request, on the client leaving, or after `duration_s` once answered.
 async fn call(
+    node: &Node,
     agent: &Agent,
     target: &str,
     duration_s: Option<f64>,
@@ -630,8 +635,8 @@ async fn call(
     out: &mut Out<'_>,
 ) {
     let mut events = agent.clone();
-    let call = match agent.invite(target).await {
-        Ok(call) => call,
+    let (call, call_id) = match agent.invite_with_call_id(target).await {
+        Ok(placed) => placed,
         Err(e) => {
             out.error(&format!("cannot call {target}: {e}")).await;
             return;
@@ -649,7 +654,8 @@ async fn call(
                     out.error("the node's user agent has stopped").await;
                     return;
                 };
-                let Some(step) = call_step(call, &report) else { continue };
+                let Some(mut step) = call_step(call, &report) else { continue };
+                step.hops = node.invite_hops(&call_id).map(|noted| noted.hops);
                 if step.state == CallState::Answered {
                     hang_up_at = duration.map(|d| tokio::time::Instant::now() + d);
                 }
@@ -713,6 +719,7 @@ fn update(
         answered_ms: timings.and_then(|t| t.answered).map(ms),
         duration_ms: None,
         by_peer: None,
+        hops: None,
     }
 }
 

@@ -9,7 +9,8 @@
 //!   the send handle and [`transport::Incoming`], where every received message arrives as a
 //!   [`transport::Received`] with its exact source [`transport::Peer`].
 //! - [`p2p`]: the P2PSIP node, [`p2p::Node`]: registrations in the overlay, requests routed
-//!   through peers, dialogs end to end.
+//!   through peers, dialogs end to end; [`hops`]: how far each call's INVITE travelled in the
+//!   overlay ([`p2p::Node::invite_hops`]).
 //! - [`media`]: the media of a node's softphones anchored at the node and carried to the
 //!   other end node over libp2p streams ([`media::Media`]).
 //! - [`server`]: a plain SIP proxy and registrar; [`agent`]: a user agent over its own
@@ -26,6 +27,7 @@ pub mod agent;
 mod clock;
 pub mod control;
 pub mod edge;
+pub mod hops;
 pub mod limit;
 pub mod media;
 pub mod p2p;

@@ -58,7 +58,9 @@
 //!   the proxy core an overlay node is a reliable connection: a [`Peer`] whose connection id
 //!   is in [`OVERLAY_LINKS`] and whose address, in the discard prefix `100::/64` (RFC 6666),
 //!   only stands for the node. A node takes requests from the overlay only for the contacts
-//!   registered at it (never an open relay).
+//!   registered at it (never an open relay). Once a Route is answered, the node notes the
+//!   overlay links it crossed for each initial INVITE it carried ([`Node::invite_hops`],
+//!   [`hops`]).
 //! - **Dialogs end to end.** Both end nodes Record-Route with a URI that carries
 //!   `;node=<Node-ID>`; a next hop with that parameter is sent over the overlay straight to
 //!   that node (libp2p dials it), so in-dialog requests never cross a third peer.
@@ -98,6 +100,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::clock::{now, sleep_until};
 use crate::edge::{self, Dialogs};
+use crate::hops::{self, InviteHops};
 use crate::limit::{self, Budget, Limiter};
 use crate::media::{self, Ingress, Media};
 use crate::transport::{self, Incoming, Transports};
@@ -258,6 +261,7 @@ pub struct Node {
     sip: Vec<Peer>,
     trusted: Arc<Mutex<HashSet<SocketAddr>>>,
     stats: Arc<Stats>,
+    invites: Arc<Mutex<hops::Table>>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -383,6 +387,7 @@ impl Node {
         let (done_tx, done_rx) = mpsc::channel(config.max_pending.max(1));
         let (stop, stopped) = oneshot::channel();
         let trusted = Arc::new(Mutex::new(HashSet::new()));
+        let invites = Arc::new(Mutex::new(hops::Table::default()));
         let state = State {
             id,
             verifier,
@@ -401,6 +406,7 @@ impl Node {
             expiries: HashMap::new(),
             pending: 0,
             queues: HashMap::new(),
+            invites: invites.clone(),
             media,
             done: done_tx,
             config,
@@ -415,6 +421,7 @@ impl Node {
             sip,
             trusted,
             stats,
+            invites,
             stop: Some(stop),
             task: Some(task),
         })
@@ -457,6 +464,14 @@ impl Node {
     /// What the node counted.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// Where the initial INVITE of the call `call_id`, from a client of this node, went and
+    /// how many overlay links it crossed ([`hops`]: the Route that carried it, 0 for a device
+    /// registered here). `None` until the Route was answered, when it failed, and once the
+    /// call is older than the last [`hops::CAPACITY`] calls.
+    pub fn invite_hops(&self, call_id: &str) -> Option<InviteHops> {
+        lock_invites(&self.invites).get(call_id)
     }
 
     /// Stops the SIP side and leaves the overlay gracefully (handing the data over).
@@ -565,6 +580,8 @@ struct State {
     pending: usize,
     /// The send queue of each overlay node this node talks to.
     queues: HashMap<PeerId, mpsc::Sender<(Bytes, Option<TransactionId>)>>,
+    /// The hops of the initial INVITEs sent ([`Node::invite_hops`]).
+    invites: Arc<Mutex<hops::Table>>,
     /// The media anchors of the softphones, unless media is off.
     media: Option<Media>,
     done: mpsc::Sender<Done>,
@@ -925,6 +942,7 @@ impl State {
                         );
                     }
                     Ok(devices) => {
+                        self.note_local_invite(context, &devices);
                         let targets = self.targets(&devices);
                         let _ = self.proxy.forward(t, context, targets);
                     }
@@ -941,6 +959,23 @@ impl State {
                     self.proxy.transport_error(t, txn);
                 }
             }
+        }
+    }
+
+    /// Notes 0 hops for an INVITE that goes to a device registered at this node.
+    fn note_local_invite(&self, context: proxy::Context, devices: &[Device]) {
+        let here = devices
+            .iter()
+            .any(|d| d.node == self.id && !d.contacts.is_empty());
+        let Some(request) = self.proxy.request(context) else {
+            return;
+        };
+        if here && *request.method() == Method::Invite && !has_to_tag(request) {
+            let hops = InviteHops {
+                node: self.id,
+                hops: 0,
+            };
+            lock_invites(&self.invites).note(&call_id(request), hops);
         }
     }
 
@@ -1029,7 +1064,12 @@ impl State {
                     continue;
                 }
                 None => {
-                    let queue = spawn_queue(self.overlay.clone(), node, self.done.clone());
+                    let queue = spawn_queue(
+                        self.overlay.clone(),
+                        node,
+                        self.done.clone(),
+                        self.invites.clone(),
+                    );
                     self.queues.insert(node, queue.clone());
                     queue
                 }
@@ -1239,11 +1279,14 @@ const BATCH_BYTES: usize = 48 * 1024;
 const QUEUE_IDLE: Duration = Duration::from_secs(60);
 
 /// The task that sends the SIP messages for one overlay node, in order: what waits in the
-/// queue goes in one Route message ([`frame`]), one Route at a time.
+/// queue goes in one Route message ([`frame`]), one Route at a time. Once a Route is
+/// answered, the initial INVITEs it carried are noted in `invites` with its hops (here, not
+/// in the node's task: their parsing never holds up the SIP side).
 fn spawn_queue(
     overlay: Arc<Overlay>,
     node: PeerId,
     done: mpsc::Sender<Done>,
+    invites: Arc<Mutex<hops::Table>>,
 ) -> mpsc::Sender<(Bytes, Option<TransactionId>)> {
     let (tx, mut rx) = mpsc::channel::<(Bytes, Option<TransactionId>)>(QUEUE);
     tokio::spawn(async move {
@@ -1256,10 +1299,25 @@ fn spawn_queue(
                 batch.push(next);
             }
             let payload = frame(batch.iter().map(|(bytes, _)| bytes.as_ref()));
-            if let Err(error) = overlay.route(node, payload).await {
-                debug!(%node, %error, messages = batch.len(), "SIP messages not taken over the overlay");
-                for (_, transaction) in batch {
-                    let _ = done.send(Done::Undelivered { transaction }).await;
+            match overlay.route(node, payload).await {
+                Ok((_, hops)) => {
+                    let noted: Vec<String> = batch
+                        .iter()
+                        .filter_map(|(bytes, _)| hops::initial_invite(bytes))
+                        .collect();
+                    if !noted.is_empty() {
+                        let mut table = lock_invites(&invites);
+                        for call_id in noted {
+                            debug!(%node, hops, call_id, "INVITE routed");
+                            table.note(&call_id, InviteHops { node, hops });
+                        }
+                    }
+                }
+                Err(error) => {
+                    debug!(%node, %error, messages = batch.len(), "SIP messages not taken over the overlay");
+                    for (_, transaction) in batch {
+                        let _ = done.send(Done::Undelivered { transaction }).await;
+                    }
                 }
             }
         }
@@ -1524,6 +1582,10 @@ fn lifetime_s(seconds: u64) -> u32 {
 
 fn lock(links: &Mutex<Links>) -> std::sync::MutexGuard<'_, Links> {
     links.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn lock_invites(invites: &Mutex<hops::Table>) -> std::sync::MutexGuard<'_, hops::Table> {
+    invites.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn lock_trusted(

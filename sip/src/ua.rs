@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::header::{CSeq, Via};
+use crate::header::{CSeq, CallId, Via};
 use crate::transaction::{self, TransactionId, Transactions, Transmit};
 use crate::{
     Dialog, DialogId, DialogState, Error, HeaderName, Host, Ids, Message, Method, Peer, Policy,
@@ -278,6 +278,12 @@ impl UserAgent {
     /// How many calls are alive.
     pub fn calls(&self) -> usize {
         self.calls.len()
+    }
+
+    /// The Call-ID of a call that is alive.
+    pub fn call_id(&self, call: Call) -> Option<&str> {
+        let invite = &self.calls.get(&call)?.invite;
+        invite.headers().typed::<CallId>()?.ok().map(|id| id.0)
     }
 
     /// Places a call to `target`, offering the configured SDP: through the outbound proxy if

@@ -122,8 +122,10 @@ pub struct CallSample {
     /// The status code of the final response; `None` when none came (timeout, transport
     /// error).
     pub status: Option<u16>,
-    /// How many overlay hops the INVITE took from the caller's node to the callee's node;
-    /// `None` when unknown.
+    /// How many overlay links the INVITE crossed from the caller's node to the callee's node,
+    /// on the path it really took (the Route message that carried it): 0 when both are the
+    /// same node, 1 when the caller's node sent it straight to the callee's, one more for
+    /// each node between. `None` when unknown (the INVITE never got there).
     pub hops: Option<u32>,
     /// How the caller's node was connected to the callee's right after the call (lab runs):
     /// directly or through a relay; `None` when unknown or not connected.
@@ -157,7 +159,7 @@ pub struct Report {
     pub registrations: Registrations,
     /// The calls.
     pub calls: Calls,
-    /// The overlay hops of the calls.
+    /// The overlay hops of the calls' INVITEs ([`CallSample::hops`]).
     pub hops: Hops,
     /// The churn.
     pub churn: Churn,
@@ -211,7 +213,8 @@ pub struct LabCall {
     pub setup_ms: Option<f64>,
     /// The path between the two nodes right after the call; `None` when unknown.
     pub path: Option<NodePath>,
-    /// The overlay hops from the caller's node to the callee's.
+    /// The overlay links the call's INVITE crossed from the caller's node to the callee's
+    /// ([`CallSample::hops`]).
     pub hops: Option<u32>,
     /// What went wrong, for a failed call.
     pub error: Option<String>,
@@ -254,7 +257,8 @@ pub struct Calls {
     pub setup_ms: Percentiles,
 }
 
-/// The overlay hops of the calls that recorded them.
+/// The overlay hops of the calls whose INVITE's path is known ([`CallSample::hops`]): the
+/// links the INVITE really crossed, not a later probe of the path between the two nodes.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct Hops {
@@ -332,7 +336,7 @@ impl Report {
             lines.push(format!("calls failed: {}", calls.failures_text()));
         }
         lines.push(format!(
-            "hops mean {} max {}",
+            "INVITE hops mean {} max {}",
             self.hops
                 .mean
                 .map_or_else(not_available, |mean| format!("{mean:.2}")),
@@ -588,7 +592,7 @@ pub fn html(run: &Run, report: &Report) -> String {
          <title>p2psip testnet run</title>\n<style>\n{STYLE}</style>\n</head>\n<body>\n\
          <h1>p2psip testnet run</h1>\n{figures}{lab}\
          <h2>Session request delay (INVITE to 180)</h2>\n{srd}\
-         <h2>Overlay hops per call</h2>\n{hops}\
+         <h2>Overlay hops of each call's INVITE</h2>\n{hops}\
          <h2>The overlay and the calls</h2>\n{overlay}\
          <h2>Errors</h2>\n{errors}</body>\n</html>\n",
         figures = figures_table(report),
@@ -752,7 +756,7 @@ fn figures_table(report: &Report) -> String {
          <th>p99 (ms)</th><th>max (ms)</th></tr>\n{rows}</table>\n\
          <table>\n\
          <tr><td>Failed calls by status</td><td class=\"text\">{failures}</td></tr>\n\
-         <tr><td>Overlay hops</td><td class=\"text\">mean {mean}, max {max}</td></tr>\n\
+         <tr><td>Overlay hops of the INVITEs</td><td class=\"text\">mean {mean}, max {max}</td></tr>\n\
          <tr><td>Churn</td><td class=\"text\">{percent}%: killed {killed}, restarted {restarted}</td></tr>\n\
          </table>\n",
         nodes = report.nodes,
@@ -936,7 +940,7 @@ fn micros(duration: Duration) -> u64 {
 /// The histogram of the calls' overlay hops.
 fn hops_chart(report: &Report) -> String {
     bar_chart(
-        "Histogram of the overlay hops per call",
+        "Histogram of the overlay hops of the calls' INVITEs",
         &hop_bars(&report.hops.histogram),
         "overlay hops",
         "calls",
@@ -1489,14 +1493,14 @@ mod tests {
             summary.contains("calls failed: 408 ×1, no final response ×1"),
             "{summary}"
         );
-        assert!(summary.contains("hops mean 1.33 max 3"), "{summary}");
+        assert!(summary.contains("INVITE hops mean 1.33 max 3"), "{summary}");
         assert!(
             summary.contains("churn 50%: killed 2, restarted 1"),
             "{summary}"
         );
         let empty = Report::from_run(&Run::default()).summary();
         assert!(empty.contains("calls 0/0  SRD p50 n/a, p95 n/a"), "{empty}");
-        assert!(empty.contains("hops mean n/a max n/a"), "{empty}");
+        assert!(empty.contains("INVITE hops mean n/a max n/a"), "{empty}");
         assert!(empty.contains("churn none"), "{empty}");
         assert!(!empty.contains("calls failed"), "{empty}");
     }

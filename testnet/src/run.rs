@@ -16,8 +16,14 @@
 //!    [`Plan::call_timeout`] is hung up (cancelled) and counts as failed, with the status of
 //!    its final response when one came. A call that is up is held for
 //!    [`Plan::call_duration`], hung up, and its end awaited for at most [`HANGUP_TIMEOUT`].
-//!    The hops of a call that was set up are a PathTrack from the caller's node to the
-//!    callee's, best effort (`None` when it fails).
+//!    The hops of a call are those of its INVITE's real path: how many overlay links the
+//!    Route message that carried the INVITE from the caller's node to the callee's crossed,
+//!    as the caller's node noted it under the call's Call-ID ([`Node::invite_hops`]): 0 when
+//!    both users are at the same node (the INVITE never entered the overlay), 1 when the
+//!    caller's node sent it straight to the callee's node, one more for each node between.
+//!    `None` when the INVITE never reached the callee's node (a failed lookup, a node down)
+//!    or the caller's node was restarted since; a failed call whose INVITE did get there has
+//!    its hops too.
 //! 4. With [`Plan::churn_percent`], ⌈percent · nodes / 100⌉ nodes drawn at random (never
 //!    node 0, the bootstrap) are killed one after another while calls `C/4` to `C/2` are
 //!    placed and restarted in the same order while calls `C/2` to `3C/4` are: each is down for
@@ -47,9 +53,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Result, bail};
 use bytes::Bytes;
-use futures::stream::{FuturesUnordered, StreamExt as _};
+use futures::stream::StreamExt as _;
 use libp2p::PeerId;
 use p2psip_node::agent::{self, Agent};
+#[cfg(doc)]
+use p2psip_node::p2p::Node;
 use p2psip_sip::Transport;
 use p2psip_sip::ua::{Call, Event};
 use tokio::task::JoinSet;
@@ -86,8 +94,6 @@ pub const HANGUP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long the users' registrations last (the agents refresh them at half of it).
 const REGISTER_EXPIRES: u32 = 3600;
-/// How long a PathTrack for a call's hops may take.
-const HOPS_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the testnet may take to settle: this, plus [`SETTLE_PER_NODE`] per node.
 const SETTLE_BASE: Duration = Duration::from_secs(30);
 /// See [`SETTLE_BASE`].
@@ -526,59 +532,52 @@ impl<'p> Scenario<'p> {
     }
 
     /// Places calls until `until` of them are placed, keeping [`Plan::concurrency`] in flight,
-    /// and looks up the hops of those that were set up. Returns when `until` are placed and
-    /// no hop lookup is left (and, when `last`, every call is over).
+    /// and takes the hops of each call's INVITE from the caller's node as the call ends.
+    /// Returns when `until` are placed (and, when `last`, every call is over).
     async fn calls_until(
         &mut self,
         testnet: &Testnet,
         until: usize,
         last: bool,
-        in_flight: &mut JoinSet<(usize, CallSample)>,
+        in_flight: &mut JoinSet<(usize, CallSample, Option<String>)>,
         progress: &mut dyn FnMut(Progress),
     ) {
-        let mut lookups = FuturesUnordered::new();
         loop {
             while self.placed < until && in_flight.len() < self.plan.concurrency {
                 self.place(in_flight);
             }
-            if self.placed >= until && lookups.is_empty() && (!last || in_flight.is_empty()) {
+            if self.placed >= until && (!last || in_flight.is_empty()) {
                 return;
             }
-            tokio::select! {
-                Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => {
-                    self.done += 1;
-                    match joined {
-                        Ok((index, sample)) => {
-                            if sample.ok {
-                                let to = self.node_ids[sample.to_node];
-                                lookups.push(hops(testnet, index, sample.from_node, to));
-                            } else {
-                                self.failed += 1;
-                            }
-                            self.run.calls[index] = sample;
-                        }
-                        // Its sample stays the placeholder, a failure.
-                        Err(error) => {
-                            warn!(%error, "a call's task failed");
-                            self.failed += 1;
-                        }
+            let Some(joined) = in_flight.join_next().await else {
+                return;
+            };
+            self.done += 1;
+            match joined {
+                Ok((index, mut sample, call_id)) => {
+                    self.failed += usize::from(!sample.ok);
+                    if let Some(call_id) = call_id {
+                        let to = self.node_ids.get(sample.to_node).copied();
+                        sample.hops = invite_hops(testnet, sample.from_node, &call_id, to);
                     }
-                    progress(Progress::Calls {
-                        done: self.done,
-                        of: self.plan.calls,
-                        failed: self.failed,
-                    });
+                    self.run.calls[index] = sample;
                 }
-                Some((index, hops)) = lookups.next(), if !lookups.is_empty() => {
-                    self.run.calls[index].hops = hops;
+                // Its sample stays the placeholder, a failure.
+                Err(error) => {
+                    warn!(%error, "a call's task failed");
+                    self.failed += 1;
                 }
-                else => return,
             }
+            progress(Progress::Calls {
+                done: self.done,
+                of: self.plan.calls,
+                failed: self.failed,
+            });
         }
     }
 
     /// Places the next call between two distinct callable users drawn at random.
-    fn place(&mut self, in_flight: &mut JoinSet<(usize, CallSample)>) {
+    fn place(&mut self, in_flight: &mut JoinSet<(usize, CallSample, Option<String>)>) {
         let index = self.placed;
         self.placed += 1;
         let n = self.callable.len();
@@ -607,7 +606,11 @@ impl<'p> Scenario<'p> {
         let Some(stored) = self.users[caller].agent.as_mut() else {
             sample.error = Some("the caller has no user agent".to_owned());
             self.run.calls.push(sample);
-            in_flight.spawn(std::future::ready((index, self.run.calls[index].clone())));
+            in_flight.spawn(std::future::ready((
+                index,
+                self.run.calls[index].clone(),
+                None,
+            )));
             return;
         };
         let agent = stored.clone();
@@ -617,8 +620,8 @@ impl<'p> Scenario<'p> {
         let span = info_span!("call", index, from = from_node, to = to_node);
         in_flight.spawn(
             async move {
-                place_call(agent, &target, times, &mut sample).await;
-                (index, sample)
+                let call_id = place_call(agent, &target, times, &mut sample).await;
+                (index, sample, call_id)
             }
             .instrument(span),
         );
@@ -746,21 +749,33 @@ async fn register(
 }
 
 /// Places a call from `agent` (a handle made before the call) to `target`, holds it and hangs
-/// up; fills in `sample` (all but the hops). `times` is the call timeout and the hold time.
+/// up; fills in `sample` (all but the hops) and gives the call's Call-ID, once the INVITE was
+/// sent. `times` is the call timeout and the hold time.
 async fn place_call(
     mut agent: Agent,
     target: &str,
     (timeout, hold): (Duration, Duration),
     sample: &mut CallSample,
-) {
+) -> Option<String> {
     sample.error = None;
-    let call = match agent.invite(target).await {
-        Ok(call) => call,
+    let (call, call_id) = match agent.invite_with_call_id(target).await {
+        Ok(placed) => placed,
         Err(error) => {
             sample.error = Some(format!("the INVITE could not be sent: {error}"));
-            return;
+            return None;
         }
     };
+    hold_call(&mut agent, call, (timeout, hold), sample).await;
+    Some(call_id)
+}
+
+/// Waits for `call` to be set up, holds it and hangs up; fills in `sample`.
+async fn hold_call(
+    agent: &mut Agent,
+    call: Call,
+    (timeout, hold): (Duration, Duration),
+    sample: &mut CallSample,
+) {
     let setup = tokio::time::timeout(timeout, async {
         loop {
             let Some(report) = agent.next_report().await else {
@@ -838,25 +853,15 @@ fn call_of(event: &Event) -> Option<Call> {
     }
 }
 
-/// The overlay hops from node `from` to the node `to` (a PathTrack), for call `index`; `None`
-/// when it fails or takes longer than [`HOPS_TIMEOUT`].
-async fn hops(testnet: &Testnet, index: usize, from: usize, to: PeerId) -> (usize, Option<u32>) {
-    let Some(node) = testnet.node(from) else {
-        return (index, None);
-    };
-    let path = match tokio::time::timeout(HOPS_TIMEOUT, node.path_track(to)).await {
-        Ok(Ok(path)) => path,
-        Ok(Err(error)) => {
-            debug!(index, %error, "no path for the call's hops");
-            return (index, None);
-        }
-        Err(_) => return (index, None),
-    };
-    let hops = path
-        .len()
-        .checked_sub(1)
-        .and_then(|hops| u32::try_from(hops).ok());
-    (index, hops)
+/// The overlay hops of the INVITE of the call `call_id`, as node `from` (the caller's) noted
+/// them; `None` when it did not note them, or noted another node than `to` (the callee's).
+fn invite_hops(testnet: &Testnet, from: usize, call_id: &str, to: Option<PeerId>) -> Option<u32> {
+    let noted = testnet.peer(from)?.invite_hops(call_id)?;
+    if Some(noted.node) != to {
+        debug!(call_id, node = %noted.node, "the INVITE went to another node than the callee's");
+        return None;
+    }
+    Some(u32::from(noted.hops))
 }
 
 /// The SIP (UDP) address of node `i`, when it runs.

@@ -1,5 +1,5 @@
 //! `p2psip testnet run` end to end: a small plan registers every user and sets up every call
-//! with its delays and hops measured; a plan with churn kills and restarts nodes while calls
+//! with its delays and the hops of its INVITE measured; a plan with churn kills and restarts nodes while calls
 //! go, accounts for every call, and writes both report files.
 
 #![allow(clippy::unwrap_used)] // a panic in a test is a failed test
@@ -72,6 +72,14 @@ async fn a_small_run_registers_everyone_and_sets_up_every_call() {
     for call in &run.calls {
         assert!(call.srd <= call.setup, "{call:?}");
         assert_eq!(call.status, Some(200));
+        // The hops the caller's node noted for the call's INVITE: none between users of the
+        // same node, at least one link otherwise, never more than the other nodes.
+        let hops = call.hops.expect("every INVITE's hops are known");
+        if call.from_node == call.to_node {
+            assert_eq!(hops, 0, "{call:?}");
+        } else {
+            assert!((1..6).contains(&hops), "{call:?}");
+        }
     }
     assert!(report.hops.mean.is_some(), "{:?}", run.calls);
     assert_eq!(report.hops.histogram.values().sum::<usize>(), 10);

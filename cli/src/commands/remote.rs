@@ -357,7 +357,14 @@ fn show(target: &str, update: &CallUpdate) {
     match update.state {
         CallState::Calling => println!("calling {target}..."),
         CallState::Ringing => println!("ringing (after {})", secs(update.ringing_ms)),
-        CallState::Answered => println!("answered (after {})", secs(update.answered_ms)),
+        CallState::Answered => match update.hops {
+            Some(hops) => println!(
+                "answered (after {}; the INVITE crossed {hops} overlay hop{})",
+                secs(update.answered_ms),
+                if hops == 1 { "" } else { "s" }
+            ),
+            None => println!("answered (after {})", secs(update.answered_ms)),
+        },
         CallState::Ended => {
             let who = if update.by_peer == Some(true) {
                 "they"

@@ -26,8 +26,9 @@
 //!    agent's own timings (INVITE to 180, to 200). A call not over within
 //!    [`Plan::call_timeout`] plus its hold time is hung up and counts as failed. Right after
 //!    it the caller's node is asked how it reaches the callee's node now (`p2psip peers`:
-//!    direct or relayed) and, by a lookup of the callee's AOR, how many overlay hops away it
-//!    is (PathTrack).
+//!    direct or relayed). The call's hops are those of its INVITE, as the caller's node noted
+//!    them and told in the call's updates (the control API's `hops`): the overlay links the
+//!    Route message that carried the INVITE crossed.
 //!
 //! Nothing sleeps to wait for something: every wait polls for a condition or reads a reply,
 //! with a deadline. Dropping the lab at the end kills every node and removes the
@@ -64,8 +65,6 @@ pub const MAX_ROUNDS: usize = 100;
 pub const MAX_CALL_DURATION: Duration = Duration::from_secs(600);
 /// How long a registration may take.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a lookup after a call may take.
-const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a lab run does.
 #[derive(Debug, Clone, PartialEq)]
@@ -466,8 +465,8 @@ impl<'a> Site<'a> {
         samples
     }
 
-    /// One call from host `from` to host `to` (places in `hosts`), then the path and hops
-    /// between their nodes.
+    /// One call from host `from` to host `to` (places in `hosts`), then the path between their
+    /// nodes.
     fn call(&self, plan: &Plan, from: usize, to: usize) -> CallSample {
         let (caller, callee) = (&self.hosts[from], &self.hosts[to]);
         let target = callee.aor();
@@ -488,12 +487,6 @@ impl<'a> Site<'a> {
             .ok()
             .flatten()
             .and_then(|path| serde_json::from_value::<NodePath>(Value::String(path)).ok());
-        sample.hops = inside(
-            caller.host,
-            hops(caller.node.data_dir(), &target, callee.node.peer_id()),
-        )
-        .ok()
-        .flatten();
         sample
     }
 }
@@ -552,7 +545,8 @@ async fn register(data_dir: &Path, aor: &str) -> Result<Duration> {
 }
 
 /// A call from the agent of the node of `data_dir` to `target`, held for `hold`, over within
-/// `limit`; the sample has no nodes, path nor hops yet.
+/// `limit`; the sample has no nodes nor path yet (its hops are those of the INVITE, from the
+/// call's updates).
 async fn call(
     data_dir: &Path,
     target: &str,
@@ -577,6 +571,7 @@ async fn call(
             };
             let ms = |ms: Option<f64>| ms.map(|ms| Duration::from_secs_f64(ms / 1000.0));
             sample.srd = sample.srd.or(ms(update.ringing_ms));
+            sample.hops = sample.hops.or(update.hops.map(u32::from));
             sample.setup = sample.setup.or(ms(update.answered_ms));
             match update.state {
                 CallState::Answered => {
@@ -613,29 +608,6 @@ async fn call(
         }
     }
     Ok(sample)
-}
-
-/// How many overlay hops away the node of `peer` is, by a lookup of `aor` at the node of
-/// `data_dir`; `None` when the lookup does not say.
-async fn hops(data_dir: &Path, aor: &str, peer: &str) -> Result<Option<u32>> {
-    let request = Request::Lookup {
-        aor: aor.to_owned(),
-    };
-    let reply = tokio::time::timeout(LOOKUP_TIMEOUT, async {
-        let mut client = Client::connect(data_dir, &request).await?;
-        client.next().await
-    })
-    .await
-    .map_err(|_| anyhow!("no answer to the lookup within {LOOKUP_TIMEOUT:?}"))??;
-    let Some(Reply::Lookup(lookup)) = reply else {
-        return Ok(None);
-    };
-    Ok(lookup
-        .devices
-        .iter()
-        .find(|device| device.node == peer)
-        .and_then(|device| device.hops)
-        .and_then(|hops| u32::try_from(hops).ok()))
 }
 
 /// A call from node `from` to node `to` that failed with `error`.
