@@ -781,8 +781,17 @@ async fn run(inner: Arc<Inner>, mut events: Events) {
                         debug!(%error, "could not remember a peer");
                     }
                 }
-                Some(Event::PeerDisconnected(peer)) => {
+                Some(Event::PeerDisconnected { peer, clean: false }) => {
                     inner.replicator().peer_disconnected(peer, now());
+                    inner.replication_wake.notify_one();
+                }
+                // A connection nobody used closed (here or at the peer), or the peer shut
+                // it: nothing says the peer is down, so it is not probed (a probe dials it
+                // again, and every idle connection of the overlay would be reopened as soon
+                // as it closed). A pass still runs: if the peer did go away, the pushes to
+                // it fail and the replicator holds it as down then.
+                Some(Event::PeerDisconnected { clean: true, .. }) => {
+                    inner.replicator().routing_changed(now());
                     inner.replication_wake.notify_one();
                 }
                 Some(Event::RoutingUpdated(_)) => {
