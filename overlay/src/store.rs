@@ -399,6 +399,16 @@ impl Store {
             .collect())
     }
 
+    /// The addresses the peer cache holds for `peer`, if it holds the peer (one read, not a
+    /// scan of the cache).
+    pub fn peer_addrs(&self, peer: &PeerId) -> Result<Option<Vec<String>>, Error> {
+        let Some(value) = self.peers.get(peer.to_bytes())? else {
+            return Ok(None);
+        };
+        let (_, addrs) = decode_value::<(u64, Vec<String>)>(&value, "peer cache entry")?;
+        Ok(Some(addrs))
+    }
+
     /// Writes everything to disk.
     pub fn flush(&self) -> Result<(), Error> {
         self.db.flush()?;
