@@ -36,7 +36,7 @@ use p2psip_overlay::node::{self, Overlay};
 /// How long [`Testnet::settle`] sleeps between two looks at the routing tables.
 const POLL: Duration = Duration::from_millis(100);
 /// How many nodes join at the same time.
-const START_BATCH: usize = 8;
+const START_BATCH: usize = 16;
 /// How many earlier nodes a joining node bootstraps from. Several, so that the first node
 /// is not everyone's way in: with one, a testnet of hundreds of nodes stopped at node 0's
 /// connection limit and never settled.
@@ -351,6 +351,10 @@ fn node_config(options: &Options, dir: &Path, bootstrap: Vec<Multiaddr>) -> node
     config.sweep_interval = options.sweep_interval;
     config.repair_delay = Duration::from_millis(200);
     config.lookup_timeout = Duration::from_millis(500);
+    // A start waits this long for its first Kademlia bootstrap, which goes on after it:
+    // the next batch need not wait for the slowest of a batch's bootstraps (with 10 s, 1,000
+    // nodes took over ten minutes to start). `settle` then waits for the routing tables.
+    config.join_timeout = Duration::from_secs(2);
     config
 }
 

@@ -259,7 +259,12 @@ async fn run(args: &Args, n: usize) -> Result<Ours> {
     let mut rng = Rng(args.seed);
     let rss_before = rss_kib()?;
     let started = Instant::now();
-    let net = Testnet::start(n, Options::default()).await?;
+    // The product's replication and sweep intervals (60 s), not the testnet's 10 s: the
+    // idle cost is a deployed node's.
+    let mut options = Options::default();
+    options.replication_interval = Duration::from_secs(60);
+    options.sweep_interval = Duration::from_secs(60);
+    let net = Testnet::start(n, options).await?;
     if let Err(error) = net.settle(SETTLE_TIMEOUT).await {
         // What a join needs first: a connection to the bootstrap node.
         let connected = match net.node(0) {
