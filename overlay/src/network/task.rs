@@ -1156,6 +1156,9 @@ mod tests {
         let reset = ConnectionError::IO(io::Error::from(io::ErrorKind::ConnectionReset));
         assert!(!closed_cleanly(Some(&reset)));
         let other = ConnectionError::IO(io::Error::other("closed by peer: 0"));
-        assert!(!closed_cleanly(Some(&other)), "only QUIC's own error counts");
+        assert!(
+            !closed_cleanly(Some(&other)),
+            "only QUIC's own error counts"
+        );
     }
 }

@@ -377,7 +377,10 @@ async fn run(args: &Args, n: usize) -> Result<Ours> {
         idle.cpu_percent / n as f64,
         idle.mem_per_node_mib
     );
-    println!("connections after the idle window: {}", connections(&net).await);
+    println!(
+        "connections after the idle window: {}",
+        connections(&net).await
+    );
 
     net.shutdown().await;
     Ok(Ours {
@@ -393,7 +396,11 @@ async fn run(args: &Args, n: usize) -> Result<Ours> {
 async fn connections(net: &Testnet) -> String {
     let (mut total, mut most, mut nodes) = (0, 0, 0);
     for (_, node) in net.live() {
-        let peers = node.network().connected_peers().await.map_or(0, |p| p.len());
+        let peers = node
+            .network()
+            .connected_peers()
+            .await
+            .map_or(0, |p| p.len());
         total += peers;
         most = most.max(peers);
         nodes += 1;
