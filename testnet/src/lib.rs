@@ -351,10 +351,6 @@ fn node_config(options: &Options, dir: &Path, bootstrap: Vec<Multiaddr>) -> node
     config.sweep_interval = options.sweep_interval;
     config.repair_delay = Duration::from_millis(200);
     config.lookup_timeout = Duration::from_millis(500);
-    // A start waits this long for its first Kademlia bootstrap, which goes on after it:
-    // the next batch need not wait for the slowest of a batch's bootstraps (with 10 s, 1,000
-    // nodes took over ten minutes to start). `settle` then waits for the routing tables.
-    config.join_timeout = Duration::from_secs(2);
     config
 }
 
