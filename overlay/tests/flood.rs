@@ -196,7 +196,7 @@ async fn a_full_event_queue_loses_no_disconnect() {
     let mut gone = HashSet::new();
     within("every disconnect", async {
         while gone != ids {
-            if let Event::PeerDisconnected(peer) = events.recv().await.unwrap() {
+            if let Event::PeerDisconnected { peer, .. } = events.recv().await.unwrap() {
                 gone.insert(peer);
             }
         }

@@ -334,7 +334,7 @@ async fn oversized_frames_are_refused_and_a_peer_sending_them_is_disconnected() 
                     assert_eq!(peer, sender_peer);
                     bad_frames += 1;
                 }
-                Event::PeerDisconnected(peer) if peer == sender_peer => break,
+                Event::PeerDisconnected { peer, .. } if peer == sender_peer => break,
                 _ => {}
             }
         }
@@ -345,7 +345,8 @@ async fn oversized_frames_are_refused_and_a_peer_sending_them_is_disconnected() 
         "the sender sees the disconnection",
         &mut sender.events,
         |event| {
-            matches!(event, Event::PeerDisconnected(peer) if *peer == receiver_peer).then_some(())
+            matches!(event, Event::PeerDisconnected { peer, .. } if *peer == receiver_peer)
+                .then_some(())
         },
     )
     .await;

@@ -352,6 +352,11 @@ fn the_peer_cache_survives_reopening_and_is_bounded() {
     assert_eq!(ids, vec![peers[1], peers[3], peers[2]]);
     assert_eq!(cached[0].1, vec!["/ip4/192.0.2.9/tcp/1".to_string()]);
     assert_eq!(cached[1].1.len(), 2);
+    assert_eq!(
+        store.peer_addrs(&peers[1]).unwrap(),
+        Some(vec!["/ip4/192.0.2.9/tcp/1".to_string()])
+    );
+    assert_eq!(store.peer_addrs(&peers[0]).unwrap(), None, "evicted");
     store.forget_peer(&peers[3]).unwrap();
     assert_eq!(store.peers().unwrap().len(), 2);
 }

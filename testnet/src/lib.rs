@@ -3,7 +3,9 @@
 //! [`Testnet::start`] starts N P2PSIP nodes ([`Node`]: an [`Overlay`] node and its SIP side)
 //! in this process, on 127.0.0.1 (overlay over QUIC, SIP over UDP and TCP, every port chosen
 //! by the system, mDNS off), each with its own data directory under one temporary directory:
-//! node 0 first, then the others, a few at a time, bootstrapping from it. The nodes can then
+//! node 0 first, then the others, a few at a time, each bootstrapping from a few of the nodes
+//! started before it (chosen by a fixed rule, so that N nodes are wired alike every time). The
+//! nodes can then
 //! be killed (abruptly), stopped (gracefully, handing their data over) and restarted from
 //! their data directory (same Node-ID, same data). The multi-node integration tests are built
 //! on it, and the `p2psip testnet` command.
@@ -34,7 +36,11 @@ use p2psip_overlay::node::{self, Overlay};
 /// How long [`Testnet::settle`] sleeps between two looks at the routing tables.
 const POLL: Duration = Duration::from_millis(100);
 /// How many nodes join at the same time.
-const START_BATCH: usize = 8;
+const START_BATCH: usize = 16;
+/// How many earlier nodes a joining node bootstraps from. Several, so that the first node
+/// is not everyone's way in: with one, a testnet of hundreds of nodes stopped at node 0's
+/// connection limit and never settled.
+const BOOTSTRAP_PEERS: usize = 3;
 /// Kademlia's bucket size: a routing table holds at least this many peers when it can.
 const K: usize = 20;
 
@@ -95,7 +101,8 @@ pub struct Testnet {
 }
 
 impl Testnet {
-    /// Starts `n` nodes: node 0 alone, then the others bootstrapping from it.
+    /// Starts `n` nodes: node 0 alone, then the others, each bootstrapping from up to
+    /// [`BOOTSTRAP_PEERS`] nodes started before its batch.
     pub async fn start(n: usize, options: Options) -> Result<Testnet> {
         Testnet::start_with_progress(n, options, |_, _| {}).await
     }
@@ -129,14 +136,25 @@ impl Testnet {
         let first = testnet.launch(0, Vec::new()).await?;
         testnet.nodes.push(Some(first));
         progress(1, n);
-        let bootstrap = testnet.bootstrap_addrs(0).await?;
+        // The listen addresses of the nodes started so far.
+        let mut addrs = vec![testnet.bootstrap_addrs(0).await?];
         // The others join at once, a few at a time: each start mostly waits for its
         // Kademlia bootstrap.
         for batch in (1..n).collect::<Vec<_>>().chunks(START_BATCH) {
-            let starts = batch.iter().map(|&i| testnet.launch(i, bootstrap.clone()));
-            for node in futures::future::join_all(starts).await {
+            let starts = batch.iter().map(|&i| {
+                let bootstrap = bootstrap_peers(i, addrs.len())
+                    .into_iter()
+                    .flat_map(|j| addrs[j].iter().cloned())
+                    .collect();
+                testnet.launch(i, bootstrap)
+            });
+            let started = futures::future::join_all(starts).await;
+            for node in started {
                 testnet.nodes.push(Some(node?));
                 progress(testnet.nodes.len(), n);
+            }
+            for &i in batch {
+                addrs.push(testnet.bootstrap_addrs(i).await?);
             }
         }
         Ok(testnet)
@@ -291,6 +309,27 @@ impl Testnet {
     }
 }
 
+/// Which of the `started` nodes before it node `i` bootstraps from: up to
+/// [`BOOTSTRAP_PEERS`] distinct ones, picked by a hash of `i` (the same every run) and spread
+/// over all of them, so the first nodes are not everyone's way in.
+fn bootstrap_peers(i: usize, started: usize) -> Vec<usize> {
+    let want = BOOTSTRAP_PEERS.min(started);
+    let mut picked = Vec::with_capacity(want);
+    let mut state = i as u64;
+    while picked.len() < want {
+        // splitmix64
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        let j = ((z ^ (z >> 31)) % started as u64) as usize;
+        if !picked.contains(&j) {
+            picked.push(j);
+        }
+    }
+    picked
+}
+
 /// The configuration of one testnet node.
 fn node_config(options: &Options, dir: &Path, bootstrap: Vec<Multiaddr>) -> node::Config {
     let listen: Multiaddr = Multiaddr::empty()
@@ -313,4 +352,28 @@ fn node_config(options: &Options, dir: &Path, bootstrap: Vec<Multiaddr>) -> node
     config.repair_delay = Duration::from_millis(200);
     config.lookup_timeout = Duration::from_millis(500);
     config
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn joining_nodes_bootstrap_from_distinct_earlier_nodes() {
+        assert_eq!(bootstrap_peers(1, 1), vec![0]);
+        for (i, started) in [(2, 2), (9, 9), (500, 496), (999, 993)] {
+            let picked = bootstrap_peers(i, started);
+            assert_eq!(picked.len(), BOOTSTRAP_PEERS.min(started));
+            assert!(picked.iter().all(|&j| j < started), "{picked:?}");
+            let mut distinct = picked.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            assert_eq!(distinct.len(), picked.len(), "{picked:?}");
+        }
+        // Spread: the nodes of a large testnet do not all pick node 0.
+        let zeros = (1..1000)
+            .filter(|&i| bootstrap_peers(i, i).contains(&0))
+            .count();
+        assert!(zeros < 50, "{zeros} of 999 nodes bootstrap from node 0");
+    }
 }

@@ -123,6 +123,7 @@ impl Behaviour {
             // We keep no Kademlia records (the overlay's data lives in its own store): records
             // and provider announcements from peers are reported and dropped, never stored.
             .set_record_filtering(kad::StoreInserts::FilterBoth)
+            .set_periodic_bootstrap_interval(Some(config.refresh_interval))
             // S/Kademlia's disjoint lookup paths: a query for a resource's closest peers
             // follows several paths that share no peer, so one party's nodes on one path
             // cannot hide the true closest peers.

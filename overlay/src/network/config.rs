@@ -54,8 +54,16 @@ pub struct Config {
     /// at most as many peers as there are; each entry is a peer id and its few addresses.
     /// At most [`MAX_KBUCKET_SIZE`].
     pub kbucket_size: usize,
-    /// How long a connection with nothing to do stays open. Default 60 s.
+    /// How long a connection with nothing to do stays open. Default 60 s. An idle overlay
+    /// closes its connections: each open one costs keep-alives (QUIC's every 5 s, libp2p's
+    /// ping every 15 s) and memory, and Kademlia dials a peer again when it needs it.
     pub idle_connection_timeout: Duration,
+    /// How often Kademlia refreshes the routing table with a bootstrap (a lookup of this
+    /// node's own id, then one per bucket farther out, each dialling the peers it asks).
+    /// Default 30 min: libp2p's 5 min made 1,000 idle nodes run three bootstraps a second;
+    /// lookups, Route messages and joining peers keep the table fresh in between, and
+    /// Kademlia's paper refreshes a bucket after an hour without a lookup.
+    pub refresh_interval: Duration,
     /// Whether this node serves circuit relay v2 to peers of its overlay behind NAT. Default
     /// [`Relay::Auto`]: once AutoNAT confirms a public address.
     pub relay: Relay,
@@ -121,6 +129,7 @@ impl Default for Config {
             query_timeout: Duration::from_secs(30),
             kbucket_size: 128,
             idle_connection_timeout: Duration::from_secs(60),
+            refresh_interval: Duration::from_secs(30 * 60),
             relay: Relay::Auto,
             relay_limits: RelayLimits::default(),
             relay_reservations: 2,
@@ -192,6 +201,12 @@ impl Config {
     /// Sets the idle connection timeout.
     pub fn with_idle_connection_timeout(mut self, timeout: Duration) -> Self {
         self.idle_connection_timeout = timeout;
+        self
+    }
+
+    /// Sets how often Kademlia refreshes the routing table.
+    pub fn with_refresh_interval(mut self, interval: Duration) -> Self {
+        self.refresh_interval = interval;
         self
     }
 
@@ -352,6 +367,7 @@ impl Config {
             ("request_timeout", self.request_timeout),
             ("query_timeout", self.query_timeout),
             ("idle_connection_timeout", self.idle_connection_timeout),
+            ("refresh_interval", self.refresh_interval),
         ] {
             if timeout.is_zero() {
                 return Err(Error::Config(format!("{what} must not be zero")));

@@ -142,8 +142,9 @@ const MAX_UNHEARD_GONE: usize = 4096;
 #[derive(Debug, Default)]
 struct PeerQueue {
     order: VecDeque<PeerId>,
-    /// (connected at the first unread change, connected now)
-    state: HashMap<PeerId, (bool, bool)>,
+    /// (connected at the first unread change, connected now, whether the latest disconnect
+    /// was clean)
+    state: HashMap<PeerId, (bool, bool, bool)>,
     /// The peers the reader was told connected and not yet told disconnected.
     heard: HashSet<PeerId>,
     /// Entries of peers not in `heard` that only say "disconnected".
@@ -154,16 +155,23 @@ struct PeerQueue {
 }
 
 impl PeerChanges {
-    /// Reports that `peer` connected (`true`) or disconnected: through the event channel
-    /// when nothing waits here and it has room, else here (and wakes the reader).
-    pub(crate) fn report(&self, events: &mpsc::Sender<Event>, peer: PeerId, connected: bool) {
+    /// Reports that `peer` connected (`true`) or disconnected (cleanly or not, see
+    /// [`Event::PeerDisconnected`]): through the event channel when nothing waits here and it
+    /// has room, else here (and wakes the reader).
+    pub(crate) fn report(
+        &self,
+        events: &mpsc::Sender<Event>,
+        peer: PeerId,
+        connected: bool,
+        clean: bool,
+    ) {
         {
             let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
             if queue.order.is_empty() {
                 let event = if connected {
                     Event::PeerConnected(peer)
                 } else {
-                    Event::PeerDisconnected(peer)
+                    Event::PeerDisconnected { peer, clean }
                 };
                 match events.try_send(event) {
                     Ok(()) => {
@@ -181,15 +189,16 @@ impl PeerChanges {
             }
             let old = queue.state.get(&peer).copied();
             let new = match old {
-                None => (connected, connected),
+                None => (connected, connected, clean),
                 // Came and went before the reader saw it come: the reader hears of the
                 // disconnect only (it may have used the peer without hearing of it).
-                Some((true, _)) if !connected => (false, false),
-                Some((first, _)) => (first, connected),
+                Some((true, _, _)) if !connected => (false, false, clean),
+                Some((first, _, _)) => (first, connected, clean),
             };
             let heard = queue.heard.contains(&peer);
-            let unheard_gone =
-                |state: Option<(bool, bool)>| !heard && state == Some((false, false));
+            let unheard_gone = |state: Option<(bool, bool, bool)>| {
+                !heard && matches!(state, Some((false, false, _)))
+            };
             if unheard_gone(Some(new))
                 && !unheard_gone(old)
                 && queue.unheard_gone >= MAX_UNHEARD_GONE
@@ -219,13 +228,13 @@ impl PeerChanges {
             return None;
         }
         let peer = *queue.order.front()?;
-        let (first, now) = queue.state.get(&peer).copied()?;
+        let (first, now, clean) = queue.state.get(&peer).copied()?;
         if !first && !now && !queue.heard.contains(&peer) {
             queue.unheard_gone = queue.unheard_gone.saturating_sub(1);
         }
         if first != now {
             // Gone and back: the reader hears of both.
-            queue.state.insert(peer, (now, now));
+            queue.state.insert(peer, (now, now, clean));
         } else {
             queue.order.pop_front();
             queue.state.remove(&peer);
@@ -235,13 +244,16 @@ impl PeerChanges {
             Some(Event::PeerConnected(peer))
         } else {
             queue.heard.remove(&peer);
-            Some(Event::PeerDisconnected(peer))
+            Some(Event::PeerDisconnected { peer, clean })
         }
     }
 
     /// The reader took `event` from the channel.
     fn received(&self, event: &Event) {
-        if matches!(event, Event::PeerConnected(_) | Event::PeerDisconnected(_)) {
+        if matches!(
+            event,
+            Event::PeerConnected(_) | Event::PeerDisconnected { .. }
+        ) {
             let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
             queue.in_channel = queue.in_channel.saturating_sub(1);
         }
@@ -272,7 +284,17 @@ pub enum Event {
         listen_addrs: Vec<Multiaddr>,
     },
     /// The last connection to a peer closed. Never lost (see [`Events`]).
-    PeerDisconnected(PeerId),
+    PeerDisconnected {
+        /// The peer.
+        peer: PeerId,
+        /// Whether the connection ended cleanly: unused for
+        /// [`Config::idle_connection_timeout`] on this side, closed by this node, or closed
+        /// by the peer without an error (its own idle timeout, or its shutdown). A clean
+        /// close says nothing of the peer's health, and Kademlia closes connections it no
+        /// longer uses all the time; a failed one (the QUIC idle timeout: the peer went
+        /// silent; a reset; a transport error) suggests the peer is down.
+        clean: bool,
+    },
     /// A peer entered the routing table.
     RoutingUpdated(PeerId),
     /// The node listens on a new address.
@@ -561,7 +583,7 @@ mod tests {
         std::iter::from_fn(|| changes.pop(true))
             .map(|event| match event {
                 Event::PeerConnected(peer) => (peer, true),
-                Event::PeerDisconnected(peer) => (peer, false),
+                Event::PeerDisconnected { peer, .. } => (peer, false),
                 other => panic!("{other:?}"),
             })
             .collect()
@@ -577,32 +599,32 @@ mod tests {
         let changes = PeerChanges::default();
         let (a, b, c) = (PeerId::random(), PeerId::random(), PeerId::random());
         // a: known connected, then gone, back, gone: one disconnect.
-        changes.report(&events, a, true);
-        changes.report(&events, b, true);
+        changes.report(&events, a, true, false);
+        changes.report(&events, b, true, false);
         assert_eq!(drain(&changes), vec![(a, true), (b, true)]);
         for connected in [false, true, false] {
-            changes.report(&events, a, connected);
+            changes.report(&events, a, connected, false);
         }
         // b: gone and back: both.
-        changes.report(&events, b, false);
-        changes.report(&events, b, true);
+        changes.report(&events, b, false, false);
+        changes.report(&events, b, true, false);
         // c: came and went unseen: the disconnect only.
-        changes.report(&events, c, true);
-        changes.report(&events, c, false);
+        changes.report(&events, c, true, false);
+        changes.report(&events, c, false, false);
         assert_eq!(
             drain(&changes),
             vec![(a, false), (b, false), (b, true), (c, false)]
         );
         for _ in 0..1000 {
-            changes.report(&events, a, true);
-            changes.report(&events, a, false);
+            changes.report(&events, a, true, false);
+            changes.report(&events, a, false, false);
         }
         assert_eq!(drain(&changes), vec![(a, false)]);
         // Peers never heard of that come and go: bounded.
         for _ in 0..MAX_UNHEARD_GONE + 10 {
             let peer = PeerId::random();
-            changes.report(&events, peer, true);
-            changes.report(&events, peer, false);
+            changes.report(&events, peer, true, false);
+            changes.report(&events, peer, false, false);
         }
         assert_eq!(drain(&changes).len(), MAX_UNHEARD_GONE);
     }
@@ -616,14 +638,14 @@ mod tests {
             peers: peers.clone(),
         };
         let p = PeerId::random();
-        peers.report(&tx, p, true);
+        peers.report(&tx, p, true, false);
         tx.try_send(Event::Listening(Multiaddr::empty())).unwrap();
         // The channel is full: the disconnect waits in the table, behind the connect.
-        peers.report(&tx, p, false);
+        peers.report(&tx, p, false, false);
         let read: Vec<String> = std::iter::from_fn(|| events.try_recv())
             .map(|event| match event {
                 Event::PeerConnected(_) => "connected",
-                Event::PeerDisconnected(_) => "disconnected",
+                Event::PeerDisconnected { .. } => "disconnected",
                 _ => "other",
             })
             .map(String::from)

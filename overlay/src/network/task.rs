@@ -50,6 +50,26 @@ const MAX_ADDRS_PER_PEER: usize = 8;
 /// How often the task looks again for relays to reserve on, when it needs some.
 const RELAY_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
+/// Whether a connection that closed with `cause` ended cleanly (see
+/// [`Event::PeerDisconnected`]): closed here (`None`: by this node; the idle timeout), or by
+/// the peer without an error (a QUIC application close: its idle timeout or its shutdown).
+/// A QUIC idle timeout (the peer went silent), a reset or any other error is a failure.
+fn closed_cleanly(cause: Option<&libp2p::swarm::ConnectionError>) -> bool {
+    use libp2p::swarm::ConnectionError;
+    match cause {
+        None | Some(ConnectionError::KeepAliveTimeout) => true,
+        Some(ConnectionError::IO(error)) => error
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<libp2p::quic::Error>())
+            // quinn's `ApplicationClosed`; its inner error is private, its text is
+            // "closed by peer: <code>".
+            .is_some_and(|error| {
+                matches!(error, libp2p::quic::Error::Connection(_))
+                    && error.to_string().starts_with("closed by peer")
+            }),
+    }
+}
+
 /// What a [`Network`](super::Network) handle asks of the task; each carries its reply channel.
 pub(crate) enum Command {
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
@@ -472,7 +492,7 @@ impl Task {
                     let _ = reply.send(Ok(peer_id));
                 }
                 if num_established.get() == 1 {
-                    self.peers.report(&self.events, peer_id, true);
+                    self.peers.report(&self.events, peer_id, true, false);
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -496,7 +516,8 @@ impl Task {
                     self.connections.remove(&peer_id);
                     self.members.remove(&peer_id);
                     self.bad_frames.remove(&peer_id);
-                    self.peers.report(&self.events, peer_id, false);
+                    let clean = closed_cleanly(cause.as_ref());
+                    self.peers.report(&self.events, peer_id, false, clean);
                 }
             }
             SwarmEvent::OutgoingConnectionError {
@@ -1123,4 +1144,23 @@ fn is_loopback(addr: &Multiaddr) -> bool {
 
 fn busy(what: &'static str, limit: usize) -> Error {
     Error::Busy { what, limit }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use libp2p::swarm::ConnectionError;
+
+    #[test]
+    fn idle_and_local_closes_are_clean_and_errors_are_not() {
+        assert!(closed_cleanly(None));
+        assert!(closed_cleanly(Some(&ConnectionError::KeepAliveTimeout)));
+        let reset = ConnectionError::IO(io::Error::from(io::ErrorKind::ConnectionReset));
+        assert!(!closed_cleanly(Some(&reset)));
+        let other = ConnectionError::IO(io::Error::other("closed by peer: 0"));
+        assert!(
+            !closed_cleanly(Some(&other)),
+            "only QUIC's own error counts"
+        );
+    }
 }

@@ -8,7 +8,9 @@
 //! `cargo bench -p p2psip-testnet --bench overlay -- --nodes 64 --ops 200 --routes 300 --seed 1`
 //!
 //! `--sizes 64,128` runs each size in turn, both sides each, each size in a process of its own
-//! (this bench again with `--nodes N`); `--idle S` sets the idle window (default 10 s);
+//! (this bench again with `--nodes N`); `--idle S` sets the idle window (default 10 s), which
+//! for our nodes starts `--quiet S` after the operations (default 65 s: the idle connection
+//! timeout and a margin, so that the connections the operations opened have closed);
 //! `--opendht off` runs our side only; `--explain off` leaves out the paragraph on how to read
 //! the ratios. When `import opendht` fails under
 //! `/usr/bin/python3`, the bench installs `python3-opendht` with apt-get (through `sudo -n`
@@ -152,6 +154,7 @@ fn each_size_in_a_process(args: &Args, opendht: bool) -> Result<Vec<String>> {
             .args(["--routes", &args.routes.to_string()])
             .args(["--seed", &args.seed.to_string()])
             .args(["--idle", &args.idle.as_secs().to_string()])
+            .args(["--quiet", &args.quiet.as_secs().to_string()])
             .args(["--opendht", if opendht { "on" } else { "off" }])
             .args(["--explain", "off"])
             .spawn()
@@ -166,13 +169,16 @@ fn each_size_in_a_process(args: &Args, opendht: bool) -> Result<Vec<String>> {
 }
 
 /// The command line: `--nodes N` or `--sizes N,M,..`, `--ops M --routes R --seed S --idle S
-/// --opendht on|off --explain on|off` (cargo's `--bench` is ignored).
+/// --quiet S --opendht on|off --explain on|off` (cargo's `--bench` is ignored).
 struct Args {
     sizes: Vec<usize>,
     ops: usize,
     routes: usize,
     seed: u64,
     idle: Duration,
+    /// How long our nodes sit before the idle window: the network's idle connection
+    /// timeout (60 s) and a margin, so that the connections the operations opened are gone.
+    quiet: Duration,
     opendht: bool,
     /// Whether to print how to read the ratios.
     explain: bool,
@@ -186,6 +192,7 @@ impl Args {
             routes: 300,
             seed: 1,
             idle: Duration::from_secs(10),
+            quiet: Duration::from_secs(65),
             opendht: true,
             explain: true,
         };
@@ -206,11 +213,12 @@ impl Args {
                 "--routes" => parsed.routes = number(&value)?,
                 "--seed" => parsed.seed = number(&value)? as u64,
                 "--idle" => parsed.idle = Duration::from_secs(number(&value)? as u64),
+                "--quiet" => parsed.quiet = Duration::from_secs(number(&value)? as u64),
                 "--opendht" => parsed.opendht = on_off(&arg, &value)?,
                 "--explain" => parsed.explain = on_off(&arg, &value)?,
                 _ => bail!(
                     "unknown argument {arg}; use --nodes, --sizes, --ops, --routes, --seed, \
-                     --idle, --opendht, --explain"
+                     --idle, --quiet, --opendht, --explain"
                 ),
             }
         }
@@ -251,7 +259,12 @@ async fn run(args: &Args, n: usize) -> Result<Ours> {
     let mut rng = Rng(args.seed);
     let rss_before = rss_kib()?;
     let started = Instant::now();
-    let net = Testnet::start(n, Options::default()).await?;
+    // The product's replication and sweep intervals (60 s), not the testnet's 10 s: the
+    // idle cost is a deployed node's.
+    let mut options = Options::default();
+    options.replication_interval = Duration::from_secs(60);
+    options.sweep_interval = Duration::from_secs(60);
+    let net = Testnet::start(n, options).await?;
     if let Err(error) = net.settle(SETTLE_TIMEOUT).await {
         // What a join needs first: a connection to the bootstrap node.
         let connected = match net.node(0) {
@@ -276,6 +289,7 @@ async fn run(args: &Args, n: usize) -> Result<Ours> {
         mib(rss_after),
         mib(rss_before)
     );
+    println!("connections once settled: {}", connections(&net).await);
 
     // Stores: a user claims an AOR through a random node, then registers that node.
     let (mut claims, mut stores, mut failed) = (Vec::new(), Vec::new(), 0);
@@ -339,7 +353,16 @@ async fn run(args: &Args, n: usize) -> Result<Ours> {
     report("route", &mut routes);
     println!("route hops (hops: routes): {hops:?}; failed: {lost}");
 
-    // Idle: the nodes keep their connections, tables and replicas up, and nothing else.
+    // Idle: the nodes keep their tables and replicas up, and nothing else. The connections
+    // the operations opened close once unused for the idle connection timeout; the window
+    // starts after that (`--quiet`), so that it measures idle nodes, not the tail of the
+    // operations.
+    tokio::time::sleep(args.quiet).await;
+    println!(
+        "connections after {:.0} s of quiet: {}",
+        args.quiet.as_secs_f64(),
+        connections(&net).await
+    );
     let (window, cpu) = idle_window(args.idle).await?;
     let rss_idle = rss_kib()?;
     let idle = Idle {
@@ -354,6 +377,10 @@ async fn run(args: &Args, n: usize) -> Result<Ours> {
         idle.cpu_percent / n as f64,
         idle.mem_per_node_mib
     );
+    println!(
+        "connections after the idle window: {}",
+        connections(&net).await
+    );
 
     net.shutdown().await;
     Ok(Ours {
@@ -363,6 +390,25 @@ async fn run(args: &Args, n: usize) -> Result<Ours> {
         fetches,
         idle,
     })
+}
+
+/// The connected peers of the running nodes: their mean and the most of one node.
+async fn connections(net: &Testnet) -> String {
+    let (mut total, mut most, mut nodes) = (0, 0, 0);
+    for (_, node) in net.live() {
+        let peers = node
+            .network()
+            .connected_peers()
+            .await
+            .map_or(0, |p| p.len());
+        total += peers;
+        most = most.max(peers);
+        nodes += 1;
+    }
+    format!(
+        "{:.1} peers per node on average, {most} at most",
+        total as f64 / nodes.max(1) as f64
+    )
 }
 
 /// Prints what the OpenDHT side measured, as our side's lines.
