@@ -310,19 +310,14 @@ impl Testnet {
 }
 
 /// Which of the `started` nodes before it node `i` bootstraps from: up to
-/// [`BOOTSTRAP_PEERS`] distinct ones, picked by a hash of `i` (the same every run) and spread
-/// over all of them, so the first nodes are not everyone's way in.
+/// [`BOOTSTRAP_PEERS`] distinct ones, drawn by [`run`]'s SplitMix64 seeded with `i` (the
+/// same every run) from all of them, so the first nodes are not everyone's way in.
 fn bootstrap_peers(i: usize, started: usize) -> Vec<usize> {
     let want = BOOTSTRAP_PEERS.min(started);
     let mut picked = Vec::with_capacity(want);
-    let mut state = i as u64;
+    let mut rng = run::Rng(i as u64);
     while picked.len() < want {
-        // splitmix64
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        let j = ((z ^ (z >> 31)) % started as u64) as usize;
+        let j = rng.below(started);
         if !picked.contains(&j) {
             picked.push(j);
         }

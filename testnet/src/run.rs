@@ -881,10 +881,10 @@ fn clock_seed() -> u64 {
 /// SplitMix64 (Steele, Lea and Flood, 2014): tiny, seedable, and plenty for drawing nodes and
 /// pairs. Not for anything secret.
 #[derive(Debug, Clone)]
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -894,7 +894,7 @@ impl Rng {
 
     /// A number below `n` (0 when `n` is 0), by multiply-and-shift (Lemire): its bias,
     /// under n / 2^64, does not matter here.
-    fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         let wide = u128::from(self.next_u64()) * n as u128;
         (wide >> 64) as usize
     }
