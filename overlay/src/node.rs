@@ -1232,7 +1232,8 @@ impl Inner {
     /// An AOR's verified registrations ([`Query::lookup`]): first in one round trip from the
     /// `r` peers this node believes closest to the resource, each asked for the claims and
     /// registrations at once; when one is silent (past the lookup timeout) or not a replica,
-    /// or their answers make no majority, through a Kademlia lookup of the replica set.
+    /// or their answers make no majority or hold no registration, through a Kademlia lookup
+    /// of the replica set.
     async fn fetch_verified(&self, aor: &str) -> Result<quorum::Verified, Error> {
         let resource = ResourceId::for_aor(aor)?;
         let self_certifying = is_self_certifying(aor);
@@ -1252,9 +1253,14 @@ impl Inner {
         if done.direct {
             let direct: Vec<quorum::Answer> = answers.into_iter().map(|(_, a)| a).collect();
             match self.verify(&resource, self_certifying, done.set, &direct) {
-                Ok(verified) => {
+                // Nothing found is not trusted from the believed replicas alone: peers whose
+                // views all miss the true replica set would say so too.
+                Ok(verified) if !verified.registrations.is_empty() => {
                     self.lookups.one_round_trip.fetch_add(1, Ordering::Relaxed);
                     return Ok(verified);
+                }
+                Ok(_) => {
+                    debug!(%resource, "no registration at the believed replicas; looking further")
                 }
                 Err(error) => debug!(%resource, %error, "the believed replicas disagree"),
             }

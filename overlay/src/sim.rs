@@ -679,6 +679,12 @@ impl Sim {
                         self.reschedule(node);
                         return;
                     }
+                    // As the node does: nothing found at the believed replicas alone is
+                    // checked the long way.
+                    if done.direct && entry.is_none() && op.found.is_none() {
+                        op.query.fall_back();
+                        continue;
+                    }
                     op.done = Some(done);
                 }
             }

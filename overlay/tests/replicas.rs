@@ -601,6 +601,18 @@ async fn a_lookup_on_a_settled_overlay_costs_one_round_trip_and_a_dead_replica_a
         );
     }
 
+    // An AOR nobody registered: "nothing" from the believed replicas is checked the long way.
+    let nobody = &net.nodes[0];
+    let verified = tokio::time::timeout(WAIT, nobody.fetch_verified("sip:nobody@example.org"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(verified.registrations.is_empty());
+    assert_eq!(
+        (nobody.lookups().one_round_trip, nobody.lookups().full),
+        (1, 1)
+    );
+
     // A replica dies; a node that has not noticed yet asks it, hears nothing, and finds the
     // device the long way.
     let fetcher = &net.nodes[net.index(&ranked[6])];
