@@ -218,12 +218,6 @@ pub struct Status {
     /// Lookups of AORs that needed a Kademlia lookup of the replica set.
     #[serde(default)]
     pub lookups_full: u64,
-    /// Stores (publications) acknowledged in one round trip by the replicas this node knew.
-    #[serde(default)]
-    pub stores_one_round_trip: u64,
-    /// Stores that needed a Kademlia lookup of the replica set.
-    #[serde(default)]
-    pub stores_full: u64,
     /// Reachability (AutoNAT), external and relayed addresses, whether it relays for others.
     pub nat: network::NatState,
     /// The media this node carries for its softphones.
@@ -466,7 +460,6 @@ async fn status(node: &Node, agent: &Agent) -> Result<Status, String> {
         .map(|a| with_peer_id(a, id))
         .collect();
     let stats = node.stats();
-    let lookups = overlay.lookups();
     let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
     Ok(Status {
         peer_id: id.to_string(),
@@ -503,10 +496,8 @@ async fn status(node: &Node, agent: &Agent) -> Result<Status, String> {
         overlay_requests: load(&stats.overlay_requests),
         overlay_in_dialog: load(&stats.overlay_in_dialog),
         forwarded: overlay.forwarded(),
-        lookups_one_round_trip: lookups.one_round_trip,
-        lookups_full: lookups.full,
-        stores_one_round_trip: lookups.stores_one_round_trip,
-        stores_full: lookups.stores_full,
+        lookups_one_round_trip: overlay.lookups().one_round_trip,
+        lookups_full: overlay.lookups().full,
         nat: network.nat().await.map_err(|e| e.to_string())?,
         media: stats.media.snapshot(),
     })

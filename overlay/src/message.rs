@@ -147,17 +147,11 @@ pub enum Response {
     Stored {
         /// The stored generation.
         generation: u64,
-        /// Whether the peer holds itself a member of the resource's replica set (as in
-        /// [`Response::FetchedKinds`]): a store acknowledged by every peer the storer
-        /// believed closest, each a replica, needs no Kademlia lookup.
-        replica: bool,
     },
     /// The live entries of the resource and kind.
     Fetched {
         /// The entries, by dictionary key.
         entries: Vec<(Vec<u8>, StoredData)>,
-        /// Whether the peer holds itself a member of the resource's replica set.
-        replica: bool,
     },
     /// The live entries of the resource and kind, without their values.
     Stat {

@@ -8,19 +8,15 @@
 //!
 //! ## What the node does for its user
 //!
-//! - [`Overlay::store`] sends a signed entry to the `r` peers closest to the resource (the
-//!   node itself may be one of them and then stores locally through [`Store::store`], which
-//!   applies the same access checks as every replica). First to the `r` peers the node
-//!   believes closest, at once: when each acknowledges and answers that it is a replica as far
-//!   as it knows, the store is over in one round trip; otherwise to the closest peers a
-//!   Kademlia lookup finds ([`Query::lookup`]; a peer that already took the entry takes it
-//!   again as a no-op). It succeeds when a **majority** of the replica set (`r / 2 + 1` of
-//!   it, or of the peers known when the overlay has fewer than `r`) acknowledged; a replica
-//!   that did not answer is replaced by the next closest peer. When the majority refused, the
-//!   refusal is the error (`Forbidden`, `GenerationTooLow`, ...: [`Error::code`]).
-//! - [`Overlay::fetch`] asks the replicas the same two ways, up to `r` answers, falling back
-//!   to the next closest peer when one fails (and to a Kademlia lookup when the believed
-//!   replicas hold nothing), and merges the answers with [`data::merge`], unchecked.
+//! - [`Overlay::store`] sends a signed entry to the `r` peers closest to the resource (found
+//!   by a Kademlia lookup; the node itself may be one of them and then stores locally through
+//!   [`Store::store`], which applies the same access checks as every replica). It succeeds
+//!   when a **majority** of the replica set (`r / 2 + 1` of it, or of the peers known when the
+//!   overlay has fewer than `r`) acknowledged; a replica that did not answer is replaced by the
+//!   next closest peer. When the majority refused, the refusal is the error
+//!   (`Forbidden`, `GenerationTooLow`, ...: [`Error::code`]).
+//! - [`Overlay::fetch`] asks the closest replicas, up to `r` answers, falling back to the next
+//!   closest peer when one fails, and merges the answers with [`data::merge`], unchecked.
 //! - [`Overlay::fetch_verified`] reads an AOR the way a lookup must: the claim and the
 //!   registrations from all `r` members of the replica set (a silent one replaced by the next
 //!   closest), every entry checked as a storing node would check it, and the claim decided by
@@ -376,25 +372,19 @@ struct Inner {
     owned_changed: tokio::sync::Notify,
 }
 
-/// How this node's lookups of AORs, and its stores, went ([`Overlay::lookups`]).
+/// How this node's lookups of AORs went ([`Overlay::lookups`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Lookups {
     /// Answered in one round trip by the replicas this node knew.
     pub one_round_trip: u64,
     /// That needed a Kademlia lookup of the replica set.
     pub full: u64,
-    /// Stores acknowledged in one round trip by the replicas this node knew.
-    pub stores_one_round_trip: u64,
-    /// Stores that needed a Kademlia lookup of the replica set.
-    pub stores_full: u64,
 }
 
 #[derive(Debug, Default)]
 struct LookupCounters {
     one_round_trip: AtomicU64,
     full: AtomicU64,
-    stores_one_round_trip: AtomicU64,
-    stores_full: AtomicU64,
 }
 
 /// Where one entry lives: resource, kind and dictionary key.
@@ -515,16 +505,12 @@ impl Overlay {
         self.inner.rejected_entries.load(Ordering::Relaxed)
     }
 
-    /// How this node's lookups of AORs ([`Overlay::fetch_verified`]) and its stores
-    /// ([`Overlay::store`], and those of its publications) went: how many the replicas it
-    /// knew answered in one round trip, how many needed a Kademlia lookup.
+    /// How this node's lookups of AORs ([`Overlay::fetch_verified`]) went: how many the
+    /// replicas it knew answered in one round trip, how many needed a Kademlia lookup.
     pub fn lookups(&self) -> Lookups {
-        let counters = &self.inner.lookups;
         Lookups {
-            one_round_trip: counters.one_round_trip.load(Ordering::Relaxed),
-            full: counters.full.load(Ordering::Relaxed),
-            stores_one_round_trip: counters.stores_one_round_trip.load(Ordering::Relaxed),
-            stores_full: counters.stores_full.load(Ordering::Relaxed),
+            one_round_trip: self.inner.lookups.one_round_trip.load(Ordering::Relaxed),
+            full: self.inner.lookups.full.load(Ordering::Relaxed),
         }
     }
 
@@ -1015,7 +1001,7 @@ impl Inner {
         key: Vec<u8>,
         data: StoredData,
     ) -> Result<u64, Error> {
-        if !self.takes_store(&resource, sender) {
+        if !self.is_replica(&resource, sender) {
             self.not_replica.fetch_add(1, Ordering::Relaxed);
             debug!(%resource, %sender, "refused a store: not a replica");
             return Err(overlay_error::Error::NotReplica {
@@ -1029,7 +1015,7 @@ impl Inner {
 
     /// Whether this node takes a Store of `resource` from `sender`: it is among the replicas
     /// as far as it knows, with a margin ([`Replicator::takes_store`]).
-    fn takes_store(&self, resource: &ResourceId, sender: PeerId) -> bool {
+    fn is_replica(&self, resource: &ResourceId, sender: PeerId) -> bool {
         self.replicator()
             .takes_store(resource, &sender, |peer| self.network.admits(peer))
     }
@@ -1041,10 +1027,9 @@ impl Inner {
         kind: Kind,
         key: Vec<u8>,
         data: StoredData,
-    ) -> Result<(u64, bool), Error> {
+    ) -> Result<u64, Error> {
         if peer == self.id {
-            let generation = self.store_local(resource, kind, key, data).await?;
-            return Ok((generation, self.is_replica(&resource)));
+            return self.store_local(resource, kind, key, data).await;
         }
         let request = Request::Store {
             resource,
@@ -1053,10 +1038,7 @@ impl Inner {
             data,
         };
         match self.ask(peer, request).await? {
-            Response::Stored {
-                generation,
-                replica,
-            } => Ok((generation, replica)),
+            Response::Stored { generation } => Ok(generation),
             other => Err(unexpected(peer, &other)),
         }
     }
@@ -1066,22 +1048,14 @@ impl Inner {
         peer: PeerId,
         resource: ResourceId,
         kind: Kind,
-    ) -> Result<(Vec<(Vec<u8>, StoredData)>, bool), Error> {
+    ) -> Result<Vec<(Vec<u8>, StoredData)>, Error> {
         if peer == self.id {
-            let entries = self.store.get(&resource, kind, now_ms())?;
-            return Ok((entries, self.is_replica(&resource)));
+            return Ok(self.store.get(&resource, kind, now_ms())?);
         }
         match self.ask(peer, Request::Fetch { resource, kind }).await? {
-            Response::Fetched { entries, replica } => Ok((entries, replica)),
+            Response::Fetched { entries } => Ok(entries),
             other => Err(unexpected(peer, &other)),
         }
-    }
-
-    /// Whether this node holds itself a member of `resource`'s replica set
-    /// ([`Replicator::is_replica`]).
-    fn is_replica(&self, resource: &ResourceId) -> bool {
-        self.replicator()
-            .is_replica(resource, |peer| self.network.admits(peer))
     }
 
     /// The answer to a [`Request::FetchKinds`] here: the live entries of each kind, and
@@ -1102,7 +1076,9 @@ impl Inner {
             }
             fetched.push((*kind, self.store.get(resource, *kind, now)?));
         }
-        let replica = self.is_replica(resource);
+        let replica = self
+            .replicator()
+            .is_replica(resource, |peer| self.network.admits(peer));
         Ok(Response::FetchedKinds {
             kinds: fetched,
             replica,
@@ -1185,14 +1161,14 @@ impl Inner {
         key: Vec<u8>,
         data: StoredData,
     ) -> Result<usize, Error> {
-        let mut query = self.direct_query(&resource);
+        let mut query = Query::closest(self.config.replicas);
         let (done, _, errors) = self
             .run_query(&mut query, resource, |peer| {
                 let stored = self.store_at(peer, resource, kind, key.clone(), data.clone());
                 async move {
                     let result = stored.await;
                     let reply = match &result {
-                        Ok((_, replica)) => Reply::Ok { replica: *replica },
+                        Ok(_) => Reply::Ok { replica: true },
                         Err(error) if is_transient(error) || is_not_replica(error) => Reply::Retry,
                         Err(_) => Reply::Refused,
                     };
@@ -1200,12 +1176,6 @@ impl Inner {
                 }
             })
             .await?;
-        let way = if done.direct {
-            &self.lookups.stores_one_round_trip
-        } else {
-            &self.lookups.stores_full
-        };
-        way.fetch_add(1, Ordering::Relaxed);
         if done.has_majority() {
             return Ok(done.answered.len());
         }
@@ -1230,23 +1200,20 @@ impl Inner {
         resource: ResourceId,
         kind: Kind,
     ) -> Result<Vec<(Vec<u8>, StoredData)>, Error> {
-        let mut query = self.direct_query(&resource);
-        let ask = |peer| {
-            let fetched = self.fetch_at(peer, resource, kind);
-            async move {
-                match fetched.await {
-                    Ok((entries, replica)) => (Reply::Ok { replica }, Ok(entries)),
-                    Err(error) => (Reply::Retry, Err(error)),
+        let mut query = Query::closest(self.config.replicas);
+        let (_, answers, errors) = self
+            .run_query(&mut query, resource, |peer| {
+                let fetched = self.fetch_at(peer, resource, kind);
+                async move {
+                    let result = fetched.await;
+                    let reply = match &result {
+                        Ok(_) => Reply::Ok { replica: true },
+                        Err(_) => Reply::Retry,
+                    };
+                    (reply, result)
                 }
-            }
-        };
-        let (done, mut answers, mut errors) = self.run_query(&mut query, resource, ask).await?;
-        // Nothing found is not trusted from the believed replicas alone (as in
-        // `fetch_verified`).
-        if done.direct && answers.iter().all(|(_, entries)| entries.is_empty()) {
-            query.fall_back();
-            (_, answers, errors) = self.run_query(&mut query, resource, ask).await?;
-        }
+            })
+            .await?;
         if answers.is_empty() {
             let last = errors.into_iter().next_back().map(|(peer, error)| {
                 debug!(%peer, %error, "a replica did not answer a fetch");
@@ -1262,14 +1229,6 @@ impl Inner {
         Ok(merged.into_iter().collect())
     }
 
-    /// A query at `resource`'s replica set that first asks, in one round trip, the `r` peers
-    /// this node believes closest ([`Query::lookup`]).
-    fn direct_query(&self, resource: &ResourceId) -> Query {
-        let r = self.config.replicas.max(1);
-        let believed = self.replicator().closest(resource, r);
-        Query::lookup(r, believed, self.config.lookup_timeout, now())
-    }
-
     /// An AOR's verified registrations ([`Query::lookup`]): first in one round trip from the
     /// `r` peers this node believes closest to the resource, each asked for the claims and
     /// registrations at once; when one is silent (past the lookup timeout) or not a replica,
@@ -1278,7 +1237,9 @@ impl Inner {
     async fn fetch_verified(&self, aor: &str) -> Result<quorum::Verified, Error> {
         let resource = ResourceId::for_aor(aor)?;
         let self_certifying = is_self_certifying(aor);
-        let mut query = self.direct_query(&resource);
+        let r = self.config.replicas.max(1);
+        let believed = self.replicator().closest(&resource, r);
+        let mut query = Query::lookup(r, believed, self.config.lookup_timeout, now());
         let ask = |peer| {
             let asked = self.aor_at(peer, resource);
             async move {
@@ -1498,17 +1459,11 @@ impl Inner {
             } => self
                 .store_inbound(peer, resource, kind, key, data)
                 .await
-                .map(|generation| Response::Stored {
-                    generation,
-                    replica: self.is_replica(&resource),
-                }),
+                .map(|generation| Response::Stored { generation }),
             Request::Fetch { resource, kind } => self
                 .store
                 .get(&resource, kind, now_ms())
-                .map(|entries| Response::Fetched {
-                    entries,
-                    replica: self.is_replica(&resource),
-                })
+                .map(|entries| Response::Fetched { entries })
                 .map_err(Error::Overlay),
             Request::Stat { resource, kind } => self
                 .store

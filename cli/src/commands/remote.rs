@@ -123,10 +123,6 @@ pub(crate) fn status(args: ReadArgs) -> anyhow::Result<()> {
         "lookups:        {} in one round trip, {} through a Kademlia lookup",
         s.lookups_one_round_trip, s.lookups_full
     );
-    println!(
-        "stores:         {} in one round trip, {} through a Kademlia lookup",
-        s.stores_one_round_trip, s.stores_full
-    );
     let r = &s.refusals;
     println!(
         "refused:        SIP {} ({} challenged), overlay: {} bad messages, {} bad signatures, \

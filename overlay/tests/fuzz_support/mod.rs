@@ -320,7 +320,7 @@ fn exercise_fields(message: &Envelope) {
         Body::Request(Request::Route { destination, .. } | Request::PathTrack { destination }) => {
             let _ = PeerId::from_bytes(destination);
         }
-        Body::Response(Response::Fetched { entries, .. }) => {
+        Body::Response(Response::Fetched { entries }) => {
             let resource = resource();
             for (key, data) in entries {
                 for kind in Kind::KNOWN {
@@ -417,7 +417,6 @@ pub fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         .expect("a fresh message");
     let fetched = store.reply(Response::Fetched {
         entries: vec![(reg_key, reg_entry), (Vec::new(), claim_entry)],
-        replica: true,
     });
     let messages = [
         store.clone(),
