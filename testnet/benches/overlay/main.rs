@@ -48,16 +48,14 @@ const SIZE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// What one operation is on each side, so that the ratios are read fairly.
 const WHAT_IS_MEASURED: &str = "\
 How to read the ratios. p2psip store (SIP-REGISTRATION; its AOR-CLAIM was stored just \
-before, not counted here): the entry, signed by the device's ed25519 key and carrying the \
-user's ed25519 delegation, sent at once to the 3 peers the node believes closest to the \
-resource; each checks both signatures and the AOR's claim, writes the entry to sled and \
-flushes it to disk before it answers (sled's flush: on Linux a sync_file_range of the \
-written log, which waits for the data but flushes neither metadata nor the drive's cache), \
-saying whether it holds itself a replica; when all 3 do, the store is over in that one \
-round trip, otherwise a Kademlia lookup of the closest peers follows and the entry goes to \
-those (success on a majority, 2). p2psip fetch: the same first round trip, then, when a \
-peer is not a replica or none holds an entry, a lookup; the entries are merged \
-(signatures not checked again). OpenDHT put: an unsigned \
+before, not counted here): a Kademlia lookup of the resource's closest peers (cut short \
+after 2 s), then the entry, signed by the device's ed25519 key and carrying the user's \
+ed25519 delegation, sent to the 3 closest nodes at once; each replica checks both \
+signatures and the AOR's claim, writes the entry to sled and flushes it to disk before it \
+answers (sled's flush: on Linux a sync_file_range of the written log, which waits for the \
+data but flushes neither metadata nor the drive's cache); the store ends when all 3 have \
+answered and succeeds on a majority (2). p2psip fetch: a lookup, then the 3 closest \
+replicas asked at once and their entries merged (signatures not checked again). OpenDHT put: an unsigned \
 value, a search for the key's closest nodes, then the value stored in memory by the 8 \
 closest (its TARGET_NODES); done when all 8 acknowledged. OpenDHT get: a search that ends \
 when the 8 closest nodes have answered. Memory per node: resident memory once settled \
