@@ -402,6 +402,7 @@ async fn run(args: &Args, n: usize) -> Result<Ours> {
 /// The connected peers of the running nodes: their mean and the most of one node.
 async fn connections(net: &Testnet) -> String {
     let (mut total, mut most, mut nodes) = (0, 0, 0);
+    let (mut known, mut least_known) = (0, usize::MAX);
     for (_, node) in net.live() {
         let peers = node
             .network()
@@ -411,10 +412,15 @@ async fn connections(net: &Testnet) -> String {
         total += peers;
         most = most.max(peers);
         nodes += 1;
+        let table = node.network().routing_table().await.map_or(0, |t| t.len());
+        known += table;
+        least_known = least_known.min(table);
     }
     format!(
-        "{:.1} peers per node on average, {most} at most",
-        total as f64 / nodes.max(1) as f64
+        "{:.1} peers per node on average, {most} at most; routing tables hold {:.1} peers on \
+         average, {least_known} at least",
+        total as f64 / nodes.max(1) as f64,
+        known as f64 / nodes.max(1) as f64
     )
 }
 
