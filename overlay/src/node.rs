@@ -1123,16 +1123,19 @@ impl Inner {
     }
 
     /// The peers closest to `resource`, nearest first, this node included: the result of a
-    /// Kademlia lookup (cut short after [`Config::lookup_timeout`]) together with the live
-    /// peers this node knows, so that a lookup slowed down by departed peers does not hold
-    /// the request up.
+    /// Kademlia lookup (cut short after [`Config::lookup_timeout`], with the closest peers it
+    /// heard from by then) together with the live peers this node knows, so that a lookup
+    /// slowed down by departed peers does not hold the request up.
     async fn candidates(&self, resource: &ResourceId) -> Result<Vec<PeerId>, Error> {
+        let within = self.config.lookup_timeout;
         let lookup = tokio::time::timeout(
-            self.config.lookup_timeout,
+            // The network cuts the query short itself; this only guards against a stuck one.
+            within * 2,
             // The query ends once twice the replica set answered, not Kademlia's twenty.
-            self.network.closest_n(
+            self.network.closest_n_within(
                 resource.to_vec(),
                 NonZeroUsize::new(self.config.replicas.max(1) * 2).unwrap_or(NonZeroUsize::MIN),
+                within,
             ),
         )
         .await;
@@ -1201,19 +1204,27 @@ impl Inner {
         kind: Kind,
     ) -> Result<Vec<(Vec<u8>, StoredData)>, Error> {
         let mut query = Query::closest(self.config.replicas);
-        let (_, answers, errors) = self
-            .run_query(&mut query, resource, |peer| {
-                let fetched = self.fetch_at(peer, resource, kind);
-                async move {
-                    let result = fetched.await;
-                    let reply = match &result {
-                        Ok(_) => Reply::Ok { replica: true },
-                        Err(_) => Reply::Retry,
-                    };
-                    (reply, result)
-                }
-            })
-            .await?;
+        let ask = |peer| {
+            let fetched = self.fetch_at(peer, resource, kind);
+            async move {
+                let result = fetched.await;
+                let reply = match &result {
+                    Ok(_) => Reply::Ok { replica: true },
+                    Err(_) => Reply::Retry,
+                };
+                (reply, result)
+            }
+        };
+        let (_, mut answers, mut errors) = self.run_query(&mut query, resource, ask).await?;
+        // Nothing at the replica set: maybe just beyond it ([`Query::widen`]).
+        if answers.iter().all(|(_, entries)| entries.is_empty()) && query.widen() {
+            let (_, further, more_errors) = self.run_query(&mut query, resource, ask).await?;
+            if further.iter().any(|(_, entries)| !entries.is_empty()) {
+                debug!(%resource, "found beyond the replica set");
+                answers = further;
+            }
+            errors.extend(more_errors);
+        }
         if answers.is_empty() {
             let last = errors.into_iter().next_back().map(|(peer, error)| {
                 debug!(%peer, %error, "a replica did not answer a fetch");
@@ -1273,8 +1284,28 @@ impl Inner {
             return Err(last.unwrap_or_else(|| Error::Unreachable("no replica known".into())));
         }
         let answers: Vec<quorum::Answer> = answers.into_iter().map(|(_, a)| a).collect();
-        self.verify(&resource, self_certifying, done.set, &answers)
-            .inspect_err(|error| warn!(%resource, %error, "no majority among the replicas"))
+        let verified = self
+            .verify(&resource, self_certifying, done.set, &answers)
+            .inspect_err(|error| warn!(%resource, %error, "no majority among the replicas"))?;
+        // No registration at the replica set: maybe just beyond it ([`Query::widen`]). What
+        // is found there never overrides the replica set's claim: peers beyond the set must
+        // agree with it (or the set has none), so that they cannot hand an offline user's
+        // calls to a claim of their own.
+        if !verified.registrations.is_empty() || !query.widen() {
+            return Ok(verified);
+        }
+        let (done, further, _) = self.run_query(&mut query, resource, ask).await?;
+        let further: Vec<quorum::Answer> = further.into_iter().map(|(_, a)| a).collect();
+        match self.verify(&resource, self_certifying, done.set, &further) {
+            Ok(beyond)
+                if !beyond.registrations.is_empty()
+                    && (verified.claim.is_none() || beyond.claim == verified.claim) =>
+            {
+                debug!(%resource, "registrations found beyond the replica set");
+                Ok(beyond)
+            }
+            _ => Ok(verified),
+        }
     }
 
     /// Carries a query at `resource`'s replica set out: sends its requests with `ask`

@@ -4,7 +4,7 @@
 // Helpers outside #[test] functions may unwrap too: a panic here is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{collections::HashSet, future::Future, time::Duration};
+use std::{collections::HashSet, future::Future, num::NonZeroUsize, time::Duration};
 
 use libp2p::{Multiaddr, PeerId, identity::Keypair, kad::KBucketKey};
 use p2psip_overlay::network::{Config, Error, Event, Events, Network};
@@ -207,6 +207,27 @@ async fn eight_nodes_bootstrapping_from_one_agree_on_the_closest_peers() {
         {
             assert_eq!(found.unwrap(), expected, "as seen by {}", node.peer);
         }
+
+        // A lookup with time enough ends on its own, after hearing from the 6 closest.
+        let six = NonZeroUsize::new(6).unwrap();
+        let node = &nodes[0];
+        let found = within(
+            "a lookup of 6",
+            node.net
+                .closest_n_within(key.clone(), six, Duration::from_secs(10)),
+        )
+        .await
+        .unwrap();
+        assert_eq!(found[..6], expected[..6]);
+        // One cut short at once still answers, with what it heard by then: this node at
+        // least (before, the caller only heard that the query had timed out).
+        let cut = within(
+            "a lookup cut short",
+            node.net.closest_n_within(key.clone(), six, Duration::ZERO),
+        )
+        .await
+        .unwrap();
+        assert!(cut.contains(&node.peer), "{cut:?}");
     }
     // And every routing table ends up holding the 7 others (an inbound peer enters once its
     // identify arrives, so wait for the ones not there yet).

@@ -627,6 +627,75 @@ async fn a_lookup_on_a_settled_overlay_costs_one_round_trip_and_a_dead_replica_a
     }
 }
 
+/// Puts `user`'s claim (and, with `register`, its device) straight into `node`'s store, as a
+/// store made while the views of the replica set differed leaves them.
+fn hold(node: &Overlay, user: &User, register: bool) {
+    let store = node.local_store();
+    let (key, data) = user.claim(None, 1);
+    store
+        .put(&user.resource, Kind::AOR_CLAIM, &key, &data, now_ms())
+        .unwrap();
+    if register {
+        let (key, data) = user.registration(1);
+        store
+            .put(
+                &user.resource,
+                Kind::SIP_REGISTRATION,
+                &key,
+                &data,
+                now_ms(),
+            )
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_just_beyond_the_replica_set_are_found_but_never_override_its_claim() {
+    // No replication pass moves the entries while the test looks.
+    let net = Net::start(
+        8,
+        |_, config| {
+            config.replication_interval = Duration::from_secs(3600);
+            config.repair_delay = Duration::from_secs(3600);
+        },
+        async |_| Vec::new(),
+    )
+    .await;
+    let everyone = net.ids();
+    let (aor, resource) = aor_where(&everyone, |_| true);
+    let ranked = closest_nodes(&resource, everyone, usize::MAX);
+    let node = |i: usize| &net.nodes[net.index(&ranked[i])];
+    let fetcher = node(7);
+
+    // Alice's claim and device sit at the 4th and 5th closest peers, not at the replica set.
+    let alice = User::new(&aor);
+    hold(node(3), &alice, true);
+    hold(node(4), &alice, true);
+    let (owner, devices) = looked_up(fetcher, &aor).await;
+    assert_eq!(owner, Some(alice.key.public().encode_protobuf()));
+    assert_eq!(devices, vec![alice.device_key()]);
+
+    // Bob's claim is at his replica set, with no device (he is offline); Mallory's claim of
+    // his AOR and her device sit just beyond it: the set's claim stands, no device is found.
+    let aor = "sip:bob@example.org";
+    let resource = ResourceId::for_aor(aor).unwrap();
+    let ranked = closest_nodes(&resource, net.ids(), usize::MAX);
+    let node = |i: usize| &net.nodes[net.index(&ranked[i])];
+    let bob = User::new(aor);
+    for i in 0..3 {
+        hold(node(i), &bob, false);
+    }
+    let mallory = User::new(aor);
+    hold(node(3), &mallory, true);
+    hold(node(4), &mallory, true);
+    let (owner, devices) = looked_up(node(7), aor).await;
+    assert_eq!(owner, Some(bob.key.public().encode_protobuf()));
+    assert!(devices.is_empty(), "{devices:?}");
+    for node in &net.nodes {
+        node.kill().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fetch_of_too_many_or_repeated_kinds_is_refused() {
     let net = Net::start(2, |_, _| {}, async |_| Vec::new()).await;

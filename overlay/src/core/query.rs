@@ -108,6 +108,8 @@ pub struct Query {
     set: usize,
     /// Whether the query ended in its direct phase (a fall-back may follow).
     ended_direct: bool,
+    /// Whether it asked beyond the replica set already ([`Query::widen`]).
+    widened: bool,
     next_id: AskId,
     ignored: u64,
     actions: VecDeque<QueryAction>,
@@ -154,6 +156,7 @@ impl Query {
             all_replicas: true,
             set: 0,
             ended_direct: false,
+            widened: false,
             next_id: 0,
             ignored: 0,
             actions: VecDeque::new(),
@@ -228,6 +231,28 @@ impl Query {
             self.ended_direct = false;
             self.find();
         }
+    }
+
+    /// The replica set a lookup found answered, but held nothing: the next `r` candidates
+    /// are asked too, once, and the query is over again when they have answered (a
+    /// [`Done`] of their answers, their number the set). An entry stored while the storer's
+    /// view of the replica set differed from this node's may sit just beyond the set (a
+    /// replica takes a store within twice the set), until replication moves it. Nothing
+    /// happens unless the query is over after a Kademlia lookup; gives whether it goes on
+    /// (only then does a [`QueryAction::Done`] follow).
+    pub fn widen(&mut self) -> bool {
+        if self.phase != Phase::Over || self.ended_direct || self.widened {
+            return false;
+        }
+        self.widened = true;
+        self.answered.clear();
+        self.set = self.replicas.min(self.candidates.len());
+        self.phase = Phase::Asking;
+        for _ in 0..self.set {
+            self.ask_next();
+        }
+        self.finish_if_over();
+        true
     }
 
     /// How many answers came to no request under way, or candidates when none were asked
@@ -330,6 +355,76 @@ mod tests {
         assert_eq!(done.answered, vec![peer(3), peer(4)]);
         assert_eq!((done.set, done.needed(), done.direct), (3, 2, false));
         assert!(done.has_majority());
+    }
+
+    #[test]
+    fn a_lookup_that_found_nothing_asks_the_next_candidates_once() {
+        let now = Instant::now();
+        let mut query = Query::closest(3);
+        // Not over yet: nothing to widen.
+        assert!(!query.widen());
+        assert_eq!(drain(&mut query), vec![QueryAction::NeedCandidates]);
+        query.candidates((1..=8).map(peer).collect(), now);
+        let first = asks(&drain(&mut query));
+        // Peer 2 is silent and replaced by peer 4.
+        query.answer(first[1].0, Reply::Retry, now);
+        let replacement = asks(&drain(&mut query));
+        for (id, _) in [first[0], first[2], replacement[0]] {
+            query.answer(id, OK, now);
+        }
+        assert!(matches!(
+            drain(&mut query).as_slice(),
+            [QueryAction::Done(_)]
+        ));
+
+        query.widen();
+        let further = asks(&drain(&mut query));
+        assert_eq!(
+            further.iter().map(|(_, p)| *p).collect::<Vec<_>>(),
+            vec![peer(5), peer(6), peer(7)]
+        );
+        for (id, _) in &further {
+            query.answer(*id, OK, now);
+        }
+        let done = drain(&mut query);
+        let [QueryAction::Done(done)] = done.as_slice() else {
+            panic!("{done:?}");
+        };
+        assert_eq!(done.answered, vec![peer(5), peer(6), peer(7)]);
+        assert_eq!((done.set, done.direct), (3, false));
+        // Once only.
+        assert!(!query.widen());
+        assert_eq!(drain(&mut query), vec![]);
+
+        // Too few candidates left: as many as there are; none: over at once.
+        let mut query = Query::closest(3);
+        drain(&mut query);
+        query.candidates((1..=4).map(peer).collect(), now);
+        for (id, _) in asks(&drain(&mut query)) {
+            query.answer(id, OK, now);
+        }
+        drain(&mut query);
+        assert!(query.widen());
+        let last = asks(&drain(&mut query));
+        assert_eq!(
+            last.iter().map(|(_, p)| *p).collect::<Vec<_>>(),
+            vec![peer(4)]
+        );
+        query.answer(last[0].0, OK, now);
+        assert!(matches!(drain(&mut query).as_slice(), [QueryAction::Done(d)] if d.set == 1));
+    }
+
+    #[test]
+    fn a_direct_lookup_is_not_widened() {
+        let now = Instant::now();
+        let believed: Vec<PeerId> = (1..=3).map(peer).collect();
+        let mut query = Query::lookup(3, believed, Duration::from_millis(500), now);
+        for (id, _) in asks(&drain(&mut query)) {
+            query.answer(id, OK, now);
+        }
+        assert!(matches!(drain(&mut query).as_slice(), [QueryAction::Done(d)] if d.direct));
+        assert!(!query.widen());
+        assert_eq!(drain(&mut query), vec![]);
     }
 
     #[test]

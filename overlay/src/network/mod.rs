@@ -416,8 +416,30 @@ impl Network {
     /// peers it found (at most Kademlia's k, 20): a lookup that needs a replica set of `r`
     /// asks a few peers, not twenty.
     pub async fn closest_n(&self, key: Vec<u8>, count: NonZeroUsize) -> Result<Vec<PeerId>, Error> {
-        self.call(|reply| Command::ClosestPeers { key, count, reply })
-            .await?
+        self.call(|reply| Command::ClosestPeers {
+            key,
+            count,
+            within: None,
+            reply,
+        })
+        .await?
+    }
+
+    /// [`Network::closest_n`], cut short after `within`: then it answers with the closest
+    /// admitted peers it heard from so far (and this node), as when it ends on its own.
+    pub async fn closest_n_within(
+        &self,
+        key: Vec<u8>,
+        count: NonZeroUsize,
+        within: std::time::Duration,
+    ) -> Result<Vec<PeerId>, Error> {
+        self.call(|reply| Command::ClosestPeers {
+            key,
+            count,
+            within: Some(within),
+            reply,
+        })
+        .await?
     }
 
     /// Whether `peer` may be used as a replica or a next hop: its Node-ID carries the

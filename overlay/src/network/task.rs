@@ -82,6 +82,9 @@ pub(crate) enum Command {
         key: Vec<u8>,
         /// How many peers the query must have heard from (at most Kademlia's k, 20).
         count: NonZeroUsize,
+        /// When the query is cut short: it then answers with the closest peers it heard
+        /// from so far.
+        within: Option<Duration>,
         reply: Reply<Vec<PeerId>>,
     },
     RoutingTable(oneshot::Sender<Vec<PeerId>>),
@@ -134,6 +137,8 @@ pub(crate) struct Task {
     protocol_version: String,
     dials: HashMap<ConnectionId, (Multiaddr, Reply<PeerId>)>,
     queries: HashMap<kad::QueryId, Query>,
+    /// The queries to cut short, each when its time is up (at most one per query).
+    deadlines: FuturesUnordered<BoxFuture<'static, kad::QueryId>>,
     outbound: HashMap<OutboundRequestId, Reply<Vec<u8>>>,
     inbound: FuturesUnordered<BoxFuture<'static, Answer>>,
     bad_frames: HashMap<PeerId, u32>,
@@ -198,6 +203,7 @@ impl Task {
             config,
             dials: HashMap::new(),
             queries: HashMap::new(),
+            deadlines: FuturesUnordered::new(),
             outbound: HashMap::new(),
             inbound: FuturesUnordered::new(),
             bad_frames: HashMap::new(),
@@ -303,6 +309,15 @@ impl Task {
                 Some(answer) = self.inbound.next(), if !self.inbound.is_empty() => {
                     self.on_answer(answer);
                 }
+                Some(id) = self.deadlines.next(), if !self.deadlines.is_empty() => {
+                    // Still under way: it ends now and reports the closest peers it heard
+                    // from (`on_query_progress`).
+                    if self.queries.contains_key(&id)
+                        && let Some(mut query) = self.swarm.behaviour_mut().kad.query_mut(&id)
+                    {
+                        query.finish();
+                    }
+                }
             }
         };
         info!("network stopping");
@@ -341,7 +356,12 @@ impl Task {
                     }
                 }
             }
-            Command::ClosestPeers { key, count, reply } => {
+            Command::ClosestPeers {
+                key,
+                count,
+                within,
+                reply,
+            } => {
                 if self.queries.len() >= max_pending {
                     let _ = reply.send(Err(busy("DHT queries", max_pending)));
                     return;
@@ -352,6 +372,12 @@ impl Task {
                     .kad
                     .get_n_closest_peers(key, count);
                 self.queries.insert(id, Query::Closest { reply });
+                if let Some(within) = within {
+                    self.deadlines.push(Box::pin(async move {
+                        tokio::time::sleep(within).await;
+                        id
+                    }));
+                }
             }
             Command::RoutingTable(reply) => {
                 let _ = reply.send(self.routing_table());
