@@ -10,7 +10,7 @@ use libp2p::{
     Multiaddr, PeerId, Swarm, SwarmBuilder, autonat, connection_limits, dcutr, identify,
     identity::Keypair,
     kad::{self, store::MemoryStore},
-    mdns, noise, relay,
+    mdns, noise, ping, relay,
     request_response::{self, ProtocolSupport},
     swarm::{NetworkBehaviour, behaviour::toggle::Toggle},
     tcp, yamux,
@@ -25,6 +25,7 @@ pub(crate) struct Behaviour {
     pub(crate) limits: connection_limits::Behaviour,
     pub(crate) kad: kad::Behaviour<MemoryStore>,
     pub(crate) identify: identify::Behaviour,
+    pub(crate) ping: ping::Behaviour,
     pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
     pub(crate) relay_client: relay::client::Behaviour,
     pub(crate) relay: Toggle<relay::Behaviour>,
@@ -203,6 +204,10 @@ impl Behaviour {
             limits: connection_limits::Behaviour::new(limits),
             kad,
             identify,
+            // Besides liveness: its timer wakes each connection's task every 15 s, and only
+            // then does libp2p see that an idle connection may close
+            // (`Config::idle_connection_timeout`).
+            ping: ping::Behaviour::default(),
             mdns: mdns.into(),
             relay_client,
             relay: relay.into(),

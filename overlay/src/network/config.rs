@@ -60,10 +60,12 @@ pub struct Config {
     /// At most [`MAX_KBUCKET_SIZE`].
     pub kbucket_size: usize,
     /// How long a connection with nothing to do stays open. Default 60 s. An idle overlay
-    /// closes its connections: each open one costs QUIC keep-alives (every 5 s) and memory,
-    /// and Kademlia dials a peer again when it needs it. (No libp2p ping runs: QUIC's
-    /// keep-alives and idle timeout already tell a dead connection, and the overlay's own
-    /// Ping is what the replicator probes with.)
+    /// closes its connections: each open one costs keep-alives (QUIC's every 5 s, libp2p's
+    /// ping every 15 s) and memory, and Kademlia dials a peer again when it needs it. The
+    /// ping is what closes them: libp2p looks at a connection's idleness only when its task
+    /// wakes, and the relay server's handler holds a connection open for 10 s after its
+    /// last use without waking it after; with no ping, idle connections stayed open for
+    /// good (64 idle nodes kept all their 63 connections each).
     pub idle_connection_timeout: Duration,
     /// How often Kademlia refreshes the routing table with a bootstrap (a lookup of this
     /// node's own id, then one per bucket farther out, each dialling the peers it asks).

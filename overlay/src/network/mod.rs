@@ -12,7 +12,7 @@
 //! [`Responder`]), peers coming and going, listen addresses, bad frames.
 //!
 //! Also wired in: QUIC and TCP (noise, yamux), identify (its listen addresses feed Kademlia,
-//! for peers of the same overlay only), mDNS (optional), connection limits, and NAT
+//! for peers of the same overlay only), ping, mDNS (optional), connection limits, and NAT
 //! traversal: AutoNAT tells a node whether it is reachable; a reachable node serves circuit
 //! relay v2 to the peers of its own overlay only, within [`RelayLimits`]; an unreachable one
 //! reserves slots on relays and announces the relayed addresses; DCUtR upgrades relayed

@@ -611,6 +611,7 @@ impl Task {
             BehaviourEvent::Limits(never) => match never {},
             BehaviourEvent::Kad(event) => self.on_kad_event(event),
             BehaviourEvent::Identify(event) => self.on_identify_event(event),
+            BehaviourEvent::Ping(_) => {}
             BehaviourEvent::Mdns(event) => self.on_mdns_event(event),
             BehaviourEvent::RelayClient(event) => debug!(?event, "relay client"),
             BehaviourEvent::Relay(event) => self.on_relay_event(event),
