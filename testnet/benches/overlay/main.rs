@@ -9,8 +9,9 @@
 //!
 //! `--sizes 64,128` runs each size in turn, both sides each, each size in a process of its own
 //! (this bench again with `--nodes N`); `--idle S` sets the idle window (default 10 s), which
-//! for our nodes starts `--quiet S` after the operations (default 65 s: the idle connection
-//! timeout and a margin, so that the connections the operations opened have closed);
+//! for our nodes starts `--quiet S` after the operations (default 90 s: the idle connection
+//! timeout, the 15 s between the pings that wake a connection to see it idle, and a margin,
+//! so that the connections the operations opened have closed);
 //! `--opendht off` runs our side only; `--explain off` leaves out the paragraph on how to read
 //! the ratios. When `import opendht` fails under
 //! `/usr/bin/python3`, the bench installs `python3-opendht` with apt-get (through `sudo -n`
@@ -192,7 +193,7 @@ impl Args {
             routes: 300,
             seed: 1,
             idle: Duration::from_secs(10),
-            quiet: Duration::from_secs(65),
+            quiet: Duration::from_secs(90),
             opendht: true,
             explain: true,
         };
