@@ -137,7 +137,8 @@ pub(crate) struct Task {
     protocol_version: String,
     dials: HashMap<ConnectionId, (Multiaddr, Reply<PeerId>)>,
     queries: HashMap<kad::QueryId, Query>,
-    /// The queries to cut short, each when its time is up (at most one per query).
+    /// The queries to cut short, each when its time is up: one per query started with a
+    /// deadline, kept until that deadline (a query that ended earlier is not touched).
     deadlines: FuturesUnordered<BoxFuture<'static, kad::QueryId>>,
     outbound: HashMap<OutboundRequestId, Reply<Vec<u8>>>,
     inbound: FuturesUnordered<BoxFuture<'static, Answer>>,
