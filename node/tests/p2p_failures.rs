@@ -25,6 +25,9 @@ use p2psip_sip::{HeaderName, Message, Method, Request, Response, StatusCode, Tra
 use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
 
+#[path = "support/udp.rs"]
+pub mod udp;
+
 #[path = "support/overlay.rs"]
 pub mod overlay;
 
@@ -433,17 +436,7 @@ impl Sip {
 
     /// The next message before `deadline`.
     async fn next(&self, deadline: Instant) -> Option<(Message, SocketAddr)> {
-        let mut buf = vec![0u8; 65536];
-        loop {
-            let left = deadline.checked_duration_since(Instant::now())?;
-            let (n, from) = tokio::time::timeout(left, self.socket.recv_from(&mut buf))
-                .await
-                .ok()?
-                .unwrap();
-            if let Ok(message) = Message::parse(buf[..n].to_vec()) {
-                return Some((message, from));
-            }
-        }
+        udp::next_message(&self.socket, deadline).await
     }
 
     /// The next response before `deadline`.

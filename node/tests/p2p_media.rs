@@ -21,6 +21,9 @@ use p2psip_sip::header::CallId;
 use p2psip_sip::{HeaderName, Message, Method, Request, Response, StatusCode, Transport};
 use tokio::net::UdpSocket;
 
+#[path = "support/udp.rs"]
+pub mod udp;
+
 #[path = "support/overlay.rs"]
 pub mod overlay;
 
@@ -406,17 +409,7 @@ impl Phone {
 
     /// The next SIP message before `deadline`, and where it came from.
     async fn next(&self, deadline: Instant) -> Option<(Message, SocketAddr)> {
-        let mut buf = vec![0u8; 65536];
-        loop {
-            let left = deadline.checked_duration_since(Instant::now())?;
-            let (n, from) = tokio::time::timeout(left, self.sip.recv_from(&mut buf))
-                .await
-                .ok()?
-                .unwrap();
-            if let Ok(message) = Message::parse(buf[..n].to_vec()) {
-                return Some((message, from));
-            }
-        }
+        udp::next_message(&self.sip, deadline).await
     }
 
     /// The next request before `deadline`, and where it came from.
