@@ -217,9 +217,9 @@ impl Client {
     }
 }
 
-/// A token bucket.
+/// A token bucket (also the pace of a node's Routes to one peer, in `p2p`).
 #[derive(Debug)]
-struct Bucket {
+pub(crate) struct Bucket {
     /// Tokens at `at`.
     tokens: f64,
     at: Instant,
@@ -228,7 +228,7 @@ struct Bucket {
 }
 
 impl Bucket {
-    fn full(rate: Rate, now: Instant) -> Bucket {
+    pub(crate) fn full(rate: Rate, now: Instant) -> Bucket {
         Bucket {
             tokens: f64::from(rate.burst),
             at: now,
@@ -250,7 +250,20 @@ impl Bucket {
         self.tokens(rate, now) / f64::from(rate.burst)
     }
 
-    fn take(&mut self, rate: Rate, now: Instant) -> Result<(), Refusal> {
+    /// How long from `now` until the bucket holds a token: zero when it holds one now;
+    /// [`NEVER`] when it never refills.
+    pub(crate) fn wait(&self, rate: Rate, now: Instant) -> Duration {
+        let missing = 1.0 - self.tokens(rate, now);
+        if missing <= 0.0 {
+            Duration::ZERO
+        } else if rate.per_second == 0 || rate.burst == 0 {
+            NEVER
+        } else {
+            Duration::from_secs_f64(missing / f64::from(rate.per_second))
+        }
+    }
+
+    pub(crate) fn take(&mut self, rate: Rate, now: Instant) -> Result<(), Refusal> {
         self.tokens = self.tokens(rate, now);
         self.at = self.at.max(now);
         if self.tokens >= 1.0 {
@@ -350,6 +363,27 @@ mod tests {
     }
 
     /// A Retry-After is whole seconds, rounded up.
+    #[test]
+    fn a_bucket_says_how_long_until_its_next_token() {
+        let rate = Rate::new(2, 10);
+        let t0 = Instant::now();
+        let mut bucket = Bucket::full(rate, t0);
+        assert_eq!(bucket.wait(rate, t0), Duration::ZERO);
+        bucket.take(rate, t0).unwrap();
+        bucket.take(rate, t0).unwrap();
+        assert_eq!(bucket.wait(rate, t0), Duration::from_millis(100));
+        let later = t0 + Duration::from_millis(40);
+        assert!(
+            bucket.wait(rate, later).abs_diff(Duration::from_millis(60)) < Duration::from_micros(1)
+        );
+        assert_eq!(
+            bucket.wait(rate, t0 + Duration::from_millis(100)),
+            Duration::ZERO
+        );
+        let never = Rate::new(0, 0);
+        assert_eq!(Bucket::full(never, t0).wait(never, t0), NEVER);
+    }
+
     #[test]
     fn retry_after_rounds_up() {
         let t0 = Instant::now();

@@ -1067,6 +1067,7 @@ impl State {
                     let queue = spawn_queue(
                         self.overlay.clone(),
                         node,
+                        route_pace(&self.config.overlay.network),
                         self.done.clone(),
                         self.invites.clone(),
                     );
@@ -1277,29 +1278,73 @@ const QUEUE: usize = 256;
 const BATCH_BYTES: usize = 48 * 1024;
 /// A send queue with nothing to send for this long ends.
 const QUEUE_IDLE: Duration = Duration::from_secs(60);
+/// The first wait before a Route refused as busy is sent again; each refusal doubles it, up
+/// to [`BUSY_WAIT_MAX`].
+const BUSY_WAIT: Duration = Duration::from_millis(5);
+/// The longest wait between two tries of a Route refused as busy.
+const BUSY_WAIT_MAX: Duration = Duration::from_millis(200);
+/// How long the messages of a Route refused as busy are tried again before they are given up
+/// (their transactions then see a transport error): four times RFC 3261's T1, by when a
+/// client has retransmitted its request over UDP anyway.
+const BUSY_GIVE_UP: Duration = Duration::from_secs(2);
+
+/// The pace of one send queue's Routes: half the per-peer request rate (and burst) that the
+/// overlay's nodes take from one peer (`peer_request_rate`, `peer_request_burst`), so that
+/// Routes carrying calls to one node leave room for the lookups and replication it also
+/// takes from this one. Past the pace, what waits goes in the next Route together.
+fn route_pace(network: &p2psip_overlay::network::Config) -> limit::Rate {
+    limit::Rate::new(
+        (network.peer_request_burst / 2).max(1),
+        (network.peer_request_rate / 2).max(1),
+    )
+}
 
 /// The task that sends the SIP messages for one overlay node, in order: what waits in the
-/// queue goes in one Route message ([`frame`]), one Route at a time. Once a Route is
+/// queue goes in one Route message ([`frame`]), one Route at a time, at most at `pace`. A
+/// Route the node refuses as busy (its per-peer limits) was not delivered: it is sent again
+/// after a wait, with what queued meanwhile, for up to [`BUSY_GIVE_UP`]. Once a Route is
 /// answered, the initial INVITEs it carried are noted in `invites` with its hops (here, not
 /// in the node's task: their parsing never holds up the SIP side).
 fn spawn_queue(
     overlay: Arc<Overlay>,
     node: PeerId,
+    pace: limit::Rate,
     done: mpsc::Sender<Done>,
     invites: Arc<Mutex<hops::Table>>,
 ) -> mpsc::Sender<(Bytes, Option<TransactionId>)> {
     let (tx, mut rx) = mpsc::channel::<(Bytes, Option<TransactionId>)>(QUEUE);
     tokio::spawn(async move {
+        let mut bucket = limit::Bucket::full(pace, StdInstant::now());
         while let Ok(Some(first)) = tokio::time::timeout(QUEUE_IDLE, rx.recv()).await {
+            let mut size = first.0.len();
             let mut batch = vec![first];
-            let mut size = batch[0].0.len();
-            while size < BATCH_BYTES {
-                let Ok(next) = rx.try_recv() else { break };
-                size += next.0.len();
-                batch.push(next);
-            }
-            let payload = frame(batch.iter().map(|(bytes, _)| bytes.as_ref()));
-            match overlay.route(node, payload).await {
+            let give_up = StdInstant::now() + BUSY_GIVE_UP;
+            let mut busy_wait = BUSY_WAIT;
+            let result = loop {
+                let wait = bucket.wait(pace, StdInstant::now());
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
+                let _ = bucket.take(pace, StdInstant::now());
+                while size < BATCH_BYTES {
+                    let Ok(next) = rx.try_recv() else { break };
+                    size += next.0.len();
+                    batch.push(next);
+                }
+                let payload = frame(batch.iter().map(|(bytes, _)| bytes.as_ref()));
+                match overlay.route(node, payload).await {
+                    Err(error)
+                        if error.code() == Some(ErrorCode::Busy)
+                            && StdInstant::now() + busy_wait < give_up =>
+                    {
+                        debug!(%node, %error, messages = batch.len(), "Route refused as busy; sent again");
+                        tokio::time::sleep(busy_wait).await;
+                        busy_wait = (busy_wait * 2).min(BUSY_WAIT_MAX);
+                    }
+                    result => break result,
+                }
+            };
+            match result {
                 Ok((_, hops)) => {
                     let noted: Vec<String> = batch
                         .iter()

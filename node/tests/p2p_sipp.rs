@@ -12,6 +12,8 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use p2psip_overlay::id::{ResourceId, closest_nodes};
+
 #[path = "support/overlay.rs"]
 pub mod overlay;
 #[path = "support/sipp.rs"]
@@ -104,5 +106,86 @@ async fn sipp_calls_an_aor_registered_at_another_node_200_times() {
             "node {third}"
         );
         assert_eq!(net.nodes[third].overlay().forwarded(), 0, "node {third}");
+    }
+}
+
+/// Calls between two nodes at a pace whose SIP messages, one Route each, would be more
+/// requests per second than each of the two takes from the other (`peer_request_rate`): the
+/// node paces its Routes to a peer and carries what waits in one Route, so no message is
+/// refused as busy and lost, and every call goes through. The callee's AOR is one whose
+/// replicas are other nodes (with the default limits): what the two send each other is
+/// Routes alone, not the INVITEs' lookups.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_faster_than_the_per_peer_request_rate_are_batched_not_lost() {
+    if !sipp::require_sipp() {
+        return;
+    }
+    overlay::logs();
+    const RATE: u32 = 2;
+    // 10 calls/s: 30 SIP messages per second from A to E (INVITE, ACK, BYE) and as many back,
+    // more than E and A take from each other and from the other four together.
+    const CALLS: u64 = 60;
+    let (a, e) = (0, 1);
+    let net = overlay::Nodes::start_with(6, |i, config| {
+        config.limits = p2psip_node::limit::Config::unlimited();
+        if i == a || i == e {
+            config.overlay.network = config
+                .overlay
+                .network
+                .clone()
+                .with_peer_limits(32, RATE, RATE);
+        }
+    })
+    .await;
+    let ids: Vec<_> = net.nodes.iter().map(|node| node.node_id()).collect();
+    let user = (0..)
+        .map(|k| format!("service{k}"))
+        .find(|user| {
+            let resource = ResourceId::for_aor(&format!("sip:{user}@127.0.0.1")).unwrap();
+            let replicas = closest_nodes(&resource, ids.iter().copied(), 3);
+            !replicas.contains(&ids[a]) && !replicas.contains(&ids[e])
+        })
+        .unwrap();
+    let udp = p2psip_sip::Transport::Udp;
+    let callee = tokio::task::spawn_blocking(move || {
+        Sipp::new(Scenario::kept("uas-rr.xml"))
+            .calls(CALLS)
+            .time_limit(LIMIT)
+            .spawn()
+    })
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| panic!("{e}"));
+    run(Sipp::new(Scenario::kept("register-one.xml"))
+        .remote(net.sip(e, udp))
+        .arg("-s")
+        .arg(&user)
+        .arg("-key")
+        .arg("contact_port")
+        .arg(callee.port().to_string())
+        .time_limit(Duration::from_secs(20)))
+    .await
+    .assert_all_successful(1);
+
+    let caller = run(Sipp::new(Scenario::kept("uac-proxy.xml"))
+        .remote(net.sip(a, udp))
+        .arg("-s")
+        .arg(&user)
+        .calls(CALLS)
+        .rate(10)
+        .time_limit(LIMIT))
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let callee = tokio::task::spawn_blocking(move || callee.wait(deadline))
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}"));
+    caller.assert_all_successful(CALLS);
+    callee.assert_all_successful(CALLS);
+    for i in [a, e] {
+        eprintln!(
+            "node {i} refused {} requests as busy",
+            net.nodes[i].overlay().refused().busy
+        );
     }
 }

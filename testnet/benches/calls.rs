@@ -84,6 +84,11 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(180);
 /// Parses the command line, checks that sipp is there, and runs the bench on a tokio runtime.
 fn main() -> Result<()> {
     let args = Args::parse(std::env::args().skip(1))?;
+    // The nodes' logs, as `RUST_LOG` asks (none by default).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
     if !sipp::sipp_available() {
         bail!("sipp is not installed ({})", sipp::INSTALL_HINT);
     }
