@@ -372,19 +372,25 @@ struct Inner {
     owned_changed: tokio::sync::Notify,
 }
 
-/// How this node's lookups of AORs went ([`Overlay::lookups`]).
+/// How this node's lookups of AORs and its plain fetches went ([`Overlay::lookups`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Lookups {
-    /// Answered in one round trip by the replicas this node knew.
+    /// Lookups of AORs answered in one round trip by the replicas this node knew.
     pub one_round_trip: u64,
-    /// That needed a Kademlia lookup of the replica set.
+    /// Lookups of AORs that needed a Kademlia lookup of the replica set.
     pub full: u64,
+    /// Plain fetches ([`Overlay::fetch`]) answered in one round trip.
+    pub fetches_one_round_trip: u64,
+    /// Plain fetches that needed a Kademlia lookup of the replica set.
+    pub fetches_full: u64,
 }
 
 #[derive(Debug, Default)]
 struct LookupCounters {
     one_round_trip: AtomicU64,
     full: AtomicU64,
+    fetches_one_round_trip: AtomicU64,
+    fetches_full: AtomicU64,
 }
 
 /// Where one entry lives: resource, kind and dictionary key.
@@ -505,12 +511,16 @@ impl Overlay {
         self.inner.rejected_entries.load(Ordering::Relaxed)
     }
 
-    /// How this node's lookups of AORs ([`Overlay::fetch_verified`]) went: how many the
-    /// replicas it knew answered in one round trip, how many needed a Kademlia lookup.
+    /// How this node's lookups of AORs ([`Overlay::fetch_verified`]) and plain fetches
+    /// ([`Overlay::fetch`]) went: how many the replicas it knew answered in one round trip,
+    /// how many needed a Kademlia lookup.
     pub fn lookups(&self) -> Lookups {
+        let counters = &self.inner.lookups;
         Lookups {
-            one_round_trip: self.inner.lookups.one_round_trip.load(Ordering::Relaxed),
-            full: self.inner.lookups.full.load(Ordering::Relaxed),
+            one_round_trip: counters.one_round_trip.load(Ordering::Relaxed),
+            full: counters.full.load(Ordering::Relaxed),
+            fetches_one_round_trip: counters.fetches_one_round_trip.load(Ordering::Relaxed),
+            fetches_full: counters.fetches_full.load(Ordering::Relaxed),
         }
     }
 
@@ -631,7 +641,10 @@ impl Overlay {
 
     /// Fetches the live entries of a resource and kind from its replicas, merged as they are
     /// (not checked: use [`Overlay::fetch_verified`] to read an AOR). Empty when the replicas
-    /// hold nothing.
+    /// hold nothing. Like a lookup, first in one round trip from the `r` peers this node
+    /// believes closest, when each holds itself a replica and one of them holds something;
+    /// else through a Kademlia lookup of the replica set (and the next `r` peers when the set
+    /// holds nothing, [`Query::widen`]).
     pub async fn fetch(
         &self,
         resource: ResourceId,
@@ -1043,17 +1056,28 @@ impl Inner {
         }
     }
 
-    async fn fetch_at(
+    /// The live entries of one kind at `peer` (this node's own store when it is this node),
+    /// and whether the peer holds itself a replica of the resource.
+    async fn entries_at(
         &self,
         peer: PeerId,
         resource: ResourceId,
         kind: Kind,
-    ) -> Result<Vec<(Vec<u8>, StoredData)>, Error> {
-        if peer == self.id {
-            return Ok(self.store.get(&resource, kind, now_ms())?);
-        }
-        match self.ask(peer, Request::Fetch { resource, kind }).await? {
-            Response::Fetched { entries } => Ok(entries),
+    ) -> Result<(Vec<(Vec<u8>, StoredData)>, bool), Error> {
+        let kinds = vec![kind];
+        let response = if peer == self.id {
+            self.fetch_kinds_here(&resource, &kinds)?
+        } else {
+            self.ask(peer, Request::FetchKinds { resource, kinds })
+                .await?
+        };
+        match response {
+            Response::FetchedKinds { kinds, replica } => match <[_; 1]>::try_from(kinds) {
+                Ok([(answered, entries)]) if answered == kind => Ok((entries, replica)),
+                _ => Err(Error::Unreachable(format!(
+                    "{peer} answered a fetch with other kinds than those asked"
+                ))),
+            },
             other => Err(unexpected(peer, &other)),
         }
     }
@@ -1203,23 +1227,37 @@ impl Inner {
         resource: ResourceId,
         kind: Kind,
     ) -> Result<Vec<(Vec<u8>, StoredData)>, Error> {
-        let mut query = Query::closest(self.config.replicas);
+        let r = self.config.replicas.max(1);
+        let believed = self.replicator().closest(&resource, r);
+        let mut query = Query::lookup(r, believed, self.config.lookup_timeout, now());
         let ask = |peer| {
-            let fetched = self.fetch_at(peer, resource, kind);
+            let fetched = self.entries_at(peer, resource, kind);
             async move {
-                let result = fetched.await;
-                let reply = match &result {
-                    Ok(_) => Reply::Ok { replica: true },
-                    Err(_) => Reply::Retry,
-                };
-                (reply, result)
+                match fetched.await {
+                    Ok((entries, replica)) => (Reply::Ok { replica }, Ok(entries)),
+                    Err(error) => (Reply::Retry, Err(error)),
+                }
             }
         };
-        let (_, mut answers, mut errors) = self.run_query(&mut query, resource, ask).await?;
+        let (mut done, mut answers, mut errors) = self.run_query(&mut query, resource, ask).await?;
+        let nothing = |answers: &[(PeerId, Vec<_>)]| answers.iter().all(|(_, e)| e.is_empty());
+        if done.direct {
+            // Nothing found is not trusted from the believed replicas alone (peers whose
+            // views all miss the true replica set would say so too): a Kademlia lookup.
+            if !nothing(&answers) {
+                let counter = &self.lookups.fetches_one_round_trip;
+                counter.fetch_add(1, Ordering::Relaxed);
+                return Ok(merge_answers(answers));
+            }
+            query.fall_back();
+            (done, answers, errors) = self.run_query(&mut query, resource, ask).await?;
+        }
+        debug_assert!(!done.direct);
+        self.lookups.fetches_full.fetch_add(1, Ordering::Relaxed);
         // Nothing at the replica set: maybe just beyond it ([`Query::widen`]).
-        if answers.iter().all(|(_, entries)| entries.is_empty()) && query.widen() {
+        if nothing(&answers) && query.widen() {
             let (_, further, more_errors) = self.run_query(&mut query, resource, ask).await?;
-            if further.iter().any(|(_, entries)| !entries.is_empty()) {
+            if !nothing(&further) {
                 debug!(%resource, "found beyond the replica set");
                 answers = further;
             }
@@ -1232,12 +1270,7 @@ impl Inner {
             });
             return Err(last.unwrap_or_else(|| Error::Unreachable("no replica known".into())));
         }
-        let merged = answers
-            .into_iter()
-            .fold(data::Entries::new(), |merged, (_, entries)| {
-                data::merge(merged, entries, now_ms())
-            });
-        Ok(merged.into_iter().collect())
+        Ok(merge_answers(answers))
     }
 
     /// An AOR's verified registrations ([`Query::lookup`]): first in one round trip from the
@@ -2055,6 +2088,19 @@ fn is_transient(error: &Error) -> bool {
         ),
         _ => true,
     }
+}
+
+/// The entries of several replicas' answers as one: the newest version of each key
+/// ([`data::merge`]).
+fn merge_answers(answers: Vec<(PeerId, message::Entries)>) -> message::Entries {
+    let now = now_ms();
+    answers
+        .into_iter()
+        .fold(data::Entries::new(), |merged, (_, entries)| {
+            data::merge(merged, entries, now)
+        })
+        .into_iter()
+        .collect()
 }
 
 fn into_response(envelope: Envelope) -> Result<Response, Error> {

@@ -601,6 +601,22 @@ async fn a_lookup_on_a_settled_overlay_costs_one_round_trip_and_a_dead_replica_a
         );
     }
 
+    // A plain fetch of what the replicas hold costs one round trip too.
+    for node in &net.nodes {
+        let fetched = tokio::time::timeout(WAIT, node.fetch(resource, Kind::SIP_REGISTRATION))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(fetched.len(), 1);
+        let lookups = node.lookups();
+        assert_eq!(
+            (lookups.fetches_one_round_trip, lookups.fetches_full),
+            (1, 0),
+            "node {}",
+            net.index(&node.node_id())
+        );
+    }
+
     // An AOR nobody registered: "nothing" from the believed replicas is checked the long way.
     let nobody = &net.nodes[0];
     let verified = tokio::time::timeout(WAIT, nobody.fetch_verified("sip:nobody@example.org"))
@@ -612,6 +628,13 @@ async fn a_lookup_on_a_settled_overlay_costs_one_round_trip_and_a_dead_replica_a
         (nobody.lookups().one_round_trip, nobody.lookups().full),
         (1, 1)
     );
+    let nothing = ResourceId::for_aor("sip:nobody@example.org").unwrap();
+    let fetched = tokio::time::timeout(WAIT, nobody.fetch(nothing, Kind::SIP_REGISTRATION))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(fetched.is_empty());
+    assert_eq!(nobody.lookups().fetches_full, 1);
 
     // A replica dies; a node that has not noticed yet asks it, hears nothing, and finds the
     // device the long way.
