@@ -15,8 +15,10 @@
 //!   overlay has fewer than `r`) acknowledged; a replica that did not answer is replaced by the
 //!   next closest peer. When the majority refused, the refusal is the error
 //!   (`Forbidden`, `GenerationTooLow`, ...: [`Error::code`]).
-//! - [`Overlay::fetch`] asks the closest replicas, up to `r` answers, falling back to the next
-//!   closest peer when one fails, and merges the answers with [`data::merge`], unchecked.
+//! - [`Overlay::fetch`] asks the replicas, up to `r` answers, and merges them with
+//!   [`data::merge`], unchecked: first the `r` peers the node believes closest, in one round
+//!   trip, kept when each says it is a replica and one holds something; else the closest
+//!   peers a Kademlia lookup finds, falling back to the next closest peer when one fails.
 //! - [`Overlay::fetch_verified`] reads an AOR the way a lookup must: the claim and the
 //!   registrations from all `r` members of the replica set (a silent one replaced by the next
 //!   closest), every entry checked as a storing node would check it, and the claim decided by

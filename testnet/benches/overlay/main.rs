@@ -55,8 +55,10 @@ ed25519 delegation, sent to the 3 closest nodes at once; each replica checks bot
 signatures and the AOR's claim, writes the entry to sled and flushes it to disk before it \
 answers (sled's flush: on Linux a sync_file_range of the written log, which waits for the \
 data but flushes neither metadata nor the drive's cache); the store ends when all 3 have \
-answered and succeeds on a majority (2). p2psip fetch: a lookup, then the 3 closest \
-replicas asked at once and their entries merged (signatures not checked again). OpenDHT put: an unsigned \
+answered and succeeds on a majority (2). p2psip fetch: the 3 peers the node believes \
+closest asked at once and their entries merged (signatures not checked again), in one round \
+trip when each says it is a replica and one holds the entry; else a Kademlia lookup first \
+(the bench prints how many fetches took one round trip). OpenDHT put: an unsigned \
 value, a search for the key's closest nodes, then the value stored in memory by the 8 \
 closest (its TARGET_NODES); done when all 8 acknowledged. OpenDHT get: a search that ends \
 when the 8 closest nodes have answered. Memory per node: resident memory once settled \
@@ -339,6 +341,14 @@ async fn run(args: &Args, n: usize) -> Result<Ours> {
     }
     report("fetch SIP-REGISTRATION", &mut fetches);
     println!("fetches failed or missing the entry: {missed}");
+    let (direct, full) = net.live().fold((0, 0), |(direct, full), (_, node)| {
+        let lookups = node.lookups();
+        (
+            direct + lookups.fetches_one_round_trip,
+            full + lookups.fetches_full,
+        )
+    });
+    println!("fetches in one round trip: {direct}; through a Kademlia lookup: {full}");
 
     // Routes: between random pairs of distinct nodes, answered by an echo.
     for (_, node) in net.live() {
