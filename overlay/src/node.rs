@@ -130,6 +130,11 @@ const MAX_DOWN: usize = 4096;
 /// Every this many replication passes, a node pushes its entries to the whole replica set
 /// again, not only to the peers it has not pushed them to.
 const VERIFY_EVERY: u64 = 6;
+/// The first wait before a read refused as busy is asked again ([`Inner::ask_read`]).
+const BUSY_RETRY: Duration = Duration::from_millis(5);
+/// How many times a read refused as busy is asked again: waits of 5, 10, 20 and 40 ms, 75 ms
+/// in all, within a lookup's deadline.
+const BUSY_RETRIES: usize = 4;
 
 /// How a node is set up. Start from [`Config::new`] (or [`Config::default`]) and change the
 /// fields you need.
@@ -988,6 +993,25 @@ impl Inner {
         into_response(reply?)
     }
 
+    /// Asks `peer` a read ([`Request::FetchKinds`]): as [`Inner::ask`], but a peer that
+    /// answers `Busy` (its per-peer limits) is asked again after [`BUSY_RETRY`], doubling,
+    /// up to [`BUSY_RETRIES`] times. A busy replica is still a replica: replaced by the next
+    /// closest peer, which holds nothing, it would turn a lookup's answer into "nothing
+    /// there". A read asked twice changes nothing.
+    async fn ask_read(&self, peer: PeerId, request: Request) -> Result<Response, Error> {
+        let mut wait = BUSY_RETRY;
+        for _ in 0..BUSY_RETRIES {
+            match self.ask(peer, request.clone()).await {
+                Err(error) if error.code() == Some(ErrorCode::Busy) => {
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                result => return result,
+            }
+        }
+        self.ask(peer, request).await
+    }
+
     /// Stores locally through the access checks; durable before it returns.
     async fn store_local(
         &self,
@@ -1070,7 +1094,7 @@ impl Inner {
         let response = if peer == self.id {
             self.fetch_kinds_here(&resource, &kinds)?
         } else {
-            self.ask(peer, Request::FetchKinds { resource, kinds })
+            self.ask_read(peer, Request::FetchKinds { resource, kinds })
                 .await?
         };
         match response {
@@ -1122,7 +1146,7 @@ impl Inner {
         let response = if peer == self.id {
             self.fetch_kinds_here(&resource, &kinds)?
         } else {
-            self.ask(peer, Request::FetchKinds { resource, kinds })
+            self.ask_read(peer, Request::FetchKinds { resource, kinds })
                 .await?
         };
         match response {

@@ -15,6 +15,7 @@ use p2psip_overlay::access::AccessPolicy;
 use p2psip_overlay::data::{AorClaim, Delegation, Kind, RegistrationValue, StoredData};
 use p2psip_overlay::error::ErrorCode;
 use p2psip_overlay::id::{ResourceId, closest_nodes};
+use p2psip_overlay::identity::NodeKey;
 use p2psip_overlay::message::{self, Body, Envelope, Request, Response};
 use p2psip_overlay::network::{self, Event, Network};
 use p2psip_overlay::node::{self, Overlay};
@@ -754,6 +755,57 @@ async fn a_fetch_of_too_many_or_repeated_kinds_is_refused() {
     }
     assert_eq!(target.bad_messages(), 2);
     raw.shutdown().await.unwrap();
+    for node in &net.nodes {
+        node.kill().await;
+    }
+}
+
+/// Two of an AOR's three replicas take one request at a time from a peer
+/// (`max_pending_per_peer` 1): a node that looks the AOR up three times at once hears `Busy`
+/// from them for all but one lookup. A busy replica is asked again after a moment, not
+/// replaced by a peer beyond the set that holds nothing, so every lookup finds the device
+/// (before, most of them found no registration: a wrong "not registered").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_answers_busy_is_asked_again_not_replaced() {
+    // The nodes' keys are made first, so that the busy nodes can be the AOR's two closest
+    // (fixed nodes may never be two of any AOR's three closest).
+    let dirs: Vec<_> = (0..7).map(|_| tempfile::tempdir().unwrap()).collect();
+    let everyone: Vec<PeerId> = dirs
+        .iter()
+        .map(|dir| NodeKey::load_or_create(dir.path()).unwrap().node_id())
+        .collect();
+    let aor = "sip:busy@example.org";
+    let ranked = closest_nodes(
+        &ResourceId::for_aor(aor).unwrap(),
+        everyone.iter().copied(),
+        usize::MAX,
+    );
+    let at = |peer: PeerId| everyone.iter().position(|p| *p == peer).unwrap();
+    let busy = [at(ranked[0]), at(ranked[1])];
+    let (storer, fetcher) = (at(ranked[3]), at(ranked[6]));
+    let net = Net::start(
+        7,
+        |i, config| {
+            config.data_dir = dirs[i].path().to_path_buf();
+            if busy.contains(&i) {
+                config.network = config.network.clone().with_peer_limits(1, 1000, 1000);
+            }
+        },
+        async |_| Vec::new(),
+    )
+    .await;
+    let alice = User::new(aor);
+    alice.claim_and_register(&net.nodes[storer], None).await;
+
+    let lookups = (0..3).map(|_| looked_up(&net.nodes[fetcher], aor));
+    for (owner, devices) in futures::future::join_all(lookups).await {
+        assert_eq!(owner, Some(alice.key.public().encode_protobuf()));
+        assert_eq!(devices, vec![alice.device_key()]);
+    }
+    assert!(
+        net.nodes[busy[0]].refused().busy + net.nodes[busy[1]].refused().busy > 0,
+        "no lookup was refused as busy: the test shows nothing"
+    );
     for node in &net.nodes {
         node.kill().await;
     }

@@ -41,8 +41,16 @@ use p2psip_testnet::{Options, Testnet};
 
 /// The deadline of one operation.
 const OP_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long the nodes of either side may take to settle.
+/// How long the nodes of either side may take to settle, per [`SETTLE_PER`] nodes (and at
+/// least this long): 256 nodes settled in about 160 s on the 2-core machine.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(180);
+/// The number of nodes [`SETTLE_TIMEOUT`] is for.
+const SETTLE_PER: usize = 256;
+
+/// How long `n` nodes may take to settle.
+fn settle_timeout(n: usize) -> Duration {
+    SETTLE_TIMEOUT * u32::try_from(n.div_ceil(SETTLE_PER).max(1)).unwrap_or(u32::MAX)
+}
 /// How long the process of one size may run (with `--sizes`) before it is killed.
 const SIZE_TIMEOUT: Duration = Duration::from_secs(3600);
 
@@ -122,7 +130,7 @@ fn one_size(args: &Args, n: usize, opendht: Option<&str>) -> Result<Vec<String>>
                 seed: args.seed,
                 value_size: registration_size()?,
                 idle: args.idle,
-                settle_timeout: SETTLE_TIMEOUT,
+                settle_timeout: settle_timeout(n),
                 op_timeout: OP_TIMEOUT,
             };
             match opendht::run(&params) {
@@ -268,7 +276,7 @@ async fn run(args: &Args, n: usize) -> Result<Ours> {
     options.replication_interval = Duration::from_secs(60);
     options.sweep_interval = Duration::from_secs(60);
     let net = Testnet::start(n, options).await?;
-    if let Err(error) = net.settle(SETTLE_TIMEOUT).await {
+    if let Err(error) = net.settle(settle_timeout(n)).await {
         // What a join needs first: a connection to the bootstrap node.
         let connected = match net.node(0) {
             Some(node) => match node.network().connected_peers().await {
