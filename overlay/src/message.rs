@@ -147,6 +147,10 @@ pub enum Response {
     Stored {
         /// The stored generation.
         generation: u64,
+        /// Whether the storing node holds itself a member of the resource's replica set (it
+        /// takes a store within a margin beyond it): a store that reached the replicas its
+        /// sender believed closest is over in one round trip only when each says yes.
+        replica: bool,
     },
     /// The live entries of the resource and kind.
     Fetched {

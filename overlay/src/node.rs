@@ -8,13 +8,15 @@
 //!
 //! ## What the node does for its user
 //!
-//! - [`Overlay::store`] sends a signed entry to the `r` peers closest to the resource (found
-//!   by a Kademlia lookup; the node itself may be one of them and then stores locally through
-//!   [`Store::store`], which applies the same access checks as every replica). It succeeds
-//!   when a **majority** of the replica set (`r / 2 + 1` of it, or of the peers known when the
-//!   overlay has fewer than `r`) acknowledged; a replica that did not answer is replaced by the
-//!   next closest peer. When the majority refused, the refusal is the error
-//!   (`Forbidden`, `GenerationTooLow`, ...: [`Error::code`]).
+//! - [`Overlay::store`] sends a signed entry to the `r` peers closest to the resource (the
+//!   node itself may be one of them and then stores locally through [`Store::store`], which
+//!   applies the same access checks as every replica): first to the `r` peers it believes
+//!   closest, in one round trip, kept when each acknowledges and says it is a replica; else
+//!   to those a Kademlia lookup finds. It succeeds when a **majority** of the replica set
+//!   (`r / 2 + 1` of it, or of the peers known when the overlay has fewer than `r`)
+//!   acknowledged; a replica that did not answer is replaced by the next closest peer. When
+//!   the majority refused, the refusal is the error (`Forbidden`, `GenerationTooLow`, ...:
+//!   [`Error::code`]).
 //! - [`Overlay::fetch`] asks the replicas, up to `r` answers, and merges them with
 //!   [`data::merge`], unchecked: first the `r` peers the node believes closest, in one round
 //!   trip, kept when each says it is a replica and one holds something; else the closest
@@ -390,6 +392,10 @@ pub struct Lookups {
     pub fetches_one_round_trip: u64,
     /// Plain fetches that needed a Kademlia lookup of the replica set.
     pub fetches_full: u64,
+    /// Stores acknowledged in one round trip by the replicas this node knew.
+    pub stores_one_round_trip: u64,
+    /// Stores that needed a Kademlia lookup of the replica set.
+    pub stores_full: u64,
 }
 
 #[derive(Debug, Default)]
@@ -398,6 +404,8 @@ struct LookupCounters {
     full: AtomicU64,
     fetches_one_round_trip: AtomicU64,
     fetches_full: AtomicU64,
+    stores_one_round_trip: AtomicU64,
+    stores_full: AtomicU64,
 }
 
 /// Where one entry lives: resource, kind and dictionary key.
@@ -528,6 +536,8 @@ impl Overlay {
             full: counters.full.load(Ordering::Relaxed),
             fetches_one_round_trip: counters.fetches_one_round_trip.load(Ordering::Relaxed),
             fetches_full: counters.fetches_full.load(Ordering::Relaxed),
+            stores_one_round_trip: counters.stores_one_round_trip.load(Ordering::Relaxed),
+            stores_full: counters.stores_full.load(Ordering::Relaxed),
         }
     }
 
@@ -1052,6 +1062,13 @@ impl Inner {
         self.store_local(resource, kind, key, data).await
     }
 
+    /// Whether this node is a member of the replica set of `resource` as far as it knows
+    /// ([`Replicator::is_replica`]): what its answers to a store or a fetch say.
+    fn holds_replica(&self, resource: &ResourceId) -> bool {
+        self.replicator()
+            .is_replica(resource, |peer| self.network.admits(peer))
+    }
+
     /// Whether this node takes a Store of `resource` from `sender`: it is among the replicas
     /// as far as it knows, with a margin ([`Replicator::takes_store`]).
     fn is_replica(&self, resource: &ResourceId, sender: PeerId) -> bool {
@@ -1059,6 +1076,8 @@ impl Inner {
             .takes_store(resource, &sender, |peer| self.network.admits(peer))
     }
 
+    /// Stores one entry at `peer` (this node's own store when it is this node): its generation
+    /// there, and whether the peer holds itself a replica of the resource.
     async fn store_at(
         &self,
         peer: PeerId,
@@ -1066,9 +1085,10 @@ impl Inner {
         kind: Kind,
         key: Vec<u8>,
         data: StoredData,
-    ) -> Result<u64, Error> {
+    ) -> Result<(u64, bool), Error> {
         if peer == self.id {
-            return self.store_local(resource, kind, key, data).await;
+            let generation = self.store_local(resource, kind, key, data).await?;
+            return Ok((generation, self.holds_replica(&resource)));
         }
         let request = Request::Store {
             resource,
@@ -1077,7 +1097,10 @@ impl Inner {
             data,
         };
         match self.ask(peer, request).await? {
-            Response::Stored { generation } => Ok(generation),
+            Response::Stored {
+                generation,
+                replica,
+            } => Ok((generation, replica)),
             other => Err(unexpected(peer, &other)),
         }
     }
@@ -1126,12 +1149,9 @@ impl Inner {
             }
             fetched.push((*kind, self.store.get(resource, *kind, now)?));
         }
-        let replica = self
-            .replicator()
-            .is_replica(resource, |peer| self.network.admits(peer));
         Ok(Response::FetchedKinds {
             kinds: fetched,
-            replica,
+            replica: self.holds_replica(resource),
         })
     }
 
@@ -1207,6 +1227,12 @@ impl Inner {
         Ok(closest_nodes(resource, peers, usize::MAX))
     }
 
+    /// Stores an entry at its replica set ([`Query::lookup`]): first at the `r` peers this
+    /// node believes closest to the resource, at once; when each acknowledges and holds
+    /// itself a replica, that is the store, in one round trip. Otherwise (one is silent past
+    /// the lookup timeout, refuses, or is not a replica) at the replica set a Kademlia lookup
+    /// finds, which takes the entry again as a no-op where it is held already. A store
+    /// succeeds when a majority of the set acknowledged.
     async fn store_replicated(
         &self,
         resource: ResourceId,
@@ -1214,14 +1240,16 @@ impl Inner {
         key: Vec<u8>,
         data: StoredData,
     ) -> Result<usize, Error> {
-        let mut query = Query::closest(self.config.replicas);
+        let r = self.config.replicas.max(1);
+        let believed = self.replicator().closest(&resource, r);
+        let mut query = Query::lookup(r, believed, self.config.lookup_timeout, now());
         let (done, _, errors) = self
             .run_query(&mut query, resource, |peer| {
                 let stored = self.store_at(peer, resource, kind, key.clone(), data.clone());
                 async move {
                     let result = stored.await;
                     let reply = match &result {
-                        Ok(_) => Reply::Ok { replica: true },
+                        Ok((_, replica)) => Reply::Ok { replica: *replica },
                         Err(error) if is_transient(error) || is_not_replica(error) => Reply::Retry,
                         Err(_) => Reply::Refused,
                     };
@@ -1229,6 +1257,12 @@ impl Inner {
                 }
             })
             .await?;
+        let counter = if done.direct {
+            &self.lookups.stores_one_round_trip
+        } else {
+            &self.lookups.stores_full
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         if done.has_majority() {
             return Ok(done.answered.len());
         }
@@ -1549,7 +1583,10 @@ impl Inner {
             } => self
                 .store_inbound(peer, resource, kind, key, data)
                 .await
-                .map(|generation| Response::Stored { generation }),
+                .map(|generation| Response::Stored {
+                    generation,
+                    replica: self.holds_replica(&resource),
+                }),
             Request::Fetch { resource, kind } => self
                 .store
                 .get(&resource, kind, now_ms())

@@ -17,15 +17,17 @@
 //!   ([`Config::lifetime`] after it was published): a replica keeps the highest version, and
 //!   an expired entry is neither answered nor pushed, and is deleted by the node's sweep.
 //!   Owners refresh what they publish with the core's [`Refresher`] (a store of the next
-//!   version at half the lifetime); [`Sim::withdraw`] stops that. A node takes a push only as a replica ([`Replicator::takes_store`]), as the
-//!   real node does.
+//!   version at half the lifetime); [`Sim::withdraw`] stops that. A node takes a push only
+//!   as a replica ([`Replicator::takes_store`]), as the real node does, and answers whether
+//!   it is one ([`Replicator::is_replica`]).
 //! - **Users**: [`Sim::publish`] stores an entry the way [`crate::node::Overlay::store`] does,
-//!   with the same [`Query`] (the `r` closest, a failure or refusal replaced by the next,
-//!   acknowledged by a majority), and the owner keeps publishing it ([`Action::Hold`],
-//!   pushes); [`Sim::lookup`] runs a lookup [`Query`] as
-//!   [`crate::node::Overlay::fetch_verified`] does (first the `r` peers the node believes
-//!   closest in one round trip, else the candidates) and takes the newest answer. The
-//!   candidates are the node's own ranking, where the real node adds a Kademlia lookup.
+//!   with the same [`Query`] (first the `r` peers the node believes closest in one round
+//!   trip, kept when each takes it and says it is a replica; else the `r` closest
+//!   candidates, a failure or refusal replaced by the next; acknowledged by a majority), and
+//!   the owner keeps publishing it ([`Action::Hold`], pushes); [`Sim::lookup`] runs a lookup
+//!   [`Query`] as [`crate::node::Overlay::fetch_verified`] does (the believed peers first in
+//!   the same way, else the candidates) and takes the newest answer. The candidates are the
+//!   node's own ranking, where the real node adds a Kademlia lookup.
 //!   Acknowledged stores are kept in a ledger for the checks of the tests.
 //! - **Faults**: message loss ([`Config::loss`]), partitions ([`Sim::partition`],
 //!   [`Sim::heal`]), kills ([`Sim::kill`]), graceful leaves with their handover
@@ -206,6 +208,8 @@ enum Msg {
     PushAnswer {
         request: u64,
         taken: bool,
+        /// Whether the answering node is a replica as far as it knows.
+        replica: bool,
     },
     Ping {
         request: u64,
@@ -595,13 +599,9 @@ impl Sim {
         refresh: Option<u64>,
     ) -> u64 {
         let r = self.config.replicator.replicas.max(1);
-        let query = match entry {
-            Some(_) => Query::closest(r),
-            None => {
-                let believed = self.nodes[node].replicator.closest(&slot.0, r);
-                Query::lookup(r, believed, self.config.request_timeout, self.now)
-            }
-        };
+        // A store and a lookup alike first ask the peers the node believes closest.
+        let believed = self.nodes[node].replicator.closest(&slot.0, r);
+        let query = Query::lookup(r, believed, self.config.request_timeout, self.now);
         self.next_op += 1;
         let id = self.next_op;
         self.ops.insert(
@@ -783,7 +783,13 @@ impl Sim {
                 } else {
                     self.stats.refused += 1;
                 }
-                self.send(to, sender, Msg::PushAnswer { request, taken });
+                let replica = node.replicator.is_replica(&slot.0, |_| true);
+                let answer = Msg::PushAnswer {
+                    request,
+                    taken,
+                    replica,
+                };
+                self.send(to, sender, answer);
             }
             Msg::Fetch { request, slot } => {
                 let node = &mut self.nodes[to];
@@ -800,7 +806,11 @@ impl Sim {
                 );
             }
             Msg::Ping { request } => self.send(to, sender, Msg::Pong { request }),
-            Msg::PushAnswer { request, taken } => {
+            Msg::PushAnswer {
+                request,
+                taken,
+                replica,
+            } => {
                 let Some(pending) = self.nodes[to].pending.remove(&request) else {
                     return;
                 };
@@ -817,7 +827,7 @@ impl Sim {
                     }
                     Pending::Op { op, ask } => {
                         let reply = if taken {
-                            Reply::Ok { replica: true }
+                            Reply::Ok { replica }
                         } else {
                             Reply::Retry
                         };

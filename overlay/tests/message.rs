@@ -133,7 +133,10 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
 
 fn response() -> impl Strategy<Value = Response> {
     prop_oneof![
-        any::<u64>().prop_map(|generation| Response::Stored { generation }),
+        (any::<u64>(), any::<bool>()).prop_map(|(generation, replica)| Response::Stored {
+            generation,
+            replica
+        }),
         prop::collection::vec((bytes(40), stored()), 0..4)
             .prop_map(|entries| Response::Fetched { entries }),
         prop::collection::vec((bytes(40), meta()), 0..4)

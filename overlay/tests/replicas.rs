@@ -585,9 +585,11 @@ async fn a_lookup_on_a_settled_overlay_costs_one_round_trip_and_a_dead_replica_a
     let (aor, resource) = aor_where(&everyone, |_| true);
     let ranked = closest_nodes(&resource, everyone, usize::MAX);
     let alice = User::new(&aor);
-    alice
-        .claim_and_register(&net.nodes[net.index(&ranked[7])], None)
-        .await;
+    let storer = &net.nodes[net.index(&ranked[7])];
+    alice.claim_and_register(storer, None).await;
+    // The claim and the registration each went straight to the replicas.
+    let lookups = storer.lookups();
+    assert_eq!((lookups.stores_one_round_trip, lookups.stores_full), (2, 0));
 
     for node in &net.nodes {
         let (owner, devices) = looked_up(node, &aor).await;
@@ -648,6 +650,31 @@ async fn a_lookup_on_a_settled_overlay_costs_one_round_trip_and_a_dead_replica_a
     assert_eq!(owner, Some(alice.key.public().encode_protobuf()));
     assert_eq!(devices, vec![alice.device_key()]);
     assert_eq!(fetcher.lookups().full, full_before + 1);
+
+    // A new registration stored after the death, by a node that may not have noticed it
+    // (one way or the other), reaches a majority of the live replica set.
+    let storer = &net.nodes[net.index(&ranked[5])];
+    let (key, data) = alice.registration(2);
+    tokio::time::timeout(
+        WAIT,
+        storer.store(alice.resource, Kind::SIP_REGISTRATION, key, data),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let lookups = storer.lookups();
+    assert_eq!(lookups.stores_one_round_trip + lookups.stores_full, 1);
+    let holding = [0, 2, 3]
+        .iter()
+        .map(|&i| net.nodes[net.index(&ranked[i])].local_store())
+        .filter(|store| {
+            let entries = store
+                .get(&alice.resource, Kind::SIP_REGISTRATION, now_ms())
+                .unwrap();
+            entries.iter().any(|(_, data)| data.generation == 2)
+        })
+        .count();
+    assert!(holding >= 2, "{holding} of the 3 live replicas hold it");
     for node in &net.nodes {
         node.kill().await;
     }

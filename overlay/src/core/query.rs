@@ -84,15 +84,17 @@ enum Phase {
 /// A store or a lookup at the replica set of one resource, as the module docs of
 /// [`crate::node`] describe them:
 ///
-/// - A **store** asks the `r` closest candidates at once; a peer that fails, is busy or
-///   is not a replica is replaced by the next candidate; one that refuses is not. It is
-///   over when `r` answered or the candidates ran out; it succeeded when a majority of the
-///   replica set acknowledged ([`Done::has_majority`]).
-/// - A **lookup** first asks the `r` peers the node believes closest at once. When each
-///   answers within the direct timeout and holds itself a replica, it is over in one round
-///   trip (`direct`); the driver then decides by their answers' majority, and when they do
-///   not make one it calls [`Query::fall_back`]. Otherwise, it goes on as a store does,
-///   from the candidates of a Kademlia lookup, the earlier answers dropped.
+/// - **From the candidates** ([`Query::closest`]), it asks the `r` closest candidates at
+///   once; a peer that fails, is busy or is not a replica is replaced by the next
+///   candidate; one that refuses is not. It is over when `r` answered or the candidates ran
+///   out; a store succeeded when a majority of the replica set acknowledged
+///   ([`Done::has_majority`]).
+/// - **From the believed replicas** ([`Query::lookup`], the node's stores and lookups), it
+///   first asks the `r` peers the node believes closest at once. When each answers within
+///   the direct timeout and holds itself a replica, it is over in one round trip (`direct`);
+///   a lookup's driver then decides by their answers' majority, and when they do not make
+///   one it calls [`Query::fall_back`]. Otherwise, it goes on from the candidates of a
+///   Kademlia lookup, the earlier answers dropped.
 ///
 /// Bounds: a query asks at most `r` believed peers and the candidates it is given, each at
 /// most once per phase, and at most `r` at a time.
@@ -116,7 +118,7 @@ pub struct Query {
 }
 
 impl Query {
-    /// A store (or a plain fetch) at the replica set of `replicas` peers: first the
+    /// A query at the replica set of `replicas` peers from the candidates: first the
     /// candidates, then the closest of them.
     pub fn closest(replicas: usize) -> Query {
         let mut query = Query::new(replicas);
@@ -124,8 +126,9 @@ impl Query {
         query
     }
 
-    /// A lookup: first the peers the node believes closest (at most `replicas` of them are
-    /// asked), for at most `direct_timeout`; with none, the candidates at once.
+    /// A query from the believed replicas (a store or a lookup): first the peers the node
+    /// believes closest (at most `replicas` of them are asked), for at most
+    /// `direct_timeout`; with none, the candidates at once.
     pub fn lookup(
         replicas: usize,
         believed: Vec<PeerId>,
