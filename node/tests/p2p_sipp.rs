@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use p2psip_overlay::id::{ResourceId, closest_nodes};
+use p2psip_overlay::identity::NodeKey;
 
 #[path = "support/overlay.rs"]
 pub mod overlay;
@@ -23,6 +24,11 @@ use sipp::{Scenario, Sipp, SippReport};
 
 const CALLS: u64 = 200;
 const LIMIT: Duration = Duration::from_secs(60);
+
+/// Taken by each test for its whole run: the two tests load the nodes and sipp at a pace the
+/// 2 cores of CI keep up with one at a time, not both at once (side by side, a debug build
+/// answered INVITEs seconds late and sipp gave up on a few calls).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn run(sipp: Sipp) -> SippReport {
     tokio::task::spawn_blocking(move || sipp.run())
@@ -36,6 +42,7 @@ async fn sipp_calls_an_aor_registered_at_another_node_200_times() {
     if !sipp::require_sipp() {
         return;
     }
+    let _turn = ONE_AT_A_TIME.lock().await;
     overlay::logs();
     // sipp's UAC places every call from one port: a load generator, not a softphone, so the
     // nodes do not limit their clients.
@@ -84,10 +91,21 @@ async fn sipp_calls_an_aor_registered_at_another_node_200_times() {
     callee.assert_all_successful(CALLS);
 
     // Every in-dialog request (ACK, BYE) went from A to E directly: E got them over the
-    // overlay, and no other node saw a SIP message or forwarded a Route.
+    // overlay, and no other node saw a SIP message or forwarded a Route. On a loaded machine
+    // a 200 may be sent again before its ACK arrives, and each time sipp's UAC acknowledges
+    // it again: E sees one more ACK per retransmission sipp counted, at most.
     let stats = net.nodes[e].stats();
     assert_eq!(stats.overlay_requests.load(Ordering::Relaxed), CALLS);
-    assert_eq!(stats.overlay_in_dialog.load(Ordering::Relaxed), 2 * CALLS);
+    let retransmissions: u64 = [&caller, &callee]
+        .iter()
+        .map(|report| report.counter("Retransmissions(C)").unwrap_or(0))
+        .sum();
+    let in_dialog = stats.overlay_in_dialog.load(Ordering::Relaxed);
+    assert!(
+        (2 * CALLS..=2 * CALLS + retransmissions).contains(&in_dialog),
+        "{in_dialog} in-dialog requests over the overlay for {CALLS} calls and \
+         {retransmissions} retransmissions"
+    );
     for third in [1, 2, 3] {
         let s = net.nodes[third].stats();
         assert_eq!(
@@ -120,13 +138,28 @@ async fn calls_faster_than_the_per_peer_request_rate_are_batched_not_lost() {
     if !sipp::require_sipp() {
         return;
     }
+    let _turn = ONE_AT_A_TIME.lock().await;
     overlay::logs();
     const RATE: u32 = 2;
     // 10 calls/s: 30 SIP messages per second from A to E (INVITE, ACK, BYE) and as many back,
     // more than E and A take from each other and from the other four together.
     const CALLS: u64 = 60;
-    let (a, e) = (0, 1);
+    // The nodes' keys are made first, so that A and E can be two nodes that are not among
+    // the AOR's replicas (for fixed nodes there may be no such AOR).
+    let keys: Vec<_> = (0..6).map(|_| tempfile::tempdir().unwrap()).collect();
+    let ids: Vec<_> = keys
+        .iter()
+        .map(|dir| NodeKey::load_or_create(dir.path()).unwrap().node_id())
+        .collect();
+    let user = "service";
+    let resource = ResourceId::for_aor(&format!("sip:{user}@127.0.0.1")).unwrap();
+    let ranked = closest_nodes(&resource, ids.iter().copied(), usize::MAX);
+    let at = |peer| ids.iter().position(|id| *id == peer).unwrap();
+    let (a, e) = (at(ranked[3]), at(ranked[4]));
     let net = overlay::Nodes::start_with(6, |i, config| {
+        let dir = &config.overlay.data_dir;
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::copy(keys[i].path().join(NodeKey::FILE), dir.join(NodeKey::FILE)).unwrap();
         config.limits = p2psip_node::limit::Config::unlimited();
         if i == a || i == e {
             config.overlay.network = config
@@ -137,15 +170,7 @@ async fn calls_faster_than_the_per_peer_request_rate_are_batched_not_lost() {
         }
     })
     .await;
-    let ids: Vec<_> = net.nodes.iter().map(|node| node.node_id()).collect();
-    let user = (0..)
-        .map(|k| format!("service{k}"))
-        .find(|user| {
-            let resource = ResourceId::for_aor(&format!("sip:{user}@127.0.0.1")).unwrap();
-            let replicas = closest_nodes(&resource, ids.iter().copied(), 3);
-            !replicas.contains(&ids[a]) && !replicas.contains(&ids[e])
-        })
-        .unwrap();
+    assert_eq!(net.nodes[a].node_id(), ids[a]);
     let udp = p2psip_sip::Transport::Udp;
     let callee = tokio::task::spawn_blocking(move || {
         Sipp::new(Scenario::kept("uas-rr.xml"))
@@ -159,7 +184,7 @@ async fn calls_faster_than_the_per_peer_request_rate_are_batched_not_lost() {
     run(Sipp::new(Scenario::kept("register-one.xml"))
         .remote(net.sip(e, udp))
         .arg("-s")
-        .arg(&user)
+        .arg(user)
         .arg("-key")
         .arg("contact_port")
         .arg(callee.port().to_string())
@@ -170,7 +195,7 @@ async fn calls_faster_than_the_per_peer_request_rate_are_batched_not_lost() {
     let caller = run(Sipp::new(Scenario::kept("uac-proxy.xml"))
         .remote(net.sip(a, udp))
         .arg("-s")
-        .arg(&user)
+        .arg(user)
         .calls(CALLS)
         .rate(10)
         .time_limit(LIMIT))
