@@ -1114,12 +1114,7 @@ impl Inner {
         kind: Kind,
     ) -> Result<(Vec<(Vec<u8>, StoredData)>, bool), Error> {
         let kinds = vec![kind];
-        let response = if peer == self.id {
-            self.fetch_kinds_here(&resource, &kinds)?
-        } else {
-            self.ask_read(peer, Request::FetchKinds { resource, kinds })
-                .await?
-        };
+        let response = self.kinds_at(peer, resource, kinds).await?;
         match response {
             Response::FetchedKinds { kinds, replica } => match <[_; 1]>::try_from(kinds) {
                 Ok([(answered, entries)]) if answered == kind => Ok((entries, replica)),
@@ -1129,6 +1124,21 @@ impl Inner {
             },
             other => Err(unexpected(peer, &other)),
         }
+    }
+
+    /// What `peer` answers to a [`Request::FetchKinds`] (this node's own answer when it is
+    /// this node).
+    async fn kinds_at(
+        &self,
+        peer: PeerId,
+        resource: ResourceId,
+        kinds: Vec<Kind>,
+    ) -> Result<Response, Error> {
+        if peer == self.id {
+            return self.fetch_kinds_here(&resource, &kinds);
+        }
+        self.ask_read(peer, Request::FetchKinds { resource, kinds })
+            .await
     }
 
     /// The answer to a [`Request::FetchKinds`] here: the live entries of each kind, and
@@ -1163,12 +1173,7 @@ impl Inner {
         resource: ResourceId,
     ) -> Result<(quorum::Answer, bool), Error> {
         let kinds = vec![Kind::AOR_CLAIM, Kind::SIP_REGISTRATION];
-        let response = if peer == self.id {
-            self.fetch_kinds_here(&resource, &kinds)?
-        } else {
-            self.ask_read(peer, Request::FetchKinds { resource, kinds })
-                .await?
-        };
+        let response = self.kinds_at(peer, resource, kinds).await?;
         match response {
             Response::FetchedKinds { kinds, replica } => match <[_; 2]>::try_from(kinds) {
                 Ok(
