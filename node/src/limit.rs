@@ -362,7 +362,6 @@ mod tests {
         assert!(l.check(t0, other_host, Budget::Register).is_ok());
     }
 
-    /// A Retry-After is whole seconds, rounded up.
     #[test]
     fn a_bucket_says_how_long_until_its_next_token() {
         let rate = Rate::new(2, 10);
@@ -384,6 +383,7 @@ mod tests {
         assert_eq!(Bucket::full(never, t0).wait(never, t0), NEVER);
     }
 
+    /// A Retry-After is whole seconds, rounded up.
     #[test]
     fn retry_after_rounds_up() {
         let t0 = Instant::now();
