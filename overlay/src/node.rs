@@ -1232,6 +1232,14 @@ impl Inner {
         Ok(closest_nodes(resource, peers, usize::MAX))
     }
 
+    /// A store or a lookup at the replica set of `resource`, starting from the `r` peers
+    /// this node believes closest ([`Query::lookup`]).
+    fn replica_query(&self, resource: &ResourceId) -> Query {
+        let r = self.config.replicas.max(1);
+        let believed = self.replicator().closest(resource, r);
+        Query::lookup(r, believed, self.config.lookup_timeout, now())
+    }
+
     /// Stores an entry at its replica set ([`Query::lookup`]): first at the `r` peers this
     /// node believes closest to the resource, at once; when each acknowledges and holds
     /// itself a replica, that is the store, in one round trip. Otherwise (one is silent past
@@ -1245,9 +1253,7 @@ impl Inner {
         key: Vec<u8>,
         data: StoredData,
     ) -> Result<usize, Error> {
-        let r = self.config.replicas.max(1);
-        let believed = self.replicator().closest(&resource, r);
-        let mut query = Query::lookup(r, believed, self.config.lookup_timeout, now());
+        let mut query = self.replica_query(&resource);
         let (done, _, errors) = self
             .run_query(&mut query, resource, |peer| {
                 let stored = self.store_at(peer, resource, kind, key.clone(), data.clone());
@@ -1292,9 +1298,7 @@ impl Inner {
         resource: ResourceId,
         kind: Kind,
     ) -> Result<Vec<(Vec<u8>, StoredData)>, Error> {
-        let r = self.config.replicas.max(1);
-        let believed = self.replicator().closest(&resource, r);
-        let mut query = Query::lookup(r, believed, self.config.lookup_timeout, now());
+        let mut query = self.replica_query(&resource);
         let ask = |peer| {
             let fetched = self.entries_at(peer, resource, kind);
             async move {
@@ -1346,9 +1350,7 @@ impl Inner {
     async fn fetch_verified(&self, aor: &str) -> Result<quorum::Verified, Error> {
         let resource = ResourceId::for_aor(aor)?;
         let self_certifying = is_self_certifying(aor);
-        let r = self.config.replicas.max(1);
-        let believed = self.replicator().closest(&resource, r);
-        let mut query = Query::lookup(r, believed, self.config.lookup_timeout, now());
+        let mut query = self.replica_query(&resource);
         let ask = |peer| {
             let asked = self.aor_at(peer, resource);
             async move {

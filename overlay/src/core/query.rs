@@ -82,19 +82,17 @@ enum Phase {
 }
 
 /// A store or a lookup at the replica set of one resource, as the module docs of
-/// [`crate::node`] describe them:
+/// [`crate::node`] describe them.
 ///
-/// - **From the candidates** ([`Query::closest`]), it asks the `r` closest candidates at
-///   once; a peer that fails, is busy or is not a replica is replaced by the next
-///   candidate; one that refuses is not. It is over when `r` answered or the candidates ran
-///   out; a store succeeded when a majority of the replica set acknowledged
-///   ([`Done::has_majority`]).
-/// - **From the believed replicas** ([`Query::lookup`], the node's stores and lookups), it
-///   first asks the `r` peers the node believes closest at once. When each answers within
-///   the direct timeout and holds itself a replica, it is over in one round trip (`direct`);
-///   a lookup's driver then decides by their answers' majority, and when they do not make
-///   one it calls [`Query::fall_back`]. Otherwise, it goes on from the candidates of a
-///   Kademlia lookup, the earlier answers dropped.
+/// It first asks the `r` peers the node believes closest at once ([`Query::lookup`]). When
+/// each answers within the direct timeout and holds itself a replica, it is over in one
+/// round trip (`direct`); a lookup's driver then decides by their answers' majority, and when
+/// they do not make one it calls [`Query::fall_back`]. Otherwise (or when the node believes
+/// no peer closest), it goes on from the candidates of a Kademlia lookup, the earlier answers
+/// dropped: it asks the `r` closest candidates at once; a peer that fails, is busy or is not a
+/// replica is replaced by the next candidate; one that refuses is not. It is over when `r`
+/// answered or the candidates ran out; a store succeeded when a majority of the replica set
+/// acknowledged ([`Done::has_majority`]).
 ///
 /// Bounds: a query asks at most `r` believed peers and the candidates it is given, each at
 /// most once per phase, and at most `r` at a time.
@@ -118,15 +116,7 @@ pub struct Query {
 }
 
 impl Query {
-    /// A query at the replica set of `replicas` peers from the candidates: first the
-    /// candidates, then the closest of them.
-    pub fn closest(replicas: usize) -> Query {
-        let mut query = Query::new(replicas);
-        query.find();
-        query
-    }
-
-    /// A query from the believed replicas (a store or a lookup): first the peers the node
+    /// A store or a lookup at the replica set of `replicas` peers: first the peers the node
     /// believes closest (at most `replicas` of them are asked), for at most
     /// `direct_timeout`; with none, the candidates at once.
     pub fn lookup(
@@ -333,10 +323,15 @@ mod tests {
 
     const OK: Reply = Reply::Ok { replica: true };
 
+    /// A query of a node that believes no peer closest: from the candidates at once.
+    fn from_candidates(now: Instant) -> Query {
+        Query::lookup(3, Vec::new(), Duration::from_millis(500), now)
+    }
+
     #[test]
     fn a_store_replaces_the_silent_not_the_refusing_and_needs_a_majority() {
         let now = Instant::now();
-        let mut query = Query::closest(3);
+        let mut query = from_candidates(now);
         assert_eq!(drain(&mut query), vec![QueryAction::NeedCandidates]);
         query.candidates((1..=6).map(peer).collect(), now);
         let first = asks(&drain(&mut query));
@@ -363,7 +358,7 @@ mod tests {
     #[test]
     fn a_lookup_that_found_nothing_asks_the_next_candidates_once() {
         let now = Instant::now();
-        let mut query = Query::closest(3);
+        let mut query = from_candidates(now);
         // Not over yet: nothing to widen.
         assert!(!query.widen());
         assert_eq!(drain(&mut query), vec![QueryAction::NeedCandidates]);
@@ -400,7 +395,7 @@ mod tests {
         assert_eq!(drain(&mut query), vec![]);
 
         // Too few candidates left: as many as there are; none: over at once.
-        let mut query = Query::closest(3);
+        let mut query = from_candidates(now);
         drain(&mut query);
         query.candidates((1..=4).map(peer).collect(), now);
         for (id, _) in asks(&drain(&mut query)) {
@@ -433,7 +428,7 @@ mod tests {
     #[test]
     fn a_store_in_a_small_overlay_needs_a_majority_of_the_peers_there_are() {
         let now = Instant::now();
-        let mut query = Query::closest(3);
+        let mut query = from_candidates(now);
         drain(&mut query);
         query.candidates(vec![peer(1)], now);
         let ask = asks(&drain(&mut query));
@@ -443,7 +438,7 @@ mod tests {
             matches!(done.as_slice(), [QueryAction::Done(d)] if d.set == 1 && d.has_majority())
         );
         // No candidate at all: over at once, without a majority.
-        let mut query = Query::closest(3);
+        let mut query = from_candidates(now);
         drain(&mut query);
         query.candidates(Vec::new(), now);
         let done = drain(&mut query);
