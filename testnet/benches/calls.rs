@@ -49,6 +49,11 @@ pub mod sipp;
 
 use sipp::{Scenario, Sipp, SippReport};
 
+/// The allocator of the `p2psip` binary, so that the nodes here use memory as a node does.
+#[cfg(target_os = "linux")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// How long one REGISTER may wait for its final response.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 /// RFC 3261's T1: the first retransmission interval of a REGISTER over UDP (Timer E).

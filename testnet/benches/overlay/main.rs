@@ -39,6 +39,11 @@ use p2psip_overlay::identity::UserKey;
 use p2psip_overlay::node::Overlay;
 use p2psip_testnet::{Options, Testnet};
 
+/// The allocator of the `p2psip` binary, so that the nodes here use memory as a node does.
+#[cfg(target_os = "linux")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// The deadline of one operation.
 const OP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the nodes of either side may take to settle, per [`SETTLE_PER`] nodes (and at
@@ -74,7 +79,7 @@ closest (its TARGET_NODES); done when all 8 acknowledged. OpenDHT get: a search 
 when the 8 closest nodes have answered. Memory per node: resident memory once settled \
 minus the process's before the first node (ours: the bench with its tokio runtime; \
 OpenDHT: the interpreter with opendht imported), divided by N; each p2psip node is a whole \
-P2PSIP node (its SIP side too). Settled: ours, when every routing table holds min(N - 1, 20) \
+P2PSIP node (its SIP side too), on jemalloc as in the `p2psip` binary. Settled: ours, when every routing table holds min(N - 1, 20) \
 peers (libp2p's Kademlia k, peers it reached); OpenDHT, when every node has a good node in \
 its table (its own sense of connected) and finds a probe value the first node put: OpenDHT \
 fills its tables only as far as its searches need, so a table size is no settle rule for it.";
