@@ -918,9 +918,9 @@ impl State {
                     Err(error) => {
                         self.stats.refused.fetch_add(1, Ordering::Relaxed);
                         let _ = self.bindings.put(&aor, previous, t);
-                        let (status, reason) = sip_answer(&error);
+                        let (status, reason, extra) = sip_answer(&error);
                         warn!(%aor, %error, call_id = response_call_id(&response), "registration refused");
-                        let _ = self.proxy.respond(t, context, status, &reason, &[]);
+                        let _ = self.proxy.respond(t, context, status, &reason, &extra);
                     }
                 }
             }
@@ -949,8 +949,8 @@ impl State {
                     Err(error) => {
                         self.stats.refused.fetch_add(1, Ordering::Relaxed);
                         warn!(%aor, %error, call_id = self.context_call_id(context), "lookup failed");
-                        let (status, reason) = sip_answer(&error);
-                        let _ = self.proxy.respond(t, context, status, &reason, &[]);
+                        let (status, reason, extra) = sip_answer(&error);
+                        let _ = self.proxy.respond(t, context, status, &reason, &extra);
                     }
                 }
             }
@@ -1562,9 +1562,13 @@ pub async fn lookup(overlay: &Overlay, aor: &str) -> Result<Vec<Device>, overlay
     Ok(devices)
 }
 
+/// When a client whose request the overlay's replicas refused as busy may try again.
+const BUSY_RETRY_AFTER: &str = "1";
+
 /// The SIP answer to an overlay failure: 403 with the rule that refused, 408 on a timeout,
-/// 503 when no replica could be reached, 500 otherwise.
-fn sip_answer(error: &overlay_node::Error) -> (StatusCode, String) {
+/// 503 when no replica could be reached, 503 with Retry-After when the replicas were busy
+/// (RFC 3261 §21.5.4: overloaded, try again), 500 otherwise; and the extra headers.
+fn sip_answer(error: &overlay_node::Error) -> (StatusCode, String, Vec<(HeaderName, String)>) {
     let code = error.code();
     let reason = match error {
         overlay_node::Error::Overlay(OverlayError::Forbidden { reason }) => reason.clone(),
@@ -1580,10 +1584,14 @@ fn sip_answer(error: &overlay_node::Error) -> (StatusCode, String) {
         .take(120)
         .collect();
     match code {
-        Some(ErrorCode::Forbidden) => (StatusCode::FORBIDDEN, reason),
-        Some(ErrorCode::RequestTimeout) => (StatusCode::REQUEST_TIMEOUT, reason),
-        Some(ErrorCode::Internal) | None => (StatusCode::SERVICE_UNAVAILABLE, reason),
-        Some(_) => (StatusCode::SERVER_INTERNAL_ERROR, reason),
+        Some(ErrorCode::Forbidden) => (StatusCode::FORBIDDEN, reason, Vec::new()),
+        Some(ErrorCode::RequestTimeout) => (StatusCode::REQUEST_TIMEOUT, reason, Vec::new()),
+        Some(ErrorCode::Busy) => {
+            let retry = vec![(HeaderName::RetryAfter, BUSY_RETRY_AFTER.to_owned())];
+            (StatusCode::SERVICE_UNAVAILABLE, reason, retry)
+        }
+        Some(ErrorCode::Internal) | None => (StatusCode::SERVICE_UNAVAILABLE, reason, Vec::new()),
+        Some(_) => (StatusCode::SERVER_INTERNAL_ERROR, reason, Vec::new()),
     }
 }
 
@@ -1667,4 +1675,30 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |t| t.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Replicas that refused a lookup as busy make a 503 with Retry-After (RFC 3261
+    /// §21.5.4: the client may try again), not a 500; a refusal by the overlay's rules a 403.
+    #[test]
+    fn a_busy_overlay_is_503_with_retry_after() {
+        let busy = overlay_node::Error::Overlay(OverlayError::Remote {
+            code: ErrorCode::Busy,
+            message: "too many requests from this peer".into(),
+        });
+        let (status, reason, extra) = sip_answer(&busy);
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(reason, "too many requests from this peer");
+        assert_eq!(extra, vec![(HeaderName::RetryAfter, "1".to_owned())]);
+
+        let forbidden = overlay_node::Error::Overlay(OverlayError::Forbidden {
+            reason: "the AOR is claimed by another user".into(),
+        });
+        let (status, _, extra) = sip_answer(&forbidden);
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(extra.is_empty());
+    }
 }

@@ -1339,6 +1339,11 @@ impl Inner {
             });
             return Err(last.unwrap_or_else(|| Error::Unreachable("no replica known".into())));
         }
+        if nothing(&answers)
+            && let Some(busy) = busy_refusal(errors)
+        {
+            return Err(busy);
+        }
         Ok(merge_answers(answers))
     }
 
@@ -1387,11 +1392,17 @@ impl Inner {
         let verified = self
             .verify(&resource, self_certifying, done.set, &answers)
             .inspect_err(|error| warn!(%resource, %error, "no majority among the replicas"))?;
+        if !verified.registrations.is_empty() {
+            return Ok(verified);
+        }
+        if let Some(busy) = busy_refusal(errors) {
+            return Err(busy);
+        }
         // No registration at the replica set: maybe just beyond it ([`Query::widen`]). What
         // is found there never overrides the replica set's claim: peers beyond the set must
         // agree with it (or the set has none), so that they cannot hand an offline user's
         // calls to a claim of their own.
-        if !verified.registrations.is_empty() || !query.widen() {
+        if !query.widen() {
             return Ok(verified);
         }
         let (done, further, _) = self.run_query(&mut query, resource, ask).await?;
@@ -2162,6 +2173,20 @@ fn is_transient(error: &Error) -> bool {
 
 /// The entries of several replicas' answers as one: the newest version of each key
 /// ([`data::merge`]).
+/// The first refusal for load among the errors of a lookup that found nothing: with a peer it
+/// asked busy, "nothing" is not known (the busy peer may be the replica that holds the entry,
+/// replaced in the lookup by peers beyond the replica set, which hold nothing), so the lookup
+/// fails with that refusal and the caller may try again ([`Inner::ask_read`] has already
+/// asked that peer again a few times).
+fn busy_refusal(errors: Vec<(PeerId, Error)>) -> Option<Error> {
+    errors.into_iter().find_map(|(peer, error)| {
+        (error.code() == Some(ErrorCode::Busy)).then(|| {
+            debug!(%peer, %error, "nothing found while a peer asked was busy");
+            error
+        })
+    })
+}
+
 fn merge_answers(answers: Vec<(PeerId, message::Entries)>) -> message::Entries {
     let now = now_ms();
     answers

@@ -837,3 +837,63 @@ async fn a_replica_that_answers_busy_is_asked_again_not_replaced() {
         node.kill().await;
     }
 }
+
+/// A lookup that every replica of the AOR refuses as busy fails, and the caller may try again
+/// later: it does not say that the AOR has no registration, as the peers beyond the replica
+/// set, asked in their place, would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_all_replicas_refuse_as_busy_fails_rather_than_finding_nothing() {
+    let dirs: Vec<_> = (0..7).map(|_| tempfile::tempdir().unwrap()).collect();
+    let everyone: Vec<PeerId> = dirs
+        .iter()
+        .map(|dir| NodeKey::load_or_create(dir.path()).unwrap().node_id())
+        .collect();
+    let aor = "sip:swamped@example.org";
+    let ranked = closest_nodes(
+        &ResourceId::for_aor(aor).unwrap(),
+        everyone.iter().copied(),
+        usize::MAX,
+    );
+    let at = |peer: PeerId| everyone.iter().position(|p| *p == peer).unwrap();
+    let replicas = [at(ranked[0]), at(ranked[1]), at(ranked[2])];
+    let (storer, fetcher) = (at(ranked[3]), at(ranked[6]));
+    let net = Net::start(
+        7,
+        |i, config| {
+            config.data_dir = dirs[i].path().to_path_buf();
+            if replicas.contains(&i) {
+                // A few requests of each peer, then one a second.
+                config.network = config.network.clone().with_peer_limits(1000, 1, 4);
+            }
+        },
+        async |_| Vec::new(),
+    )
+    .await;
+    let alice = User::new(aor);
+    alice.claim_and_register(&net.nodes[storer], None).await;
+
+    let (mut found, mut failed) = (0, 0);
+    for _ in 0..10 {
+        let lookup = net.nodes[fetcher].fetch_verified(aor);
+        match tokio::time::timeout(WAIT, lookup).await.unwrap() {
+            Ok(verified) => {
+                assert_eq!(
+                    verified.registrations.keys().cloned().collect::<Vec<_>>(),
+                    vec![alice.device_key()],
+                    "a lookup the replicas refused found no registration"
+                );
+                found += 1;
+            }
+            Err(_) => failed += 1,
+        }
+    }
+    let refused: u64 = replicas.iter().map(|&i| net.nodes[i].refused().busy).sum();
+    assert!(
+        refused > 0 && failed > 0,
+        "no lookup was refused: the test shows nothing"
+    );
+    assert!(found > 0, "no lookup got through before the limits");
+    for node in &net.nodes {
+        node.kill().await;
+    }
+}
