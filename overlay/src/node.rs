@@ -658,7 +658,8 @@ impl Overlay {
 
     /// Fetches the live entries of a resource and kind from its replicas, merged as they are
     /// (not checked: use [`Overlay::fetch_verified`] to read an AOR). Empty when the replicas
-    /// hold nothing. Like a lookup, first in one round trip from the `r` peers this node
+    /// hold nothing; an error (a peer's `Busy`) when nothing was found while a peer asked
+    /// refused as busy, since that peer may hold it. Like a lookup, first in one round trip from the `r` peers this node
     /// believes closest, when each holds itself a replica and one of them holds something;
     /// else through a Kademlia lookup of the replica set (and the next `r` peers when the set
     /// holds nothing, [`Query::widen`]).
@@ -674,7 +675,9 @@ impl Overlay {
     /// silent one replaced by the next closest peer) for the AOR's claim and registrations,
     /// checks every entry of every answer as a storing node would (this node's
     /// [`Config::policy`], its enrollment CA included), and decides by what a majority holds
-    /// ([`quorum::decide`]). Fails with [`Error::NoMajority`] when the replicas disagree.
+    /// ([`quorum::decide`]). Fails with [`Error::NoMajority`] when the replicas disagree, and
+    /// with a peer's `Busy` refusal when no registration was found while a peer asked refused
+    /// as busy (it may be the replica that holds them).
     pub async fn fetch_verified(&self, aor: &str) -> Result<quorum::Verified, Error> {
         self.inner.fetch_verified(aor).await
     }
@@ -2171,8 +2174,6 @@ fn is_transient(error: &Error) -> bool {
     }
 }
 
-/// The entries of several replicas' answers as one: the newest version of each key
-/// ([`data::merge`]).
 /// The first refusal for load among the errors of a lookup that found nothing: with a peer it
 /// asked busy, "nothing" is not known (the busy peer may be the replica that holds the entry,
 /// replaced in the lookup by peers beyond the replica set, which hold nothing), so the lookup
@@ -2187,6 +2188,8 @@ fn busy_refusal(errors: Vec<(PeerId, Error)>) -> Option<Error> {
     })
 }
 
+/// The entries of several replicas' answers as one: the newest version of each key
+/// ([`data::merge`]).
 fn merge_answers(answers: Vec<(PeerId, message::Entries)>) -> message::Entries {
     let now = now_ms();
     answers

@@ -79,10 +79,11 @@ closest (its TARGET_NODES); done when all 8 acknowledged. OpenDHT get: a search 
 when the 8 closest nodes have answered. Memory per node: resident memory once settled \
 minus the process's before the first node (ours: the bench with its tokio runtime; \
 OpenDHT: the interpreter with opendht imported), divided by N; each p2psip node is a whole \
-P2PSIP node (its SIP side too), on jemalloc as in the `p2psip` binary. Settled: ours, when every routing table holds min(N - 1, 20) \
-peers (libp2p's Kademlia k, peers it reached); OpenDHT, when every node has a good node in \
-its table (its own sense of connected) and finds a probe value the first node put: OpenDHT \
-fills its tables only as far as its searches need, so a table size is no settle rule for it.";
+P2PSIP node (its SIP side too), on jemalloc as in the `p2psip` binary. Settled: ours, when \
+every routing table holds min(N - 1, 20) peers (libp2p's Kademlia k, peers it reached); \
+OpenDHT, when every node has a good node in its table (its own sense of connected) and finds \
+a probe value the first node put: OpenDHT fills its tables only as far as its searches need, \
+so a table size is no settle rule for it.";
 
 fn main() -> Result<()> {
     let args = Args::parse(std::env::args().skip(1))?;
