@@ -787,6 +787,45 @@ async fn a_fetch_of_too_many_or_repeated_kinds_is_refused() {
     }
 }
 
+/// The nodes of the busy-replica tests: 7 data directories whose keys are made first, and
+/// their indices ranked by closeness to `aor` (closest first), so that a test can pick its
+/// replicas, storer and fetcher (fixed nodes may never be two of any AOR's three closest).
+fn ranked_for(aor: &str) -> (Vec<tempfile::TempDir>, Vec<usize>) {
+    let dirs: Vec<_> = (0..7).map(|_| tempfile::tempdir().unwrap()).collect();
+    let everyone: Vec<PeerId> = dirs
+        .iter()
+        .map(|dir| NodeKey::load_or_create(dir.path()).unwrap().node_id())
+        .collect();
+    let resource = ResourceId::for_aor(aor).unwrap();
+    let ranked = closest_nodes(&resource, everyone.iter().copied(), usize::MAX)
+        .into_iter()
+        .map(|peer| everyone.iter().position(|p| *p == peer).unwrap())
+        .collect();
+    (dirs, ranked)
+}
+
+/// Starts a node on each of `dirs`, `limited` ones with these per-peer limits (pending,
+/// rate, burst).
+async fn start_limited(
+    dirs: &[tempfile::TempDir],
+    limited: &[usize],
+    limits: (usize, u32, u32),
+) -> Net {
+    let (pending, rate, burst) = limits;
+    Net::start(
+        dirs.len(),
+        |i, config| {
+            config.data_dir = dirs[i].path().to_path_buf();
+            if limited.contains(&i) {
+                let network = config.network.clone();
+                config.network = network.with_peer_limits(pending, rate, burst);
+            }
+        },
+        async |_| Vec::new(),
+    )
+    .await
+}
+
 /// Two of an AOR's three replicas take one request at a time from a peer
 /// (`max_pending_per_peer` 1): a node that looks the AOR up three times at once hears `Busy`
 /// from them for all but one lookup. A busy replica is asked again after a moment, not
@@ -794,33 +833,11 @@ async fn a_fetch_of_too_many_or_repeated_kinds_is_refused() {
 /// (before, most of them found no registration: a wrong "not registered").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_that_answers_busy_is_asked_again_not_replaced() {
-    // The nodes' keys are made first, so that the busy nodes can be the AOR's two closest
-    // (fixed nodes may never be two of any AOR's three closest).
-    let dirs: Vec<_> = (0..7).map(|_| tempfile::tempdir().unwrap()).collect();
-    let everyone: Vec<PeerId> = dirs
-        .iter()
-        .map(|dir| NodeKey::load_or_create(dir.path()).unwrap().node_id())
-        .collect();
     let aor = "sip:busy@example.org";
-    let ranked = closest_nodes(
-        &ResourceId::for_aor(aor).unwrap(),
-        everyone.iter().copied(),
-        usize::MAX,
-    );
-    let at = |peer: PeerId| everyone.iter().position(|p| *p == peer).unwrap();
-    let busy = [at(ranked[0]), at(ranked[1])];
-    let (storer, fetcher) = (at(ranked[3]), at(ranked[6]));
-    let net = Net::start(
-        7,
-        |i, config| {
-            config.data_dir = dirs[i].path().to_path_buf();
-            if busy.contains(&i) {
-                config.network = config.network.clone().with_peer_limits(1, 1000, 1000);
-            }
-        },
-        async |_| Vec::new(),
-    )
-    .await;
+    let (dirs, ranked) = ranked_for(aor);
+    let busy = [ranked[0], ranked[1]];
+    let (storer, fetcher) = (ranked[3], ranked[6]);
+    let net = start_limited(&dirs, &busy, (1, 1000, 1000)).await;
     let alice = User::new(aor);
     alice.claim_and_register(&net.nodes[storer], None).await;
 
@@ -843,32 +860,12 @@ async fn a_replica_that_answers_busy_is_asked_again_not_replaced() {
 /// set, asked in their place, would.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lookup_all_replicas_refuse_as_busy_fails_rather_than_finding_nothing() {
-    let dirs: Vec<_> = (0..7).map(|_| tempfile::tempdir().unwrap()).collect();
-    let everyone: Vec<PeerId> = dirs
-        .iter()
-        .map(|dir| NodeKey::load_or_create(dir.path()).unwrap().node_id())
-        .collect();
     let aor = "sip:swamped@example.org";
-    let ranked = closest_nodes(
-        &ResourceId::for_aor(aor).unwrap(),
-        everyone.iter().copied(),
-        usize::MAX,
-    );
-    let at = |peer: PeerId| everyone.iter().position(|p| *p == peer).unwrap();
-    let replicas = [at(ranked[0]), at(ranked[1]), at(ranked[2])];
-    let (storer, fetcher) = (at(ranked[3]), at(ranked[6]));
-    let net = Net::start(
-        7,
-        |i, config| {
-            config.data_dir = dirs[i].path().to_path_buf();
-            if replicas.contains(&i) {
-                // A few requests of each peer, then one a second.
-                config.network = config.network.clone().with_peer_limits(1000, 1, 4);
-            }
-        },
-        async |_| Vec::new(),
-    )
-    .await;
+    let (dirs, ranked) = ranked_for(aor);
+    let replicas = [ranked[0], ranked[1], ranked[2]];
+    let (storer, fetcher) = (ranked[3], ranked[6]);
+    // A few requests of each peer, then one a second.
+    let net = start_limited(&dirs, &replicas, (1000, 1, 4)).await;
     let alice = User::new(aor);
     alice.claim_and_register(&net.nodes[storer], None).await;
 
