@@ -658,11 +658,11 @@ impl Overlay {
 
     /// Fetches the live entries of a resource and kind from its replicas, merged as they are
     /// (not checked: use [`Overlay::fetch_verified`] to read an AOR). Empty when the replicas
-    /// hold nothing; an error (a peer's `Busy`) when nothing was found while a peer asked
-    /// refused as busy, since that peer may hold it. Like a lookup, first in one round trip from the `r` peers this node
-    /// believes closest, when each holds itself a replica and one of them holds something;
-    /// else through a Kademlia lookup of the replica set (and the next `r` peers when the set
-    /// holds nothing, [`Query::widen`]).
+    /// hold nothing; a peer's `Busy` refusal when nothing was found while a peer asked refused
+    /// as busy, since that peer may hold it. Like a lookup, first in one round trip from the
+    /// `r` peers this node believes closest, when each holds itself a replica and one of them
+    /// holds something; else through a Kademlia lookup of the replica set (and the next `r`
+    /// peers when the set holds nothing, [`Query::widen`]).
     pub async fn fetch(
         &self,
         resource: ResourceId,
@@ -1326,14 +1326,19 @@ impl Inner {
         }
         debug_assert!(!done.direct);
         self.lookups.fetches_full.fetch_add(1, Ordering::Relaxed);
-        // Nothing at the replica set: maybe just beyond it ([`Query::widen`]).
-        if nothing(&answers) && query.widen() {
-            let (_, further, more_errors) = self.run_query(&mut query, resource, ask).await?;
-            if !nothing(&further) {
-                debug!(%resource, "found beyond the replica set");
-                answers = further;
+        if nothing(&answers) {
+            if let Some(busy) = busy_refusal(&mut errors) {
+                return Err(busy);
             }
-            errors.extend(more_errors);
+            // Nothing at the replica set: maybe just beyond it ([`Query::widen`]).
+            if query.widen() {
+                let (_, further, more_errors) = self.run_query(&mut query, resource, ask).await?;
+                if !nothing(&further) {
+                    debug!(%resource, "found beyond the replica set");
+                    answers = further;
+                }
+                errors.extend(more_errors);
+            }
         }
         if answers.is_empty() {
             let last = errors.into_iter().next_back().map(|(peer, error)| {
@@ -1341,11 +1346,6 @@ impl Inner {
                 error
             });
             return Err(last.unwrap_or_else(|| Error::Unreachable("no replica known".into())));
-        }
-        if nothing(&answers)
-            && let Some(busy) = busy_refusal(errors)
-        {
-            return Err(busy);
         }
         Ok(merge_answers(answers))
     }
@@ -1398,7 +1398,7 @@ impl Inner {
         if !verified.registrations.is_empty() {
             return Ok(verified);
         }
-        if let Some(busy) = busy_refusal(errors) {
+        if let Some(busy) = busy_refusal(&mut errors) {
             return Err(busy);
         }
         // No registration at the replica set: maybe just beyond it ([`Query::widen`]). What
@@ -2174,18 +2174,18 @@ fn is_transient(error: &Error) -> bool {
     }
 }
 
-/// The first refusal for load among the errors of a lookup that found nothing: with a peer it
-/// asked busy, "nothing" is not known (the busy peer may be the replica that holds the entry,
-/// replaced in the lookup by peers beyond the replica set, which hold nothing), so the lookup
-/// fails with that refusal and the caller may try again ([`Inner::ask_read`] has already
-/// asked that peer again a few times).
-fn busy_refusal(errors: Vec<(PeerId, Error)>) -> Option<Error> {
-    errors.into_iter().find_map(|(peer, error)| {
-        (error.code() == Some(ErrorCode::Busy)).then(|| {
-            debug!(%peer, %error, "nothing found while a peer asked was busy");
-            error
-        })
-    })
+/// Takes the first refusal for load out of the errors of a lookup that found nothing at the
+/// replica set: with a peer it asked busy, "nothing" is not known (the busy peer may be the
+/// replica that holds the entry, replaced in the lookup by peers beyond the set, which hold
+/// nothing), so the lookup fails with that refusal, without widening, and the caller may try
+/// again ([`Inner::ask_read`] has already asked that peer again a few times).
+fn busy_refusal(errors: &mut Vec<(PeerId, Error)>) -> Option<Error> {
+    let at = errors
+        .iter()
+        .position(|(_, error)| error.code() == Some(ErrorCode::Busy))?;
+    let (peer, error) = errors.swap_remove(at);
+    debug!(%peer, %error, "nothing found while a peer asked was busy");
+    Some(error)
 }
 
 /// The entries of several replicas' answers as one: the newest version of each key

@@ -869,8 +869,10 @@ async fn a_lookup_all_replicas_refuse_as_busy_fails_rather_than_finding_nothing(
     let alice = User::new(aor);
     alice.claim_and_register(&net.nodes[storer], None).await;
 
+    // Lookups, and plain fetches of the registrations, one after the other.
+    let resource = ResourceId::for_aor(aor).unwrap();
     let (mut found, mut failed) = (0, 0);
-    for _ in 0..10 {
+    for _ in 0..5 {
         let lookup = net.nodes[fetcher].fetch_verified(aor);
         match tokio::time::timeout(WAIT, lookup).await.unwrap() {
             Ok(verified) => {
@@ -881,7 +883,24 @@ async fn a_lookup_all_replicas_refuse_as_busy_fails_rather_than_finding_nothing(
                 );
                 found += 1;
             }
-            Err(_) => failed += 1,
+            Err(error) => {
+                assert_eq!(error.code(), Some(ErrorCode::Busy), "{error}");
+                failed += 1;
+            }
+        }
+        let fetch = net.nodes[fetcher].fetch(resource, Kind::SIP_REGISTRATION);
+        match tokio::time::timeout(WAIT, fetch).await.unwrap() {
+            Ok(entries) => {
+                assert!(
+                    !entries.is_empty(),
+                    "a fetch the replicas refused found nothing"
+                );
+                found += 1;
+            }
+            Err(error) => {
+                assert_eq!(error.code(), Some(ErrorCode::Busy), "{error}");
+                failed += 1;
+            }
         }
     }
     let refused: u64 = replicas.iter().map(|&i| net.nodes[i].refused().busy).sum();
