@@ -60,7 +60,7 @@ def parse_args():
     parser.add_argument("--ops", type=int, default=200)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--value-size", type=int, default=391)
-    parser.add_argument("--idle", type=float, default=10.0, help="idle window, seconds")
+    parser.add_argument("--idle", type=float, default=60.0, help="idle window, seconds")
     parser.add_argument("--settle-timeout", type=float, default=180.0)
     parser.add_argument("--op-timeout", type=float, default=30.0)
     parser.add_argument("--budget", type=float, default=900.0, help="seconds for all ops")
