@@ -414,7 +414,7 @@ async fn run(args: &Args, n: usize) -> Result<Ours> {
     let rss_idle = rss_kib()?;
     let idle = Idle {
         cpu_percent: 100.0 * cpu.as_secs_f64() / window.as_secs_f64(),
-        peak_percent: 100.0 * peak.as_secs_f64(),
+        peak_percent: 100.0 * peak,
         mem_per_node_mib: mib(rss_idle.saturating_sub(rss_before)) / n as f64,
     };
     println!(
@@ -605,16 +605,16 @@ fn figure(value: f64) -> String {
 }
 
 /// The CPU time this process spends over an idle window of `length`: (the window as it
-/// was, the CPU time of every thread, user and system, the most of it in one second).
-async fn idle_window(length: Duration) -> Result<(Duration, Duration, Duration)> {
+/// was, the CPU time of every thread, user and system, the most cores it kept busy over one
+/// second of it).
+async fn idle_window(length: Duration) -> Result<(Duration, Duration, f64)> {
     let (start, cpu) = (Instant::now(), cpu_time()?);
-    let mut peak = Duration::ZERO;
-    let mut last = cpu;
+    let (mut peak, mut last, mut at) = (0.0_f64, cpu, start);
     while start.elapsed() < length {
         tokio::time::sleep((length - start.elapsed()).min(Duration::from_secs(1))).await;
-        let now = cpu_time()?;
-        peak = peak.max(now.saturating_sub(last));
-        last = now;
+        let (now, elapsed) = (cpu_time()?, at.elapsed());
+        peak = peak.max(now.saturating_sub(last).as_secs_f64() / elapsed.as_secs_f64());
+        (last, at) = (now, Instant::now());
     }
     Ok((start.elapsed(), last.saturating_sub(cpu), peak))
 }
