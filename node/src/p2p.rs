@@ -1566,8 +1566,9 @@ pub async fn lookup(overlay: &Overlay, aor: &str) -> Result<Vec<Device>, overlay
 const BUSY_RETRY_AFTER: &str = "1";
 
 /// The SIP answer to an overlay failure: 403 with the rule that refused, 408 on a timeout,
-/// 503 when no replica could be reached, 503 with Retry-After when the replicas were busy
-/// (RFC 3261 §21.5.4: overloaded, try again), 500 otherwise; and the extra headers.
+/// 503 when no replica could be reached or one failed inside, 503 with Retry-After when the
+/// replicas were busy (RFC 3261 §21.5.4: overloaded, try again), 500 for the other codes;
+/// and the extra headers.
 fn sip_answer(error: &overlay_node::Error) -> (StatusCode, String, Vec<(HeaderName, String)>) {
     let code = error.code();
     let reason = match error {
