@@ -124,6 +124,10 @@ impl Behaviour {
             // and provider announcements from peers are reported and dropped, never stored.
             .set_record_filtering(kad::StoreInserts::FilterBoth)
             .set_periodic_bootstrap_interval(Some(config.refresh_interval))
+            // A connected peer enters the routing table only when identify shows it a member
+            // (the task adds it then): Kademlia's own insert on connection raced identify's
+            // verdict and let a peer without a certificate back in after it was removed.
+            .set_kbucket_inserts(kad::BucketInserts::Manual)
             // S/Kademlia's disjoint lookup paths: a query for a resource's closest peers
             // follows several paths that share no peer, so one party's nodes on one path
             // cannot hide the true closest peers.

@@ -896,7 +896,18 @@ impl Task {
             for addr in &addrs {
                 kad.add_address(&peer_id, addr.clone());
             }
-            if !addrs.is_empty() {
+            if addrs.is_empty() {
+                // A member that announces no address we can use is still routable on the
+                // address we dialled it on (Kademlia inserts no peer by itself: see behaviour).
+                let dialled = self
+                    .connections
+                    .get(&peer_id)
+                    .into_iter()
+                    .flat_map(|links| links.values().filter_map(|link| link.dialled.clone()));
+                for addr in dialled.take(MAX_ADDRS_PER_PEER) {
+                    kad.add_address(&peer_id, addr);
+                }
+            } else {
                 self.forget_stale_addresses(&peer_id, &addrs);
             }
             self.emit(Event::Identified {
