@@ -14,7 +14,9 @@
 //!   bindings and becomes the SIP answer: 403 with the overlay's reason ("AOR is owned by
 //!   another key"), 503 when no replica set could be reached.
 //! - **Requests for an AOR** (INVITE, MESSAGE, OPTIONS, SUBSCRIBE, ...) from a local client:
-//!   the proxy core sends 100 Trying; the node fetches the AOR's registrations and claim,
+//!   the transaction layer sends 100 Trying if no other answer left within 200 ms (RFC 3261
+//!   §17.2.1), so a call whose callee rings at once costs no 100 over the overlay; the
+//!   node fetches the AOR's registrations and claim,
 //!   checks every entry as a replica would (signature, delegation, claim), and forwards the
 //!   request to every contact of every device (forking), over the overlay to each device's
 //!   node. No registration is 404.

@@ -46,9 +46,14 @@ pub struct Config {
     /// The most transactions held at once; a request beyond it is answered 503 with
     /// Retry-After, statelessly. Default 10 000.
     pub max_transactions: usize,
-    /// Whether an INVITE server transaction answers 100 Trying as soon as it is created
-    /// (§17.2.1 lets the TU do it within 200 ms instead). Default true.
+    /// Whether an INVITE server transaction answers 100 Trying by itself. Default true.
     pub send_trying: bool,
+    /// How long an INVITE server transaction waits for the TU's first response before it
+    /// sends its 100 Trying: §17.2.1 lets it skip the 100 when the TU responds within 200 ms,
+    /// and most do (a proxy that forwards to a ringing phone, a UA that rings at once), which
+    /// spares a message per call. A retransmitted INVITE gets the 100 at once. Default
+    /// 200 ms; zero sends it as soon as the transaction is created.
+    pub trying_delay: Duration,
 }
 
 impl Default for Config {
@@ -59,6 +64,7 @@ impl Default for Config {
             t4: Duration::from_secs(5),
             max_transactions: 10_000,
             send_trying: true,
+            trying_delay: Duration::from_millis(200),
         }
     }
 }
@@ -385,8 +391,9 @@ impl Transactions {
                 None,
                 &crate::Policy::default(),
             );
+            let delay = self.config.trying_delay;
             self.with(id, now, |txn, out| {
-                txn.respond(StatusCode::TRYING, trying.to_bytes(), out);
+                txn.trying(trying.to_bytes(), delay, out);
                 None
             });
         }

@@ -35,13 +35,15 @@ pub(crate) enum State {
     Terminated,
 }
 
-/// The three timer slots a transaction uses: retransmission (A, E, G), timeout (B, F, H)
-/// and wait (D, I, J, K, L, M).
+/// The four timer slots a transaction uses: retransmission (A, E, G), timeout (B, F, H),
+/// wait (D, I, J, K, L, M), and the INVITE server's wait for the TU's first response before
+/// it sends 100 Trying itself (§17.2.1's 200 ms).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) enum Timer {
     Retransmit,
     Timeout,
     Wait,
+    Trying,
 }
 
 /// What a step of a machine asks its owner to do.
@@ -81,7 +83,7 @@ pub(crate) struct Txn {
     ack: Option<Bytes>,
     /// The current retransmission interval.
     interval: Duration,
-    deadlines: [Option<Instant>; 3],
+    deadlines: [Option<Instant>; 4],
 }
 
 impl Txn {
@@ -106,7 +108,7 @@ impl Txn {
             request,
             ack: None,
             interval: Duration::ZERO,
-            deadlines: [None; 3],
+            deadlines: [None; 4],
         }
     }
 
@@ -148,6 +150,19 @@ impl Txn {
         }
     }
 
+    /// A new INVITE server transaction's 100 Trying (§17.2.1): sent after `delay` unless the
+    /// TU responds first (a TU that answers within 200 ms makes it unnecessary, and over the
+    /// overlay it would hold up the 180 behind it), or at once when `delay` is zero. Until
+    /// then it is the response a retransmitted INVITE gets.
+    pub(crate) fn trying(&mut self, bytes: Bytes, delay: Duration, out: &mut Out<'_>) {
+        if delay.is_zero() {
+            self.respond(StatusCode::TRYING, bytes, out);
+        } else {
+            self.message = bytes;
+            self.schedule(Timer::Trying, delay, out);
+        }
+    }
+
     /// A client transaction has just sent its request: arm A/E (unreliable) and B/F.
     pub(crate) fn start(&mut self, out: &mut Out<'_>) {
         if !self.reliable() {
@@ -183,6 +198,10 @@ impl Txn {
                 out.transmits.push(self.message.clone());
                 self.interval = (self.interval * 2).min(config.t2);
                 self.schedule(Timer::Retransmit, self.interval, out);
+            }
+            // The TU has not responded in time: the 100 Trying held since the INVITE came.
+            (Kind::ServerInvite, State::Proceeding, Timer::Trying) => {
+                out.transmits.push(self.message.clone());
             }
             // Timers B, F: no final response. Timer H: no ACK.
             (Kind::ClientInvite, State::Calling, Timer::Timeout)
@@ -280,6 +299,7 @@ impl Txn {
 
     /// The TU's response (already checked by [`Txn::check_response`]).
     pub(crate) fn respond(&mut self, status: StatusCode, bytes: Bytes, out: &mut Out<'_>) {
+        self.cancel(Timer::Trying);
         out.transmits.push(bytes.clone());
         self.message = bytes;
         let config = out.config;
@@ -315,6 +335,7 @@ impl Txn {
     pub(crate) fn retransmitted_request(&mut self, out: &mut Out<'_>) {
         let resend = self.is_server() && matches!(self.state, State::Proceeding | State::Completed);
         if resend && !self.message.is_empty() {
+            self.cancel(Timer::Trying);
             out.transmits.push(self.message.clone());
         }
     }

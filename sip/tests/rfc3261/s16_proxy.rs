@@ -151,9 +151,6 @@ impl Net {
             let addrs: Vec<SocketAddr> = self.agents.keys().copied().collect();
             for a in addrs {
                 let agent = self.agents.get_mut(&a).unwrap();
-                while let Some(t) = agent.poll_transmit() {
-                    packets.push((a, t.to, t.bytes));
-                }
                 let mut new_events = Vec::new();
                 while let Some(e) = agent.poll_event() {
                     new_events.push(e);
@@ -169,6 +166,10 @@ impl Net {
                         }
                     }
                     self.events.entry(a).or_default().push(e);
+                }
+                // After the events: what the agent sent in answer to them goes out now.
+                while let Some(t) = agent.poll_transmit() {
+                    packets.push((a, t.to, t.bytes));
                 }
             }
             if packets.is_empty() && failed.is_empty() {
@@ -735,6 +736,8 @@ fn s16_10_cancelled_requests_are_487_even_when_unanswered() {
     let mut net = Net::new(vec![], vec![Target::new(format!("sip:bob@{BOB1}"))])
         .with_proxy(temporarily_unavailable(), Duration::from_secs(180));
     let call = net.call();
+    // The proxy's own 100 Trying, 200 ms on (§17.2.1): Alice may CANCEL from then (§9.1).
+    net.run_to(Duration::from_millis(300));
     let alice = net.agents.get_mut(&addr(ALICE)).unwrap();
     alice.hangup(net.now, call).unwrap();
     net.deliver();
@@ -772,6 +775,8 @@ fn s16_8_timer_c_after_only_100_counts_as_unanswered() {
         )
         .with_proxy(unanswered, Duration::from_secs(10));
         let call = net.call();
+        // Bob's transaction layer says 100 Trying for him once 200 ms have passed (§17.2.1).
+        net.run_to(Duration::from_millis(300));
         assert!(
             net.lines(BOB1, PROXY)
                 .iter()

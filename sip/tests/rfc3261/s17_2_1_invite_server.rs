@@ -6,8 +6,8 @@ use p2psip_sip::transaction::Event;
 
 use super::{CLIENT, Run, answer, first_request, peer, req, secs};
 
-/// §17.2.1: the transaction answers 100 Trying at once, and again for a retransmitted INVITE;
-/// the TU sees the INVITE once.
+/// §17.2.1: a TU that has not responded within 200 ms gets its 100 Trying sent for it, and a
+/// retransmitted INVITE gets it again; the TU sees the INVITE once.
 #[test]
 fn s17_2_1_trying_and_absorbed_retransmissions() {
     let mut run = Run::new();
@@ -15,8 +15,36 @@ fn s17_2_1_trying_and_absorbed_retransmissions() {
     run.receive(&req("INVITE", "z9hG4bKs1", "UDP"), from);
     run.advance_to(secs(0.5));
     run.receive(&req("INVITE", "z9hG4bKs1", "UDP"), from);
-    assert_eq!(run.sent_ms("SIP/2.0 100"), [0, 500]);
+    assert_eq!(run.sent_ms("SIP/2.0 100"), [200, 500]);
     assert_eq!(run.events_ms(|e| matches!(e, Event::Request { .. })), [0]);
+}
+
+/// §17.2.1: "unless it knows that the TU will generate a provisional or final response within
+/// 200 ms": a TU that rings within 200 ms sends the only provisional response.
+#[test]
+fn s17_2_1_no_trying_when_the_tu_responds_within_200_ms() {
+    let mut run = Run::new();
+    let from = peer(Transport::Udp, CLIENT);
+    run.receive(&req("INVITE", "z9hG4bKs5", "UDP"), from);
+    let (id, invite) = first_request(&run);
+    run.advance_to(secs(0.05));
+    run.respond(id, answer(&invite, 180));
+    run.advance_to(secs(1.0));
+    assert_eq!(run.sent_ms("SIP/2.0 100"), Vec::<u128>::new());
+    assert_eq!(run.sent_ms("SIP/2.0 180"), [50]);
+}
+
+/// §17.2.1: a retransmitted INVITE before the TU responds gets the 100 Trying at once, and the
+/// transaction does not send it a second time when 200 ms have passed.
+#[test]
+fn s17_2_1_a_retransmission_gets_the_trying_early() {
+    let mut run = Run::new();
+    let from = peer(Transport::Udp, CLIENT);
+    run.receive(&req("INVITE", "z9hG4bKs6", "UDP"), from);
+    run.advance_to(secs(0.1));
+    run.receive(&req("INVITE", "z9hG4bKs6", "UDP"), from);
+    run.advance_to(secs(1.0));
+    assert_eq!(run.sent_ms("SIP/2.0 100"), [100]);
 }
 
 /// §17.2.1: a 3xx-6xx is retransmitted on Timer G (T1 doubling to T2) until the ACK; the
