@@ -16,7 +16,9 @@
 //! Every input takes `now`; nothing here reads a clock. Timers follow RFC 3261 Table 4 with
 //! the configured T1, T2 and T4: A (INVITE) doubles from T1 without bound, E and G double from
 //! T1 up to T2, B, F, H, J, L and M wait 64*T1, D waits 32 s, I and K wait T4. On a reliable
-//! transport there are no retransmissions and D, I, J, K are zero.
+//! transport there are no retransmissions and D, I, J, K are zero. An INVITE server
+//! transaction sends 100 Trying once [`Config::trying_delay`] (200 ms) has passed without a
+//! response from the TU, or at once for a retransmitted INVITE (§17.2.1).
 
 mod key;
 mod state;
