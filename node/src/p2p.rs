@@ -15,11 +15,10 @@
 //!   another key"), 503 when no replica set could be reached.
 //! - **Requests for an AOR** (INVITE, MESSAGE, OPTIONS, SUBSCRIBE, ...) from a local client:
 //!   the transaction layer sends 100 Trying if no other answer left within 200 ms (RFC 3261
-//!   §17.2.1), so a call whose callee rings at once costs no 100 over the overlay; the
-//!   node fetches the AOR's registrations and claim,
-//!   checks every entry as a replica would (signature, delegation, claim), and forwards the
-//!   request to every contact of every device (forking), over the overlay to each device's
-//!   node. No registration is 404.
+//!   §17.2.1), so a call whose callee rings at once costs no 100 over the overlay; the node
+//!   fetches the AOR's registrations and claim, checks every entry as a replica would
+//!   (signature, delegation, claim), and forwards the request to every contact of every
+//!   device (forking), over the overlay to each device's node. No registration is 404.
 //! - **When nobody answers.** A request for an AOR whose devices all fail to answer gets 480
 //!   Temporarily Unavailable with a reason that says why: "(no device answered)" when every
 //!   branch timed out (Timer B or F) or could not be sent (the device's node is gone from the
