@@ -30,7 +30,10 @@ use crate::id::ResourceId;
 /// The protocol version this code speaks. Version 2 signs Route messages and their answers
 /// end to end ([`crate::auth`]); a version-1 peer could not check them, and a version-1
 /// Route would be refused anyway, so the version says plainly why two such peers cannot talk.
-pub const VERSION: u8 = 2;
+/// Version 3 adds [`Request::FetchKinds`] and [`Response::FetchedKinds`], and
+/// [`Response::Stored`] says whether the storing peer is a replica of the resource: a
+/// version-2 peer would fail to decode these answers, and the version says so before it tries.
+pub const VERSION: u8 = 3;
 
 /// The TTL of a new request: `log2(N) + 5` covers overlays of a hundred million nodes and
 /// stays under RELOAD's initial 100.

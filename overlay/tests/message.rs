@@ -259,6 +259,24 @@ fn another_version_is_named() {
 }
 
 #[test]
+fn a_store_answer_of_version_2_is_refused_by_its_version() {
+    // Version 2 answered a Store with its generation alone; the flag that says whether the
+    // peer is a replica came later. Such an answer is refused by its version, not as a
+    // message that ends too soon.
+    let request = Envelope::request(1, None, Request::Ping);
+    let answer = request.reply(Response::Stored {
+        generation: 7,
+        replica: true,
+    });
+    let mut encoded = encode(&answer);
+    assert_eq!(encoded.pop(), Some(1), "the replica flag is the last byte");
+    encoded[0] = 2;
+    let error = decode(&encoded, DEFAULT_MAX_MESSAGE).unwrap_err();
+    assert!(matches!(error, Error::InvalidMessage { .. }));
+    assert!(error.to_string().contains("version 2"), "{error}");
+}
+
+#[test]
 fn empty_and_trailing_bytes_are_invalid() {
     assert!(matches!(
         decode(&[], DEFAULT_MAX_MESSAGE),
