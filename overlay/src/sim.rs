@@ -32,10 +32,16 @@
 //! - **Faults**: message loss ([`Config::loss`]), partitions ([`Sim::partition`],
 //!   [`Sim::heal`]), kills ([`Sim::kill`]), graceful leaves with their handover
 //!   ([`Sim::leave`]) and joins ([`Sim::join`]).
+//! - **Busy peers**: with [`Config::peer_limit`], a node takes a peer's requests at a
+//!   limited rate, as the real node's per-peer limits do, and answers the rest Busy: a busy
+//!   push is sent again later ([`Outcome::Busy`]), a busy peer of a store or lookup is
+//!   replaced by the next candidate, and a busy answer to a probe shows the peer alive. A
+//!   lookup that heard only Busy from the holders gives nothing found ([`Sim::lookup`] has
+//!   no other answer), where the real node answers Busy.
 //!
 //! Bounds: the event queue holds what the nodes sent and their timers (each node has at most
 //! one timer event that counts); requests under way are bounded by the replicator's own
-//! bounds and by the operations the caller starts.
+//! bounds and by the operations the caller starts; a node's rate buckets, by the nodes.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
@@ -81,6 +87,11 @@ pub struct Config {
     pub lifetime: Duration,
     /// The owners' refresh retries and the stores' sweeps.
     pub refresh: RefreshConfig,
+    /// The requests a node takes from one peer, `(rate, burst)`: a token bucket of `rate`
+    /// per second holding up to `burst`, as the real node's per-peer limits
+    /// ([`crate::network::Config::peer_request_rate`] and `peer_request_burst`); a request
+    /// over it is answered Busy. Default `None`: no limit.
+    pub peer_limit: Option<(u32, u32)>,
 }
 
 impl Config {
@@ -98,6 +109,7 @@ impl Config {
             bucket_size: 20,
             lifetime: Duration::from_secs(3600),
             refresh: RefreshConfig::default(),
+            peer_limit: None,
         }
     }
 }
@@ -125,6 +137,8 @@ pub struct Stats {
     pub events: u64,
     /// Expired entries deleted by sweeps.
     pub swept: u64,
+    /// Requests answered Busy ([`Config::peer_limit`]).
+    pub busy: u64,
 }
 
 /// A simulated overlay.
@@ -164,6 +178,9 @@ struct Node {
     table: Ranking,
     /// Requests under way, by request id.
     pending: BTreeMap<u64, Pending>,
+    /// Each requesting peer's token bucket ([`Config::peer_limit`]): tokens, and when they
+    /// were counted.
+    buckets: BTreeMap<PeerId, (f64, Instant)>,
     next_request: u64,
     /// The timer event that counts.
     wake_at: Option<Instant>,
@@ -226,6 +243,22 @@ enum Msg {
         version: Option<u64>,
         replica: bool,
     },
+    /// The answer to a request over the sender's [`Config::peer_limit`].
+    Busy {
+        request: u64,
+    },
+}
+
+impl Msg {
+    /// The id of a request; `None` for an answer.
+    fn request(&self) -> Option<u64> {
+        match *self {
+            Msg::Push { request, .. } | Msg::Ping { request } | Msg::Fetch { request, .. } => {
+                Some(request)
+            }
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -770,6 +803,13 @@ impl Sim {
             return;
         }
         let sender = self.nodes[from].id;
+        if let Some(request) = msg.request()
+            && !self.admit(to, sender)
+        {
+            self.stats.busy += 1;
+            self.send(to, sender, Msg::Busy { request });
+            return;
+        }
         match msg {
             Msg::Push {
                 request,
@@ -852,7 +892,43 @@ impl Sim {
                     self.drive(to);
                 }
             }
+            Msg::Busy { request } => {
+                let Some(pending) = self.nodes[to].pending.remove(&request) else {
+                    return;
+                };
+                let now = self.now;
+                match pending {
+                    Pending::Push { peer, slot } => {
+                        let busy = Outcome::Busy { acked: 0 };
+                        self.nodes[to].replicator.pushed(peer, slot, busy, now);
+                        self.drive(to);
+                    }
+                    // Busy is alive.
+                    Pending::Probe { peer } => {
+                        self.nodes[to].replicator.probed(peer, true, now);
+                        self.drive(to);
+                    }
+                    Pending::Op { op, ask } => self.op_answer(op, ask, Reply::Retry, None),
+                }
+            }
         }
+    }
+
+    /// Whether node `to` takes one more request from `peer` now ([`Config::peer_limit`]).
+    fn admit(&mut self, to: usize, peer: PeerId) -> bool {
+        let Some((rate, burst)) = self.config.peer_limit else {
+            return true;
+        };
+        let (rate, burst) = (f64::from(rate.max(1)), f64::from(burst.max(1)));
+        let now = self.now;
+        let (tokens, at) = self.nodes[to].buckets.entry(peer).or_insert((burst, now));
+        *tokens = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * rate).min(burst);
+        *at = now;
+        if *tokens < 1.0 {
+            return false;
+        }
+        *tokens -= 1.0;
+        true
     }
 
     /// A request timed out.
@@ -1062,6 +1138,7 @@ impl Sim {
             connected: BTreeSet::new(),
             table: Ranking::new(),
             pending: BTreeMap::new(),
+            buckets: BTreeMap::new(),
             next_request: 0,
             wake_at: None,
         }

@@ -93,7 +93,12 @@ fn kill_some(sim: &mut Sim, n: usize) -> usize {
 
 /// Runs the scenario; gives the run's counts and what it found wrong (empty: nothing).
 fn run(churn: &Churn, seed: u64) -> (Stats, Vec<String>) {
-    let mut sim = Sim::new(Config::new(churn.nodes, seed));
+    run_with(churn, Config::new(churn.nodes, seed))
+}
+
+/// [`run`] with a configuration of the simulator's own.
+fn run_with(churn: &Churn, config: Config) -> (Stats, Vec<String>) {
+    let mut sim = Sim::new(config);
     sim.run_for(Duration::from_secs(1));
     publish(&mut sim, 0..churn.registrations, churn.owners);
     let mut next = churn.registrations;
@@ -165,6 +170,33 @@ fn churn_loses_no_acknowledged_registration_over_many_seeds() {
         assert!(
             stats.pushes > 0 && stats.passes > 0,
             "seed {seed}: {stats:?}"
+        );
+    }
+}
+
+/// Peers over their per-peer limits answer Busy, as real nodes do: a busy push is sent again
+/// later, a busy replica of a store or lookup is replaced by the next candidate. Repair still
+/// gets there, and the limits do bite (requests answered Busy in every run).
+#[test]
+fn with_busy_peers_repair_still_gets_there() {
+    let churn = Churn {
+        nodes: 48,
+        registrations: 40,
+        waves: 4,
+        kills: 4,
+        joins: 2,
+        lookers: 48,
+        owners: 0,
+    };
+    for seed in 700..706 {
+        let mut config = Config::new(churn.nodes, seed);
+        // Four requests at once from one peer, then twenty a second.
+        config.peer_limit = Some((20, 4));
+        let (stats, wrong) = run_with(&churn, config);
+        assert!(wrong.is_empty(), "seed {seed}: {wrong:?} ({stats:?})");
+        assert!(
+            stats.busy > 0,
+            "seed {seed}: no request was busy ({stats:?})"
         );
     }
 }
