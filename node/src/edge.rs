@@ -6,7 +6,7 @@
 //! saw being made, only from one of its two sides and only towards the other one.
 //!
 //! [`Dialogs`] holds, per dialog (Call-ID and the two tags, in either order), the two sides
-//! as the proxy core saw them ([`proxy::Event::Dialog`]): the caller's side (where the
+//! as the proxy core saw them ([`p2psip_sip::proxy::Event::Dialog`]): the caller's side (where the
 //! request came from) and the callee's (where the answering branch went). A side is an
 //! overlay node (the [`Peer`] of an overlay link: the same node, authenticated by the
 //! overlay) or a SIP client or server (the same IP address: a softphone may send from another

@@ -13,7 +13,7 @@
 //!
 //! # Bounds
 //!
-//! The [`Table`] keeps the last [`CAPACITY`] Call-IDs noted, the oldest forgotten first, and
+//! The `Table` keeps the last [`CAPACITY`] Call-IDs noted, the oldest forgotten first, and
 //! ignores a Call-ID longer than [`MAX_CALL_ID`] bytes: at most about 1 MiB, whatever the
 //! clients send. A Call-ID noted again (an INVITE sent again after a challenge, a branch of a
 //! forked INVITE) takes the newer hops and keeps its place.

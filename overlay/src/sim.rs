@@ -1,6 +1,6 @@
 //! # A simulated overlay on virtual time
 //!
-//! Many nodes in one process, each running the overlay's sans-IO [`core`](crate::core) as the
+//! Many nodes in one process, each running the overlay's sans-IO [`core`] as the
 //! real node does, joined by an in-process network with latency, loss, partitions and churn.
 //! Time is virtual: an event queue ordered by (time, sequence number) is the only clock, so a
 //! run of hours takes seconds and a seed replays it exactly (every choice comes from one

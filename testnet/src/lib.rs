@@ -102,7 +102,7 @@ pub struct Testnet {
 
 impl Testnet {
     /// Starts `n` nodes: node 0 alone, then the others, each bootstrapping from up to
-    /// [`BOOTSTRAP_PEERS`] nodes started before its batch.
+    /// `BOOTSTRAP_PEERS` nodes started before its batch.
     pub async fn start(n: usize, options: Options) -> Result<Testnet> {
         Testnet::start_with_progress(n, options, |_, _| {}).await
     }

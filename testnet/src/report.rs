@@ -233,7 +233,7 @@ pub struct Registrations {
     /// The registration request delays of the successful registrations.
     pub rrd_ms: Percentiles,
     /// What went wrong with the failed ones: each distinct error and how often (at most
-    /// [`MAX_ERRORS`] errors; the rest are counted under "other errors").
+    /// `MAX_ERRORS` errors; the rest are counted under "other errors").
     pub errors: BTreeMap<String, usize>,
 }
 

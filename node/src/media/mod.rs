@@ -26,13 +26,13 @@
 //!    when B's SDP changes. Content-Length follows the new body. An offer that does not
 //!    parse is answered 488 with the parser's reason and nothing is set up; a bad answer is
 //!    logged and passed on unanchored.
-//! 3. **Latching** ([`session::Latch`]): A's ports accept packets only from its softphone:
+//! 3. **Latching** (`session::Latch`): A's ports accept packets only from its softphone:
 //!    the first packet from the softphone's IP (its SDP address, or the address its SIP came
 //!    from) latches that address and port; everything else is dropped and counted
 //!    ([`Stats::dropped_foreign`]). Packets for alice go to the latched address (before
 //!    latching, to the declared one), from the same port she sends to (symmetric RTP, so her
 //!    NAT lets them in).
-//! 4. **Carrier** ([`carrier`]): per remote node one outbound stream of the overlay's media
+//! 4. **Carrier** (`carrier`): per remote node one outbound stream of the overlay's media
 //!    protocol, opened on the first packet; frames carry the session's wire id (blake3 of the
 //!    Call-ID and both Node-IDs, which both ends compute alike), the m-line, RTP or RTCP, the
 //!    sender's clock and the packet. The queue to a node drops when full; the receiver drops
