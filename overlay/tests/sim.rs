@@ -40,6 +40,19 @@ struct Churn {
     owners: usize,
 }
 
+/// 48 nodes, 40 registrations from random nodes, then four waves of four kills (each leaving
+/// every registration a majority of live holders), two joins and five more registrations;
+/// every node looks everything up at the end.
+const WAVES: Churn = Churn {
+    nodes: 48,
+    registrations: 40,
+    waves: 4,
+    kills: 4,
+    joins: 2,
+    lookers: 48,
+    owners: 0,
+};
+
 /// Publishes from random nodes (of the first `owners` when not 0); the store must be
 /// acknowledged.
 fn publish(sim: &mut Sim, range: std::ops::Range<usize>, owners: usize) {
@@ -155,15 +168,7 @@ fn check(sim: &mut Sim, lookers: usize) -> Vec<String> {
 
 #[test]
 fn churn_loses_no_acknowledged_registration_over_many_seeds() {
-    let churn = Churn {
-        nodes: 48,
-        registrations: 40,
-        waves: 4,
-        kills: 4,
-        joins: 2,
-        lookers: 48,
-        owners: 0,
-    };
+    let churn = WAVES;
     for seed in 0..12 {
         let (stats, wrong) = run(&churn, seed);
         assert!(wrong.is_empty(), "seed {seed}: {wrong:?} ({stats:?})");
@@ -179,15 +184,7 @@ fn churn_loses_no_acknowledged_registration_over_many_seeds() {
 /// gets there, and the limits do bite (requests answered Busy in every run).
 #[test]
 fn with_busy_peers_repair_still_gets_there() {
-    let churn = Churn {
-        nodes: 48,
-        registrations: 40,
-        waves: 4,
-        kills: 4,
-        joins: 2,
-        lookers: 48,
-        owners: 0,
-    };
+    let churn = WAVES;
     for seed in 700..706 {
         let mut config = Config::new(churn.nodes, seed);
         // Four requests at once from one peer, then twenty a second.
