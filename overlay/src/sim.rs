@@ -55,6 +55,7 @@ use crate::core::{
     Refresher, Replicator, Reply, Slot, View, next_hops,
 };
 use crate::id::{ResourceId, closest_nodes};
+use crate::network::limits::PeerLimits;
 use crate::rng::Rng;
 use libp2p::kad::KBucketKey;
 
@@ -88,9 +89,9 @@ pub struct Config {
     /// The owners' refresh retries and the stores' sweeps.
     pub refresh: RefreshConfig,
     /// The requests a node takes from one peer, `(rate, burst)`: a token bucket of `rate`
-    /// per second holding up to `burst`, as the real node's per-peer limits
-    /// ([`crate::network::Config::peer_request_rate`] and `peer_request_burst`); a request
-    /// over it is answered Busy. Default `None`: no limit.
+    /// per second holding up to `burst`, the real node's per-peer limit
+    /// ([`crate::network::Config::peer_request_rate`] and `peer_request_burst`, the same
+    /// code); a request over it is answered Busy. Default `None`: no limit.
     pub peer_limit: Option<(u32, u32)>,
 }
 
@@ -178,9 +179,8 @@ struct Node {
     table: Ranking,
     /// Requests under way, by request id.
     pending: BTreeMap<u64, Pending>,
-    /// Each requesting peer's token bucket ([`Config::peer_limit`]): tokens, and when they
-    /// were counted.
-    buckets: BTreeMap<PeerId, (f64, Instant)>,
+    /// Each requesting peer's token bucket ([`Config::peer_limit`]), bounded by the nodes.
+    limits: Option<PeerLimits>,
     next_request: u64,
     /// The timer event that counts.
     wake_at: Option<Instant>,
@@ -916,19 +916,16 @@ impl Sim {
 
     /// Whether node `to` takes one more request from `peer` now ([`Config::peer_limit`]).
     fn admit(&mut self, to: usize, peer: PeerId) -> bool {
-        let Some((rate, burst)) = self.config.peer_limit else {
+        let now = self.now;
+        let Some(limits) = &mut self.nodes[to].limits else {
             return true;
         };
-        let (rate, burst) = (f64::from(rate.max(1)), f64::from(burst.max(1)));
-        let now = self.now;
-        let (tokens, at) = self.nodes[to].buckets.entry(peer).or_insert((burst, now));
-        *tokens = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * rate).min(burst);
-        *at = now;
-        if *tokens < 1.0 {
-            return false;
+        let admitted = limits.admit(peer, now).is_ok();
+        if admitted {
+            // A simulated request is answered as it arrives: none waits.
+            limits.done(&peer);
         }
-        *tokens -= 1.0;
-        true
+        admitted
     }
 
     /// A request timed out.
@@ -1138,7 +1135,10 @@ impl Sim {
             connected: BTreeSet::new(),
             table: Ranking::new(),
             pending: BTreeMap::new(),
-            buckets: BTreeMap::new(),
+            limits: self
+                .config
+                .peer_limit
+                .map(|(rate, burst)| PeerLimits::new(usize::MAX, rate, burst, usize::MAX)),
             next_request: 0,
             wake_at: None,
         }

@@ -56,7 +56,7 @@ mod behaviour;
 mod codec;
 mod config;
 mod error;
-mod limits;
+pub(crate) mod limits;
 mod nat;
 mod task;
 
