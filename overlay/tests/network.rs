@@ -379,3 +379,131 @@ async fn oversized_frames_are_refused_and_a_peer_sending_them_is_disconnected() 
             .contains(&sender_peer)
     );
 }
+
+/// A member passed on in the membership exchange enters the directory, is dialled on the
+/// addresses it came with (no connection, no routing table entry before), and leaves it when
+/// a dial to it fails, not to be learned again for a while.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_passed_on_is_dialled_on_its_addresses_and_leaves_when_it_cannot_be() {
+    use p2psip_overlay::network::Member;
+    let mut a = echo_node(config("test", quic())).await;
+    let b = echo_node(config("test", quic())).await;
+    let c = echo_node(config("test", quic())).await;
+    let listen = |node: &Node| node.addr.clone().with_p2p(node.peer).unwrap();
+    let member = |node: &Node, addrs: Vec<Multiaddr>| Member {
+        peer: node.peer,
+        addrs,
+        certificate: None,
+    };
+
+    within("a dials b", a.net.dial(b.addr.clone()))
+        .await
+        .unwrap();
+    wait_for("b identified", &mut a.events, |event| {
+        matches!(event, Event::Identified { peer, .. } if *peer == b.peer).then_some(())
+    })
+    .await;
+    assert_eq!(
+        a.net.directory(),
+        vec![b.peer],
+        "identify put b in the directory"
+    );
+
+    // From a peer not on this machine, a loopback address names the wrong machine.
+    let stranger = PeerId::random();
+    assert!(
+        a.net
+            .learn_members(&stranger, vec![member(&c, vec![listen(&c)])])
+            .is_empty()
+    );
+    // An address naming another peer is dropped too.
+    assert!(
+        a.net
+            .learn_members(&b.peer, vec![member(&c, vec![listen(&b)])])
+            .is_empty()
+    );
+    assert_eq!(a.net.members_refused(), 2);
+
+    assert_eq!(
+        a.net
+            .learn_members(&b.peer, vec![member(&c, vec![listen(&c)])]),
+        vec![c.peer]
+    );
+    assert!(!a.net.connected_peers().await.unwrap().contains(&c.peer));
+    assert!(!a.net.routing_table().await.unwrap().contains(&c.peer));
+    let answer = within("c's answer", a.net.request(c.peer, b"hi".to_vec())).await;
+    assert_eq!(answer.unwrap(), b"re:hi");
+
+    // A member that has gone: the dial fails, and it leaves the directory.
+    let d = echo_node(config("test", quic())).await;
+    let d_addr = listen(&d);
+    d.net.shutdown().await.unwrap();
+    assert_eq!(
+        a.net
+            .learn_members(&b.peer, vec![member(&d, vec![d_addr.clone()])]),
+        vec![d.peer]
+    );
+    assert!(
+        within("the failed dial", a.net.request(d.peer, b"hi".to_vec()))
+            .await
+            .is_err()
+    );
+    within("d leaving the directory", async {
+        while a.net.directory().contains(&d.peer) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    // Peers that have not noticed yet cannot bring it back at once.
+    assert!(
+        a.net
+            .learn_members(&b.peer, vec![member(&d, vec![d_addr])])
+            .is_empty()
+    );
+    assert_eq!(a.net.members_refused(), 3);
+}
+
+/// In an overlay with an enrollment CA, a member passed on enters the directory only with a
+/// valid certificate of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_ca_a_member_passed_on_needs_its_own_certificate() {
+    use p2psip_overlay::{identity::NodeCertificate, network::Member};
+    let ca = Keypair::generate_ed25519();
+    let me = Keypair::generate_ed25519();
+    let certificate = NodeCertificate::issue(&ca, me.public().to_peer_id(), u64::MAX).unwrap();
+    let enrolled = config("test", quic()).with_enrollment(ca.public(), Some(certificate));
+    let (net, _events) = Network::start(me, enrolled).await.unwrap();
+    let from = PeerId::random();
+    let addr: Multiaddr = "/ip4/192.0.2.7/udp/4000/quic-v1".parse().unwrap();
+    let member = |peer: PeerId, certificate: Option<String>| Member {
+        peer,
+        addrs: vec![addr.clone()],
+        certificate,
+    };
+    let other = PeerId::random();
+    let theirs = NodeCertificate::issue(&ca, other, u64::MAX)
+        .unwrap()
+        .to_text();
+    let forged = NodeCertificate::issue(&Keypair::generate_ed25519(), other, u64::MAX)
+        .unwrap()
+        .to_text();
+    let stolen = member(PeerId::random(), Some(theirs.clone()));
+    let oversized = member(other, Some(format!("{theirs} {}", "0".repeat(4096))));
+    let refused = vec![
+        member(other, None),
+        member(other, Some(forged)),
+        stolen,
+        oversized,
+    ];
+    assert!(net.learn_members(&from, refused).is_empty());
+    assert_eq!(net.members_refused(), 4);
+    assert!(!net.admits(&other));
+    assert_eq!(
+        net.learn_members(&from, vec![member(other, Some(theirs))]),
+        vec![other]
+    );
+    assert!(
+        net.admits(&other),
+        "a certified member of the directory is admitted"
+    );
+}

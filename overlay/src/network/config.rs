@@ -73,6 +73,10 @@ pub struct Config {
     /// lookups, Route messages and joining peers keep the table fresh in between, and
     /// Kademlia's paper refreshes a bucket after an hour without a lookup.
     pub refresh_interval: Duration,
+    /// The most members the node's directory holds: peers it knows without a connection to
+    /// each (see `directory.rs`), so that on an overlay larger than its Kademlia table it still
+    /// knows the replica set of a resource. Default 4096; 0 turns the directory off.
+    pub max_members: usize,
     /// Whether this node serves circuit relay v2 to peers of its overlay behind NAT. Default
     /// [`Relay::Auto`]: once AutoNAT confirms a public address.
     pub relay: Relay,
@@ -139,6 +143,7 @@ impl Default for Config {
             kbucket_size: 128,
             idle_connection_timeout: Duration::from_secs(60),
             refresh_interval: Duration::from_secs(30 * 60),
+            max_members: 4096,
             relay: Relay::Auto,
             relay_limits: RelayLimits::default(),
             relay_reservations: 2,
@@ -204,6 +209,12 @@ impl Config {
     /// Sets the DHT query timeout.
     pub fn with_query_timeout(mut self, timeout: Duration) -> Self {
         self.query_timeout = timeout;
+        self
+    }
+
+    /// Sets how many members the directory holds (0: none).
+    pub fn with_max_members(mut self, members: usize) -> Self {
+        self.max_members = members;
         self
     }
 

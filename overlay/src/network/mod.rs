@@ -55,6 +55,7 @@ mod admission;
 mod behaviour;
 mod codec;
 mod config;
+mod directory;
 mod error;
 pub(crate) mod limits;
 mod nat;
@@ -77,6 +78,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument as _;
 
 pub use config::{Config, MAX_KBUCKET_SIZE, Relay, RelayLimits};
+pub use directory::{MAX_ADDRS as MAX_MEMBER_ADDRS, Member};
 pub use error::Error;
 pub use nat::{NatState, Path, Reachability};
 
@@ -103,6 +105,36 @@ pub struct Network {
     refused: Arc<AtomicU64>,
     admission: admission::Admission,
     members: behaviour::Members,
+    directory: SharedDirectory,
+}
+
+/// The directory ([`directory`]'s docs), shared by the task (identify, failed dials) and the
+/// handles (the node's membership exchange), with a signal for members that are new.
+#[derive(Debug, Clone)]
+pub(crate) struct SharedDirectory {
+    directory: Arc<Mutex<directory::Directory>>,
+    news: Arc<tokio::sync::Notify>,
+}
+
+impl SharedDirectory {
+    fn new(me: PeerId, max: usize) -> SharedDirectory {
+        SharedDirectory {
+            directory: Arc::new(Mutex::new(directory::Directory::new(me, max))),
+            news: Arc::new(tokio::sync::Notify::new()),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, directory::Directory> {
+        // Every method leaves the directory consistent: take it back after a panic.
+        self.directory
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Wakes whoever waits in [`Network::directory_news`].
+    pub(crate) fn announce(&self) {
+        self.news.notify_one();
+    }
 }
 
 impl std::fmt::Debug for Network {
@@ -345,6 +377,7 @@ impl Network {
         config.validate()?;
         let local_peer_id = keypair.public().to_peer_id();
         let members = behaviour::Members::default();
+        let directory = SharedDirectory::new(local_peer_id, config.max_members);
         let swarm = behaviour::build_swarm(keypair, &config, &members)?;
         let media = swarm.behaviour().media.new_control();
         let (commands, command_rx) = mpsc::channel(COMMAND_BUFFER);
@@ -361,9 +394,10 @@ impl Network {
             refused: refused.clone(),
             admission: admission::Admission::new(&config),
             members: members.clone(),
+            directory: directory.clone(),
         };
 
-        let mut task = Task::new(swarm, command_rx, event_tx, config, members);
+        let mut task = Task::new(swarm, command_rx, event_tx, config, members, directory);
         task.set_refusal(refusal, refused, peers.clone());
         task.start().instrument(span.clone()).await?;
         tokio::spawn(task.run().instrument(span));
@@ -444,9 +478,87 @@ impl Network {
 
     /// Whether `peer` may be used as a replica or a next hop: its Node-ID carries the
     /// overlay's work ([`Config::node_id_work`]) and, in an overlay with an enrollment CA,
-    /// identify showed its certificate ([`Config::enrollment_ca`]).
+    /// identify showed its certificate ([`Config::enrollment_ca`]) or it entered the directory
+    /// with one ([`Network::learn_members`]).
     pub fn admits(&self, peer: &PeerId) -> bool {
-        task::admits(&self.admission, &self.members, peer)
+        task::admits(&self.admission, &self.members, &self.directory, peer)
+    }
+
+    /// The members of the directory: peers this node knows without a connection to each,
+    /// admitted when they entered (see [`Network::learn_members`]).
+    pub fn directory(&self) -> Vec<PeerId> {
+        self.directory.lock().peers()
+    }
+
+    /// At most `limit` members of the directory after `after` in Node-ID order, and whether
+    /// more follow: a page of the whole directory, for a peer that asked.
+    pub fn members_page(&self, after: Option<&PeerId>, limit: usize) -> (Vec<Member>, bool) {
+        self.directory.lock().page(after, limit)
+    }
+
+    /// At most `limit` of the members that entered the directory within `within` before
+    /// now, the latest first.
+    pub fn members_news(&self, within: std::time::Duration, limit: usize) -> Vec<Member> {
+        self.directory
+            .lock()
+            .news(std::time::Instant::now(), within, limit)
+    }
+
+    /// Takes the members `from` passed on into the directory and gives those that were new.
+    /// Each is checked first as identify's are ([`Network::admits`]): its Node-ID's work
+    /// and, in an overlay with an enrollment CA, its certificate; one that fails is left out
+    /// and logged. Addresses on a loopback interface are kept only from a peer on this
+    /// machine, and addresses that name another peer are dropped.
+    pub fn learn_members(&self, from: &PeerId, members: Vec<Member>) -> Vec<PeerId> {
+        let now = std::time::Instant::now();
+        let now_ms = task::now_ms();
+        let mut directory = self.directory.lock();
+        let from_here = directory.addresses(from).iter().any(task::is_loopback);
+        let mut new = Vec::new();
+        for mut member in members {
+            if member.peer == self.local_peer_id || directory.contains(&member.peer) {
+                continue;
+            }
+            member.addrs.retain(|addr| {
+                (from_here || !task::is_loopback(addr))
+                    && peer_of(addr).is_none_or(|peer| peer == member.peer)
+            });
+            // A certificate is kept only where one is checked, and never an oversized one.
+            if !self.admission.needs_certificate() {
+                member.certificate = None;
+            }
+            let announced = member.certificate.as_deref().unwrap_or_default();
+            if announced.len() > directory::MAX_CERTIFICATE {
+                directory.refuse();
+                continue;
+            }
+            if let Err(reason) = self.admission.check(&member.peer, announced, now_ms) {
+                tracing::debug!(peer = %member.peer, %from, reason, "a member passed on is not admitted");
+                directory.refuse();
+                continue;
+            }
+            let peer = member.peer;
+            if directory.learn(member, now) {
+                new.push(peer);
+            }
+        }
+        drop(directory);
+        if !new.is_empty() {
+            self.directory.announce();
+        }
+        new
+    }
+
+    /// How many members passed on the directory refused: not admitted (no Node-ID work, no
+    /// valid certificate), no usable address, or a dial to them failed lately.
+    pub fn members_refused(&self) -> u64 {
+        self.directory.lock().refused()
+    }
+
+    /// Waits until a member new to the directory comes (identify, or
+    /// [`Network::learn_members`]); one wake-up may stand for several.
+    pub async fn directory_news(&self) {
+        self.directory.news.notified().await;
     }
 
     /// The peers in the routing table (Kademlia buckets).

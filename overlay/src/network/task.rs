@@ -5,7 +5,8 @@
 //! requests awaiting their answer by [`Config::max_pending`] each; inbound requests per peer
 //! and their rate by [`PeerLimits`] (its own bounds are in `limits.rs`); bad-frame counts,
 //! connections and members by the connected peers (an entry goes when the peer's last
-//! connection closes); peers connecting and disconnecting go to [`PeerChanges`], never lost.
+//! connection closes); the directory by [`Config::max_members`] (its own bounds are in
+//! `directory.rs`); peers connecting and disconnecting go to [`PeerChanges`], never lost.
 
 use std::{
     collections::HashMap,
@@ -34,7 +35,7 @@ use tokio::sync::{
 use tracing::{debug, info, warn};
 
 use super::{
-    Config, Error, Event, PeerChanges, Refusal, Responder,
+    Config, Error, Event, PeerChanges, Refusal, Responder, SharedDirectory,
     admission::Admission,
     behaviour::{Behaviour, BehaviourEvent, Members},
     codec::{FrameTooLarge, Request},
@@ -148,6 +149,7 @@ pub(crate) struct Task {
     connections: HashMap<PeerId, HashMap<ConnectionId, Link>>,
     /// Peers identify confirmed as of this overlay (the relay server's gate).
     members: Members,
+    directory: SharedDirectory,
     /// Which peers are admitted (Node-ID work, enrollment CA).
     admission: Admission,
     nat: Traversal,
@@ -178,6 +180,7 @@ impl Task {
         events: mpsc::Sender<Event>,
         config: Config,
         members: Members,
+        directory: SharedDirectory,
     ) -> Self {
         let bucket_capacity = config.max_connections as usize * 2 + 64;
         Self {
@@ -192,6 +195,7 @@ impl Task {
             peers: Arc::new(PeerChanges::default()),
             connections: HashMap::new(),
             members,
+            directory,
             admission: Admission::new(&config),
             nat: Traversal::new(config.relay_reservations),
             relay_serving: config.relay == super::Relay::On,
@@ -434,11 +438,17 @@ impl Task {
                     let _ = reply.send(Err(error));
                     return;
                 }
+                // A peer known from the directory only is dialled on the addresses it holds.
+                let addrs = if self.swarm.is_connected(&peer) {
+                    Vec::new()
+                } else {
+                    self.directory.lock().addresses(&peer)
+                };
                 let id = self
                     .swarm
                     .behaviour_mut()
                     .reload
-                    .send_request(&peer, Request::Frame(frame));
+                    .send_request_with_addresses(&peer, Request::Frame(frame), addrs);
                 self.outbound.insert(id, reply);
             }
             Command::AddAddress { peer, addr, reply } => {
@@ -553,6 +563,21 @@ impl Task {
                 error,
             } => {
                 debug!(peer = ?peer_id, %error, "outgoing connection failed");
+                // A member of the directory that cannot be dialled leaves it (not one that is
+                // connected anyway, nor a dial given up for a reason of our own).
+                if let Some(peer) = peer_id
+                    && !self.swarm.is_connected(&peer)
+                    && !matches!(
+                        error,
+                        libp2p::swarm::DialError::DialPeerConditionFalse(_)
+                            | libp2p::swarm::DialError::Aborted
+                            | libp2p::swarm::DialError::Denied { .. }
+                            | libp2p::swarm::DialError::LocalPeerId { .. }
+                    )
+                    && self.directory.lock().failed(&peer, Instant::now())
+                {
+                    debug!(%peer, "left the directory: it cannot be dialled");
+                }
                 if let Some((addr, reply)) = self.dials.remove(&connection_id) {
                     let _ = reply.send(Err(Error::Dial {
                         target: addr.to_string(),
@@ -690,7 +715,7 @@ impl Task {
         let mut nearest: Vec<PeerId> = peers
             .into_iter()
             .map(|peer| peer.peer_id)
-            .filter(|peer| admits(&self.admission, &self.members, peer))
+            .filter(|peer| admits(&self.admission, &self.members, &self.directory, peer))
             .chain([*self.swarm.local_peer_id()])
             .collect();
         nearest.sort_by_cached_key(|peer| target.distance(&kad::KBucketKey::from(*peer)));
@@ -909,6 +934,26 @@ impl Task {
                 }
             } else {
                 self.forget_stale_addresses(&peer_id, &addrs);
+            }
+            // Kept where it was checked (an overlay with a CA), so that it travels with the member.
+            let certificate = info
+                .agent_version
+                .split_whitespace()
+                .find(|word| word.starts_with("p2psip-node-cert-"))
+                .filter(|_| self.admission.needs_certificate())
+                .map(str::to_owned);
+            let dialled = self
+                .connections
+                .get(&peer_id)
+                .into_iter()
+                .flat_map(|links| links.values().filter_map(|link| link.dialled.clone()));
+            let member = super::Member {
+                peer: peer_id,
+                addrs: addrs.iter().cloned().chain(dialled).collect(),
+                certificate,
+            };
+            if self.directory.lock().seen(member, Instant::now()) {
+                self.directory.announce();
             }
             self.emit(Event::Identified {
                 peer: peer_id,
@@ -1157,21 +1202,29 @@ impl Task {
     }
 }
 
-/// Whether `addr` starts with a loopback IP address.
 /// Whether `peer` may be used: the Node-ID's work, and with an enrollment CA membership
-/// (identify showed a valid certificate).
-pub(crate) fn admits(admission: &Admission, members: &Members, peer: &PeerId) -> bool {
-    admission.has_work(peer) && (!admission.needs_certificate() || members.contains(peer))
+/// (identify showed a valid certificate, or the directory took it with one).
+pub(crate) fn admits(
+    admission: &Admission,
+    members: &Members,
+    directory: &SharedDirectory,
+    peer: &PeerId,
+) -> bool {
+    admission.has_work(peer)
+        && (!admission.needs_certificate()
+            || members.contains(peer)
+            || directory.lock().contains(peer))
 }
 
 /// The wall clock in ms since the Unix epoch (certificates' expiry).
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |t| t.as_millis() as u64)
 }
 
-fn is_loopback(addr: &Multiaddr) -> bool {
+/// Whether `addr` starts with a loopback IP address.
+pub(crate) fn is_loopback(addr: &Multiaddr) -> bool {
     use libp2p::multiaddr::Protocol;
     match addr.iter().next() {
         Some(Protocol::Ip4(ip)) => ip.is_loopback(),
