@@ -33,7 +33,8 @@ use crate::id::ResourceId;
 /// Version 3 adds [`Request::FetchKinds`] and [`Response::FetchedKinds`], and
 /// [`Response::Stored`] says whether the storing peer is a replica of the resource: a
 /// version-2 peer would fail to decode these answers, and the version says so before it tries.
-pub const VERSION: u8 = 3;
+/// Version 4 adds the membership exchange ([`Request::Members`], [`Response::Members`]).
+pub const VERSION: u8 = 4;
 
 /// The TTL of a new request: `log2(N) + 5` covers overlays of a hundred million nodes and
 /// stays under RELOAD's initial 100.
@@ -135,6 +136,29 @@ pub enum Request {
         /// The kinds, each at most once.
         kinds: Vec<Kind>,
     },
+    /// The membership exchange: the members the requester learned lately, and a request for
+    /// the peer's ([`Response::Members`]). At most [`MAX_MEMBERS`] members.
+    Members {
+        /// Members the requester learned lately.
+        news: Vec<MemberInfo>,
+        /// `Some(after)`: a page of the peer's whole directory after the Node-ID `after`
+        /// (`PeerId` bytes; empty for the first page); `None`: the peer's news only.
+        page: Option<Vec<u8>>,
+    },
+}
+
+/// The most members one [`Request::Members`] or [`Response::Members`] carries.
+pub const MAX_MEMBERS: usize = 128;
+
+/// A member of the overlay as the membership exchange passes it on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// Its Node-ID (`PeerId` bytes).
+    pub peer: Vec<u8>,
+    /// Where it can be dialled (`Multiaddr` bytes).
+    pub addrs: Vec<Vec<u8>>,
+    /// Its Node-ID certificate as it announces it, in an overlay with an enrollment CA.
+    pub certificate: Option<String>,
 }
 
 /// The entries of one resource and kind, by dictionary key.
@@ -196,6 +220,17 @@ pub enum Response {
         /// `r` closest to it of itself and the live peers it knows. A lookup that asked the
         /// `r` peers it believes closest and heard `true` from each needs no other round trip.
         replica: bool,
+    },
+    /// The answer to [`Request::Members`]: the requested page of the peer's directory, or its
+    /// news. At most [`MAX_MEMBERS`].
+    Members {
+        /// The members.
+        members: Vec<MemberInfo>,
+        /// Whether more pages follow this one.
+        more: bool,
+        /// How many of the request's news were new to the peer: a node keeps passing news on
+        /// while its exchanges find peers that did not know it.
+        fresh: u32,
     },
 }
 

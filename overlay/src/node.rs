@@ -28,7 +28,9 @@
 //!   ([`Overlay::rejected_entries`]). On a settled overlay it costs one round trip: the `r`
 //!   peers the node believes closest are asked at once (one FetchKinds each), and when every
 //!   one answers that it is a replica as far as it knows, no Kademlia lookup is made
-//!   ([`Overlay::lookups`] counts both ways).
+//!   ([`Overlay::lookups`] counts both ways). The peers it believes closest come from all it
+//!   knows: its routing table, its connections, and its directory (below), so that it knows
+//!   the replica sets of an overlay larger than its Kademlia table.
 //! - [`Overlay::route`] sends an opaque payload hop by hop to a node; the destination hands it
 //!   to the handler set by [`Overlay::set_route_handler`], and the answer retraces the path.
 //!   Every hop calls [`Envelope::hop`] (TTL, Via list, loop detection) and forwards to the
@@ -46,6 +48,20 @@
 //!   resource's replica set whenever that changes, until [`Overlay::withdraw`].
 //! - [`Overlay::path_track`] and [`Overlay::ping`] are diagnostics.
 //!
+//! ## Membership exchange
+//!
+//! Kademlia keeps only peers the node has been connected to, a few hundred on an overlay of a
+//! thousand. The node also keeps a directory of every member it has heard of (the network's,
+//! `directory.rs`: each member checked as identify's are before it enters, dialled on the
+//! addresses it came with, gone after a failed dial) and exchanges it with its peers
+//! ([`Request::Members`]): now and then it sends a random peer (a connected one when it has
+//! one) the members it learned lately and takes in the peer's; its first exchange asks for
+//! the peer's whole directory. It dials for an exchange only when it has news to pass on:
+//! with none, it catches up over a connection it has anyway. The waits are [`Config::exchange_interval`] after news and
+//! grow fourfold after each exchange in which neither side learned anything, up to
+//! [`Config::exchange_interval_max`]: a joining node is known everywhere within seconds, and
+//! a quiet overlay exchanges rarely.
+//!
 //! ## Replication and churn
 //!
 //! The decisions below are [`core::Replicator`]'s (sans-IO, also run by [`crate::sim`]); a
@@ -53,7 +69,7 @@
 //! answers back. When a peer enters the routing table or disconnects (debounced by
 //! [`Config::repair_delay`]), every [`Config::replication_interval`], and on
 //! [`Overlay::replicate`], the node walks its store: for each resource it computes the `r`
-//! closest live peers it knows (routing table and connected peers, itself included) and pushes
+//! closest live peers it knows (routing table, connected peers and directory, itself included) and pushes
 //! the entries to the members it has not pushed them to yet or has no connection to (to all of
 //! them every sixth pass, since a member may have dropped its copy); the entries it publishes are
 //! walked the same way, so an owner restores its entries even when every replica died. Claims
@@ -111,7 +127,10 @@ use crate::error::{self as overlay_error, ErrorCode};
 use crate::id::{ResourceId, closest_nodes};
 use crate::identity::NodeKey;
 use crate::identity::is_self_certifying;
-use crate::message::{self, Body, DEFAULT_MAX_MESSAGE, Envelope, MAX_KINDS, Request, Response};
+use crate::message::{
+    self, Body, DEFAULT_MAX_MESSAGE, Envelope, MAX_KINDS, MAX_MEMBERS, MemberInfo, Request,
+    Response,
+};
 use crate::network::{self, Event, Events, Network, Responder};
 use crate::quorum;
 use crate::rng::Rng;
@@ -178,6 +197,15 @@ pub struct Config {
     /// The most Route messages the replay cache remembers; when full, it forgets the oldest
     /// and refuses everything signed before it as stale. Default 65 536.
     pub replay_capacity: usize,
+    /// The membership exchange's shortest wait between two exchanges: its wait after one
+    /// that brought a new member, or once a new member came some other way (see
+    /// [`network::Network::directory`]). Default 5 s.
+    pub exchange_interval: Duration,
+    /// The membership exchange's longest wait: the wait grows fourfold after each exchange
+    /// that brought nothing new, up to this (as RFC 6206's Trickle timer). News does not
+    /// wait for it: a node that learns of a member exchanges again after the shortest wait.
+    /// Default 30 min.
+    pub exchange_interval_max: Duration,
     /// Tests only: draw transaction ids and nonces from a reproducible generator seeded with
     /// this, not from the operating system's RNG. Default `None` (the OS RNG); a seeded node
     /// is predictable, never use one in production.
@@ -201,6 +229,8 @@ impl Default for Config {
             max_message_size: DEFAULT_MAX_MESSAGE,
             route_window: Duration::from_secs(60),
             replay_capacity: 65_536,
+            exchange_interval: Duration::from_secs(5),
+            exchange_interval_max: Duration::from_secs(30 * 60),
             seed: None,
         }
     }
@@ -834,6 +864,7 @@ impl Drop for Overlay {
 async fn run(inner: Arc<Inner>, mut events: Events) {
     let mut work = JoinSet::new();
     work.spawn(drive_replication(inner.clone()));
+    work.spawn(exchange_members(inner.clone()));
     loop {
         let due = inner.refresher().poll_timeout();
         let upkeep = async {
@@ -1166,6 +1197,146 @@ impl Inner {
             kinds: fetched,
             replica: self.holds_replica(resource),
         })
+    }
+
+    /// How long a member this node learned is news it sends in each of its exchanges: 24 of
+    /// its shortest waits (2 min by default). Within it, a node passes the news on again
+    /// after the shortest wait as long as its exchanges find peers that did not know it, and
+    /// after longer and longer waits once they do not (rumour mongering with feedback, as in
+    /// Demers et al., "Epidemic algorithms for replicated database maintenance", 1987).
+    fn news_window(&self) -> Duration {
+        self.config.exchange_interval * 24
+    }
+
+    /// The answer to a [`Request::Members`] from `peer` here: its news taken into the
+    /// directory ([`Inner::learn_members`]), then the page of this node's directory it asked
+    /// for, or the members it learned in the last two [`Config::exchange_interval_max`] (a
+    /// node that missed news catches up when it asks).
+    fn members_here(
+        &self,
+        peer: PeerId,
+        news: Vec<MemberInfo>,
+        page: Option<Vec<u8>>,
+    ) -> Result<Response, Error> {
+        if news.len() > MAX_MEMBERS {
+            self.bad_messages.fetch_add(1, Ordering::Relaxed);
+            let why = format!(
+                "{} members in one exchange (at most {MAX_MEMBERS})",
+                news.len()
+            );
+            return Err(overlay_error::Error::invalid(why).into());
+        }
+        let fresh = self.learn_members(peer, news);
+        let (members, more) = match page {
+            None => {
+                let window = self.config.exchange_interval_max * 2;
+                (self.network.members_news(window, MAX_MEMBERS), false)
+            }
+            Some(after) if after.is_empty() => self.network.members_page(None, MAX_MEMBERS),
+            Some(after) => {
+                let after = PeerId::from_bytes(&after).map_err(|_| {
+                    self.bad_messages.fetch_add(1, Ordering::Relaxed);
+                    overlay_error::Error::invalid("the page's start is not a Node-ID")
+                })?;
+                self.network.members_page(Some(&after), MAX_MEMBERS)
+            }
+        };
+        Ok(Response::Members {
+            members: members.iter().map(member_info).collect(),
+            more,
+            fresh: u32::try_from(fresh).unwrap_or(u32::MAX),
+        })
+    }
+
+    /// Takes the members `from` passed on into the directory (each checked there, see
+    /// [`network::Network::learn_members`]); what does not decode is left out. The new ones
+    /// enter the replicator's ranking, and a repair pass is due: they may be replicas of what
+    /// this node holds. Gives how many were new.
+    fn learn_members(&self, from: PeerId, members: Vec<MemberInfo>) -> usize {
+        let members: Vec<network::Member> = members
+            .into_iter()
+            .take(MAX_MEMBERS)
+            .filter_map(|info| {
+                let member = network::Member {
+                    peer: PeerId::from_bytes(&info.peer).ok()?,
+                    addrs: info
+                        .addrs
+                        .into_iter()
+                        .take(network::MAX_MEMBER_ADDRS)
+                        .filter_map(|addr| Multiaddr::try_from(addr).ok())
+                        .collect(),
+                    certificate: info.certificate,
+                };
+                Some(member)
+            })
+            .collect();
+        let new = self.network.learn_members(&from, members);
+        if new.is_empty() {
+            return 0;
+        }
+        let mut replicator = self.replicator();
+        for peer in &new {
+            replicator.peer_known(*peer);
+        }
+        replicator.routing_changed(now());
+        drop(replicator);
+        self.replication_wake.notify_one();
+        new.len()
+    }
+
+    /// One membership exchange with a random peer this node is connected to (a random one it
+    /// knows when it is connected to none and has news to pass on, or asks for a whole
+    /// directory; none else): the members it learned in the last
+    /// [`Inner::news_window`] sent, the peer's news taken in; with `whole`, the peer's whole
+    /// directory, page by page. Gives how many members were new, here or at the peer (0 when
+    /// there is no peer to ask).
+    async fn exchange_members(&self, whole: bool) -> Result<usize, Error> {
+        let usable = |peers: Vec<PeerId>| -> Vec<PeerId> {
+            peers
+                .into_iter()
+                .filter(|peer| *peer != self.id && self.network.admits(peer) && !self.is_down(peer))
+                .collect()
+        };
+        let mut news: Vec<MemberInfo> = self
+            .network
+            .members_news(self.news_window(), MAX_MEMBERS)
+            .iter()
+            .map(member_info)
+            .collect();
+        let mut peers = usable(self.network.connected_peers().await.unwrap_or_default());
+        // With nothing to pass on, an exchange only catches up on news missed: not worth a
+        // dial (each costs a handshake and wakes the peer's upkeep).
+        if peers.is_empty() && (whole || !news.is_empty()) {
+            peers = usable(self.known_peers().await);
+        }
+        if peers.is_empty() {
+            return Ok(0);
+        }
+        let peer = peers[(self.rng.u64() % peers.len() as u64) as usize];
+        let mut page = whole.then(Vec::new);
+        let mut learned = 0;
+        let pages = self.config.network.max_members / MAX_MEMBERS + 1;
+        for _ in 0..pages {
+            let request = Request::Members {
+                news: std::mem::take(&mut news),
+                page: page.clone(),
+            };
+            let (members, more, fresh) = match self.ask(peer, request).await? {
+                Response::Members {
+                    members,
+                    more,
+                    fresh,
+                } if members.len() <= MAX_MEMBERS => (members, more, fresh),
+                other => return Err(unexpected(peer, &other)),
+            };
+            let last = members.last().map(|member| member.peer.clone());
+            learned += self.learn_members(peer, members) + fresh as usize;
+            match last {
+                Some(last) if more && page.is_some() => page = Some(last),
+                _ => break,
+            }
+        }
+        Ok(learned)
     }
 
     /// An AOR's claims and registrations as `peer` holds them, in one request, and whether
@@ -1526,7 +1697,7 @@ impl Inner {
         }
     }
 
-    /// The known peers (routing table and connected peers), without this node.
+    /// The known peers (routing table, connected peers and the directory), without this node.
     async fn known_peers(&self) -> Vec<PeerId> {
         let mut peers: HashSet<PeerId> = self
             .network
@@ -1536,6 +1707,7 @@ impl Inner {
             .into_iter()
             .collect();
         peers.extend(self.network.connected_peers().await.unwrap_or_default());
+        peers.extend(self.network.directory());
         peers.remove(&self.id);
         peers
             .into_iter()
@@ -1624,6 +1796,7 @@ impl Inner {
                 })
                 .map_err(Error::Overlay),
             Request::FetchKinds { resource, kinds } => self.fetch_kinds_here(&resource, &kinds),
+            Request::Members { news, page } => self.members_here(peer, news, page),
             Request::Ping => Ok(Response::Pong),
             Request::Route { destination, .. } | Request::PathTrack { destination } => {
                 return self.route_step(peer, envelope, destination).await;
@@ -2038,6 +2211,60 @@ enum Answer {
 }
 
 type Pending = futures::future::BoxFuture<'static, Answer>;
+
+/// The membership exchange: at times of [`Config::exchange_interval`] to
+/// [`Config::exchange_interval_max`] (jittered by up to a half), one exchange
+/// ([`Inner::exchange_members`]); the first that succeeds asks for the peer's whole
+/// directory. The wait grows fourfold after an exchange in which neither side learned
+/// anything, and falls back to the shortest after one in which either did, or as soon as a
+/// new member comes some other way (identify, a peer's exchange), as RFC 6206's Trickle
+/// timer: a node that learns of a member passes it on within seconds, again while that
+/// finds peers that did not know it, and a quiet overlay exchanges every half hour.
+async fn exchange_members(inner: Arc<Inner>) {
+    let shortest = inner.config.exchange_interval.max(Duration::from_millis(1));
+    let longest = inner.config.exchange_interval_max.max(shortest);
+    let jitter = |wait: Duration| wait + wait.mul_f64((inner.rng.u64() % 512) as f64 / 1024.0);
+    let mut wait = shortest;
+    let mut deadline = now() + jitter(shortest);
+    let mut whole = true;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline.into()) => {}
+            () = inner.network.directory_news() => {
+                if wait > shortest {
+                    wait = shortest;
+                    deadline = deadline.min(now() + jitter(shortest));
+                }
+                continue;
+            }
+        }
+        let learned = match inner.exchange_members(whole).await {
+            Ok(learned) => {
+                whole = false;
+                learned
+            }
+            Err(error) => {
+                debug!(%error, "a membership exchange failed");
+                0
+            }
+        };
+        wait = if learned > 0 {
+            shortest
+        } else {
+            (wait * 4).min(longest)
+        };
+        deadline = now() + jitter(wait);
+    }
+}
+
+/// A directory member as the exchange passes it on.
+fn member_info(member: &network::Member) -> MemberInfo {
+    MemberInfo {
+        peer: member.peer.to_bytes(),
+        addrs: member.addrs.iter().map(|addr| addr.to_vec()).collect(),
+        certificate: member.certificate.clone(),
+    }
+}
 
 /// The replication driver: carries out the replicator's actions (probes, views and pushes
 /// run concurrently; their answers go back as they come), and wakes it on its deadline or

@@ -913,3 +913,135 @@ async fn a_lookup_all_replicas_refuse_as_busy_fails_rather_than_finding_nothing(
         node.kill().await;
     }
 }
+
+/// The membership exchange end to end: a node learns a member from a peer that passes it
+/// on (here a raw network that only ever heard of it), reaches that member on the addresses
+/// it came with, and passes it on in turn; a peer that sends too many members at once is
+/// refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_learned_in_the_exchange_is_reached_and_passed_on() {
+    let c_dir = tempfile::tempdir().unwrap();
+    let c =
+        Overlay::start(node::Config::new(c_dir.path()).with_network(network_config(Vec::new())))
+            .await
+            .unwrap();
+    let c_info = message::MemberInfo {
+        peer: c.node_id().to_bytes(),
+        addrs: vec![c.listen_addrs().await.unwrap().remove(0).to_vec()],
+        certificate: None,
+    };
+    // The passer: answers every exchange with c, and nothing else.
+    let (passer, mut events) =
+        Network::start(Keypair::generate_ed25519(), network_config(Vec::new()))
+            .await
+            .unwrap();
+    let passer_id = passer.local_peer_id();
+    let answers = c_info.clone();
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            let Event::Request {
+                frame, responder, ..
+            } = event
+            else {
+                continue;
+            };
+            let request = message::decode(&frame, message::DEFAULT_MAX_MESSAGE).unwrap();
+            let response = match request.body {
+                Body::Request(Request::Members { .. }) => Response::Members {
+                    members: vec![answers.clone()],
+                    more: false,
+                    fresh: 0,
+                },
+                _ => Response::Pong,
+            };
+            let _ = responder.respond(message::encode(&request.reply(response)));
+        }
+    });
+    let passer_addr = passer
+        .listen_addrs()
+        .await
+        .unwrap()
+        .remove(0)
+        .with_p2p(passer_id)
+        .unwrap();
+    let a_dir = tempfile::tempdir().unwrap();
+    let mut config =
+        node::Config::new(a_dir.path()).with_network(network_config(vec![passer_addr]));
+    config.exchange_interval = Duration::from_millis(50);
+    config.exchange_interval_max = Duration::from_millis(200);
+    let a = Overlay::start(config).await.unwrap();
+
+    tokio::time::timeout(WAIT, async {
+        while !a.network().directory().contains(&c.node_id()) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the exchange brought c");
+    assert!(
+        !a.network()
+            .connected_peers()
+            .await
+            .unwrap()
+            .contains(&c.node_id())
+    );
+    tokio::time::timeout(WAIT, a.ping(c.node_id()))
+        .await
+        .unwrap()
+        .expect("c reached on the addresses it came with");
+
+    // a passes c on: a page of its whole directory names it.
+    let ask = |news: Vec<message::MemberInfo>| {
+        let mut request = Envelope::request(
+            9,
+            None,
+            Request::Members {
+                news,
+                page: Some(Vec::new()),
+            },
+        );
+        request.hop(&passer_id).unwrap();
+        let passer = passer.clone();
+        let a = a.node_id();
+        async move {
+            let answer = passer.request(a, message::encode(&request)).await.unwrap();
+            message::decode(&answer, message::DEFAULT_MAX_MESSAGE)
+                .unwrap()
+                .body
+        }
+    };
+    // A member new to a counts as fresh in its answer, once.
+    let news = message::MemberInfo {
+        peer: PeerId::random().to_bytes(),
+        addrs: vec![
+            "/ip4/192.0.2.9/udp/4000/quic-v1"
+                .parse::<Multiaddr>()
+                .unwrap()
+                .to_vec(),
+        ],
+        certificate: None,
+    };
+    for expected in [1, 0] {
+        match ask(vec![news.clone()]).await {
+            Body::Response(Response::Members { fresh, .. }) => assert_eq!(fresh, expected),
+            other => panic!("{other:?}"),
+        }
+    }
+    match ask(Vec::new()).await {
+        Body::Response(Response::Members { members, more, .. }) => {
+            assert!(!more);
+            assert!(
+                members.iter().any(|member| member.peer == c_info.peer),
+                "{members:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    match ask(vec![c_info; message::MAX_MEMBERS + 1]).await {
+        Body::Response(Response::Error { code, message }) => {
+            assert_eq!(code, ErrorCode::InvalidMessage);
+            assert!(message.contains("at most 128"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+}

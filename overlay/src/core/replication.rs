@@ -297,6 +297,14 @@ impl Replicator {
         self.ranking.insert(peer);
     }
 
+    /// This node heard of a peer without a connection to it (its directory): it is ranked
+    /// from now on, so that stores and lookups ask it where it is among the closest.
+    pub fn peer_known(&mut self, peer: PeerId) {
+        if peer != self.me {
+            self.ranking.insert(peer);
+        }
+    }
+
     /// A peer left the routing table (unreachable): forgotten, down or not.
     pub fn peer_forgotten(&mut self, peer: PeerId, _now: Instant) {
         self.down.remove(&peer);
