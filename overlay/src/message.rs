@@ -147,8 +147,22 @@ pub enum Request {
     },
 }
 
-/// The most members one [`Request::Members`] or [`Response::Members`] carries.
+/// The most members one [`Request::Members`] or [`Response::Members`] carries; fewer when
+/// their [`MemberInfo::size`]s would pass the sender's budget (see [`fitting`]).
 pub const MAX_MEMBERS: usize = 128;
+
+/// How many of `members`, from the first, fit in `budget` bytes of a message: a page of
+/// members carrying certificates (up to 1 KiB each) must still fit in one frame.
+pub fn fitting(members: &[MemberInfo], budget: usize) -> usize {
+    let mut used = 0;
+    members
+        .iter()
+        .take_while(|member| {
+            used += member.size();
+            used <= budget
+        })
+        .count()
+}
 
 /// A member of the overlay as the membership exchange passes it on.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,6 +173,21 @@ pub struct MemberInfo {
     pub addrs: Vec<Vec<u8>>,
     /// Its Node-ID certificate as it announces it, in an overlay with an enrollment CA.
     pub certificate: Option<String>,
+}
+
+impl MemberInfo {
+    /// At least its encoded size, in bytes: its fields and a length prefix for each.
+    pub fn size(&self) -> usize {
+        let prefixed = |len: usize| len + 10;
+        prefixed(self.peer.len())
+            + prefixed(0)
+            + self
+                .addrs
+                .iter()
+                .map(|addr| prefixed(addr.len()))
+                .sum::<usize>()
+            + prefixed(self.certificate.as_ref().map_or(0, String::len))
+    }
 }
 
 /// The entries of one resource and kind, by dictionary key.
@@ -422,6 +451,27 @@ pub(crate) fn decode_value<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn members_that_fit_a_budget_fit_a_message_of_that_size() {
+        let member = MemberInfo {
+            peer: PeerId::random().to_bytes(),
+            addrs: vec![vec![0xab; 60]; 4],
+            certificate: Some("c".repeat(1024)),
+        };
+        let members = vec![member; MAX_MEMBERS];
+        let budget = DEFAULT_MAX_MESSAGE / 2;
+        let fit = fitting(&members, budget);
+        assert!(fit > 0 && fit < MAX_MEMBERS, "{fit}");
+        let envelope = Envelope::request(1, None, Request::Ping).reply(Response::Members {
+            members: members[..fit].to_vec(),
+            more: true,
+            fresh: 0,
+        });
+        let encoded = encode(&envelope);
+        assert!(encoded.len() <= budget, "{} > {budget}", encoded.len());
+        assert!(decode(&encoded, DEFAULT_MAX_MESSAGE).is_ok());
+    }
 
     #[test]
     fn hop_counts_down_and_detects_loops() {

@@ -1208,6 +1208,15 @@ impl Inner {
         self.config.exchange_interval * 24
     }
 
+    /// How many bytes of members one exchange message carries at most: half the message
+    /// size limit, so that a page of members with certificates fits in one frame.
+    fn members_budget(&self) -> usize {
+        self.config
+            .max_message_size
+            .min(self.config.network.max_frame_size)
+            / 2
+    }
+
     /// The answer to a [`Request::Members`] from `peer` here: its news taken into the
     /// directory ([`Inner::learn_members`]), then the page of this node's directory it asked
     /// for, or the members it learned in the last two [`Config::exchange_interval_max`] (a
@@ -1241,8 +1250,12 @@ impl Inner {
                 self.network.members_page(Some(&after), MAX_MEMBERS)
             }
         };
+        let mut members: Vec<MemberInfo> = members.iter().map(member_info).collect();
+        let fit = message::fitting(&members, self.members_budget());
+        let more = more || fit < members.len();
+        members.truncate(fit);
         Ok(Response::Members {
-            members: members.iter().map(member_info).collect(),
+            members,
             more,
             fresh: u32::try_from(fresh).unwrap_or(u32::MAX),
         })
@@ -1303,6 +1316,7 @@ impl Inner {
             .iter()
             .map(member_info)
             .collect();
+        news.truncate(message::fitting(&news, self.members_budget()));
         let mut peers = usable(self.network.connected_peers().await.unwrap_or_default());
         // With nothing to pass on, an exchange only catches up on news missed: not worth a
         // dial (each costs a handshake and wakes the peer's upkeep).
