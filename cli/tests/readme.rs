@@ -19,8 +19,7 @@ const READY: Duration = Duration::from_secs(60);
 
 /// The README's console commands: (machine, words).
 fn commands() -> Vec<(String, Vec<String>)> {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
-        .expect("README.md");
+    let readme = std::fs::read_to_string("../README.md").expect("README.md");
     let mut commands = Vec::new();
     let mut in_console = false;
     for line in readme.lines() {

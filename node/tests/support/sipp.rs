@@ -192,9 +192,12 @@ pub fn free_port() -> io::Result<u16> {
     Err(last.unwrap_or_else(|| io::Error::other("no free port")))
 }
 
-/// The directory of the scenario files kept with the tests: `node/tests/sipp`.
+/// The directory of the scenario files kept with the tests: `node/tests/sipp` (cargo runs
+/// tests in their package's directory; a path fixed at compile time would name wherever the
+/// test was built, which a shared build cache may have done elsewhere).
 pub fn scenario_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    std::env::current_dir()
+        .expect("the package directory")
         .join("tests")
         .join("sipp")
 }

@@ -314,11 +314,7 @@ fn rfc4475_application_layer_answers_from_the_uas() {
         ("insuf", 400),
     ] {
         let mut bob = agent(BOB, true, 4);
-        let bytes = std::fs::read(format!(
-            "{}/tests/data/rfc4475/{file}.dat",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap();
+        let bytes = std::fs::read(format!("tests/data/rfc4475/{file}.dat")).unwrap();
         let result = bob.handle(
             Instant::now(),
             Message::parse(bytes).unwrap(),
@@ -460,11 +456,7 @@ fn s18_1_1_large_requests_go_over_tcp() {
 #[test]
 fn rfc4475_3_4_1_rfc2543_invite_is_answered() {
     let mut bob = agent(BOB, true, 11);
-    let bytes = std::fs::read(format!(
-        "{}/tests/data/rfc4475/inv2543.dat",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap();
+    let bytes = std::fs::read("tests/data/rfc4475/inv2543.dat").unwrap();
     bob.handle(
         Instant::now(),
         Message::parse(bytes).unwrap(),

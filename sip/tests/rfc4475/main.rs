@@ -78,10 +78,7 @@ const CORPUS: [&str; 49] = [
 ];
 
 fn raw(name: &str) -> Bytes {
-    let path = format!(
-        "{}/tests/data/rfc4475/{name}.dat",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("tests/data/rfc4475/{name}.dat");
     Bytes::from(std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}")))
 }
 
@@ -239,7 +236,7 @@ fn assert_valid(name: &str) -> Message {
 
 #[test]
 fn every_corpus_file_is_checked() {
-    let dir = format!("{}/tests/data/rfc4475", env!("CARGO_MANIFEST_DIR"));
+    let dir = "tests/data/rfc4475";
     let mut found: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
