@@ -1329,8 +1329,10 @@ impl Inner {
         let peer = peers[(self.rng.u64() % peers.len() as u64) as usize];
         let mut page = whole.then(Vec::new);
         let mut learned = 0;
-        let pages = self.config.network.max_members / MAX_MEMBERS + 1;
-        for _ in 0..pages {
+        // A whole directory ends when the peer says so, or once it gave as many members as
+        // this node's directory holds (a peer that always says "more" cannot keep it asking).
+        let mut received = 0;
+        while received <= self.config.network.max_members {
             let request = Request::Members {
                 news: std::mem::take(&mut news),
                 page: page.clone(),
@@ -1344,6 +1346,7 @@ impl Inner {
                 other => return Err(unexpected(peer, &other)),
             };
             let last = members.last().map(|member| member.peer.clone());
+            received += members.len();
             learned += self.learn_members(peer, members) + fresh as usize;
             match last {
                 Some(last) if more && page.is_some() => page = Some(last),

@@ -58,15 +58,20 @@ impl Admission {
         let Some(ca) = &self.ca else {
             return Ok(());
         };
-        let text = agent_version
-            .split_whitespace()
-            .find(|word| word.starts_with("p2psip-node-cert-"))
+        let text = announced_certificate(agent_version)
             .ok_or("it announced no Node-ID certificate from this overlay's enrollment CA")?;
         let certificate = NodeCertificate::from_text(text).map_err(|error| error.to_string())?;
         certificate
             .verify(ca, peer, now_ms)
             .map_err(|error| error.to_string())
     }
+}
+
+/// The Node-ID certificate a node announced in its agent version, as text, if any.
+pub(crate) fn announced_certificate(agent_version: &str) -> Option<&str> {
+    agent_version
+        .split_whitespace()
+        .find(|word| word.starts_with("p2psip-node-cert-"))
 }
 
 /// The agent version a node announces: its software, and its certificate when it has one.

@@ -36,7 +36,7 @@ use tracing::{debug, info, warn};
 
 use super::{
     Config, Error, Event, PeerChanges, Refusal, Responder, SharedDirectory,
-    admission::Admission,
+    admission::{Admission, announced_certificate},
     behaviour::{Behaviour, BehaviourEvent, Members},
     codec::{FrameTooLarge, Request},
     limits::PeerLimits,
@@ -910,6 +910,13 @@ impl Task {
             .connections
             .get(&peer_id)
             .is_some_and(|links| links.values().any(|link| link.loopback));
+        let dialled: Vec<Multiaddr> = self
+            .connections
+            .get(&peer_id)
+            .into_iter()
+            .flat_map(|links| links.values().filter_map(|link| link.dialled.clone()))
+            .take(MAX_ADDRS_PER_PEER)
+            .collect();
         let kad = &mut self.swarm.behaviour_mut().kad;
         if member {
             let addrs: Vec<_> = info
@@ -924,29 +931,16 @@ impl Task {
             if addrs.is_empty() {
                 // A member that announces no address we can use is still routable on the
                 // address we dialled it on (Kademlia inserts no peer by itself: see behaviour).
-                let dialled = self
-                    .connections
-                    .get(&peer_id)
-                    .into_iter()
-                    .flat_map(|links| links.values().filter_map(|link| link.dialled.clone()));
-                for addr in dialled.take(MAX_ADDRS_PER_PEER) {
-                    kad.add_address(&peer_id, addr);
+                for addr in &dialled {
+                    kad.add_address(&peer_id, addr.clone());
                 }
             } else {
                 self.forget_stale_addresses(&peer_id, &addrs);
             }
             // Kept where it was checked (an overlay with a CA), so that it travels with the member.
-            let certificate = info
-                .agent_version
-                .split_whitespace()
-                .find(|word| word.starts_with("p2psip-node-cert-"))
+            let certificate = announced_certificate(&info.agent_version)
                 .filter(|_| self.admission.needs_certificate())
                 .map(str::to_owned);
-            let dialled = self
-                .connections
-                .get(&peer_id)
-                .into_iter()
-                .flat_map(|links| links.values().filter_map(|link| link.dialled.clone()));
             let member = super::Member {
                 peer: peer_id,
                 addrs: addrs.iter().cloned().chain(dialled).collect(),
